@@ -1,0 +1,320 @@
+"""The dynamic batcher: one per loaded model version. The loop queues; worker threads run batches.
+
+The event loop only enqueues and resolves futures. A worker thread gathers a batch's rows into a
+reusable contiguous buffer (Cython, no GIL), runs ONNX Runtime (which releases the GIL), splits the
+outputs back into per-request views, and hands the results to the loop in one callback per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from queue import SimpleQueue
+from typing import Any
+
+import numpy as np
+from serving.batching.kernels import gather_rows, scatter_rows
+
+from serving.batching.policy import BatchPolicy
+from serving.errors import BadRequest, Cancelled, DeadlineExceeded, ModelError, Overloaded
+from serving.runtime.session import Session
+
+log = logging.getLogger("serving.batching")
+
+Outputs = dict[str, np.ndarray]
+
+
+class _Item:
+    """One queued request."""
+
+    __slots__ = ("deadline", "disconnected", "enqueued_at", "feeds", "future", "key", "rows")
+
+    def __init__(
+        self,
+        feeds: dict[str, np.ndarray],
+        rows: int,
+        key: Any,
+        future: asyncio.Future[tuple[Outputs, int]],
+        enqueued_at: float,
+        deadline: float,
+        disconnected: Callable[[], bool] | None,
+    ) -> None:
+        self.feeds = feeds
+        self.rows = rows
+        self.key = key
+        self.future = future
+        self.enqueued_at = enqueued_at
+        self.deadline = deadline
+        self.disconnected = disconnected
+
+
+@dataclass
+class BatchStats:
+    """Counters the monitoring work exports; updated on the loop only (no locks needed)."""
+
+    requests: int = 0
+    batches: int = 0
+    rows: int = 0
+    queue_seconds: float = 0.0
+    run_seconds: float = 0.0
+    failed_batches: int = 0
+    rejected: dict[str, int] | None = None
+
+    def reject(self, reason: str) -> None:
+        if self.rejected is None:
+            self.rejected = {}
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+class Scheduler:
+    """Queue -> batch -> run -> split for one model version."""
+
+    def __init__(self, session: Session, policy: BatchPolicy, label: str) -> None:
+        self.session = session
+        self.policy = policy
+        self.label = label  # "model:version", for error messages and logs
+        self.stats = BatchStats()
+        self._queue: deque[_Item] = deque()
+        self._queued_rows = 0
+        self._free = policy.workers
+        self._in_flight = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._jobs: SimpleQueue[list[_Item] | None] = SimpleQueue()
+        self._run_ewma = 0.0  # seconds per batch, for deadline shedding
+        self._closed = False
+        self._idle: asyncio.Event | None = None
+        sig = session.signature
+        self._batched = sig.batched and policy.max_batch_size > 1
+        # Models whose inputs have variable non-batch dimensions need a shape key per request.
+        self._needs_key = any(-1 in t.shape[1:] for t in sig.inputs)
+        self._input_names = sig.input_names
+        self._threads = [
+            threading.Thread(target=self._work, name=f"infer-{label}-{i}", daemon=True)
+            for i in range(policy.workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    # ---- loop side -------------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def submit(
+        self,
+        feeds: dict[str, np.ndarray],
+        rows: int,
+        timeout_us: int | None = None,
+        disconnected: Callable[[], bool] | None = None,
+    ) -> asyncio.Future[tuple[Outputs, int]]:
+        """Queue one request; its future gets (outputs, batch_size). Never blocks."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        if self._closed:
+            raise Overloaded(f"model {self.label} is unloading")
+        if len(self._queue) >= self.policy.max_queue_size:
+            self.stats.reject("queue_full")
+            raise Overloaded(
+                f"model {self.label} queue is full ({self.policy.max_queue_size} requests); "
+                "retry later"
+            )
+        if self._batched and rows > self.policy.max_batch_size:
+            raise BadRequest(
+                f"request has {rows} rows; model {self.label} takes at most "
+                f"{self.policy.max_batch_size} per request (max_batch_size)"
+            )
+        now = time.monotonic()
+        key = tuple(a.shape[1:] for a in feeds.values()) if self._needs_key else None
+        future: asyncio.Future[tuple[Outputs, int]] = loop.create_future()
+        self._queue.append(
+            _Item(feeds, rows, key, future, now, self.policy.deadline(now, timeout_us), disconnected)
+        )
+        self._queued_rows += rows
+        self.stats.requests += 1
+        if self._free:
+            self._dispatch()
+        return future
+
+    def _drop(self, item: _Item, exc: Exception, reason: str) -> None:
+        self._queued_rows -= item.rows
+        self.stats.reject(reason)
+        if not item.future.done():
+            item.future.set_exception(exc)
+
+    def _dispatch(self) -> None:
+        """Hand batches to free workers; called on submit, on completion and by the delay timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        queue = self._queue
+        policy = self.policy
+        while self._free and queue:
+            now = time.monotonic()
+            # Shed from the head what cannot or need not run any more.
+            head = queue[0]
+            if head.future.done():  # cancelled by its awaiting task
+                queue.popleft()
+                self._queued_rows -= head.rows
+                continue
+            if head.disconnected is not None and head.disconnected():
+                queue.popleft()
+                self._drop(head, Cancelled(f"client disconnected before {self.label} ran"), "cancelled")
+                continue
+            if head.deadline:
+                if now >= head.deadline:
+                    queue.popleft()
+                    self._drop(
+                        head,
+                        DeadlineExceeded(f"request timed out in queue for model {self.label}"),
+                        "timeout",
+                    )
+                    continue
+                if now + self._run_ewma > head.deadline:
+                    queue.popleft()
+                    self._drop(
+                        head,
+                        DeadlineExceeded(
+                            f"request would miss its deadline: model {self.label} takes about "
+                            f"{self._run_ewma * 1e6:.0f} us per batch"
+                        ),
+                        "timeout",
+                    )
+                    continue
+            if self._batched:
+                wait = policy.should_wait(self._queued_rows, head.enqueued_at, now)
+                if wait > 0.0:
+                    assert self._loop is not None
+                    self._timer = self._loop.call_later(wait, self._dispatch)
+                    return
+            batch = [queue.popleft()]
+            rows = head.rows
+            if self._batched:
+                limit = policy.max_batch_size
+                while queue:
+                    nxt = queue[0]
+                    if rows + nxt.rows > limit or nxt.key != head.key:
+                        break
+                    if nxt.future.done() or (nxt.deadline and now >= nxt.deadline):
+                        break  # let the head-of-queue checks deal with it on the next turn
+                    batch.append(queue.popleft())
+                    rows += nxt.rows
+            self._queued_rows -= rows
+            self._free -= 1
+            self._in_flight += len(batch)
+            self._jobs.put(batch)
+
+    def _complete(
+        self, batch: list[_Item], outputs: list[Outputs] | None, error: Exception | None,
+        rows: int, started: float, run_s: float,
+    ) -> None:
+        """On the loop: resolve the batch's futures, account, and dispatch the next batch."""
+        self._free += 1
+        self._in_flight -= len(batch)
+        stats = self.stats
+        stats.batches += 1
+        stats.rows += rows
+        stats.run_seconds += run_s
+        self._run_ewma = run_s if not self._run_ewma else 0.8 * self._run_ewma + 0.2 * run_s
+        if error is not None:
+            stats.failed_batches += 1
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+        else:
+            assert outputs is not None
+            for item, out in zip(batch, outputs, strict=True):
+                stats.queue_seconds += started - item.enqueued_at
+                if not item.future.done():
+                    item.future.set_result((out, rows))
+        if self._queue:
+            self._dispatch()
+        elif self._idle is not None and not self._in_flight:
+            self._idle.set()
+
+    # ---- worker threads --------------------------------------------------------------------
+
+    def _work(self) -> None:
+        buffers: dict[tuple[str, Any], np.ndarray] = {}
+        session = self.session
+        names = self._input_names
+        while True:
+            batch = self._jobs.get()
+            if batch is None:
+                return
+            started = time.monotonic()
+            outputs: list[Outputs] | None = None
+            error: Exception | None = None
+            rows = 0
+            try:
+                if len(batch) == 1:
+                    feeds = batch[0].feeds
+                    rows = batch[0].rows
+                else:
+                    rows = sum(item.rows for item in batch)
+                    feeds = {}
+                    for name in names:
+                        first = batch[0].feeds[name]
+                        buf = buffers.get((name, batch[0].key))
+                        if buf is None:
+                            shape = (self.policy.max_batch_size, *first.shape[1:])
+                            buf = buffers[(name, batch[0].key)] = np.empty(shape, first.dtype)
+                        out = buf[:rows]
+                        gather_rows(
+                            [_rows_u8(item.feeds[name]) for item in batch], _rows_u8(out)
+                        )
+                        feeds[name] = out
+                results = session.run(feeds, None)
+                if len(batch) == 1:
+                    outputs = [dict(zip(session.signature.output_names, results, strict=True))]
+                else:
+                    counts = [item.rows for item in batch]
+                    pieces = [scatter_rows(r, counts) for r in results]
+                    names_out = session.signature.output_names
+                    outputs = [
+                        {n: p[i] for n, p in zip(names_out, pieces, strict=True)}
+                        for i in range(len(batch))
+                    ]
+            except Exception as exc:
+                log.exception("inference failed for model %s", self.label)
+                error = ModelError(f"model {self.label} failed to run: {exc}")
+            run_s = time.monotonic() - started
+            loop = self._loop
+            assert loop is not None
+            try:
+                loop.call_soon_threadsafe(
+                    self._complete, batch, outputs, error, rows, started, run_s
+                )
+            except RuntimeError:  # the loop is closed: the server is gone
+                return
+
+    # ---- shutdown --------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Stop taking requests and wait until everything queued or running has finished."""
+        self._closed = True
+        while self._queue or self._in_flight:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
+
+    def close(self) -> None:
+        """Stop the worker threads (after drain)."""
+        self._closed = True
+        for _ in self._threads:
+            self._jobs.put(None)
+
+
+def _rows_u8(arr: np.ndarray) -> np.ndarray:
+    """The array as raw rows of bytes, the layout the gather kernel copies."""
+    return np.ascontiguousarray(arr).reshape(len(arr), -1).view(np.uint8)

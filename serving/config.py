@@ -1,0 +1,214 @@
+"""ServerConfig and ModelConfig: frozen dataclasses, validated once.
+
+Server settings come from flags, then `SERVING_*` environment variables, then an optional TOML file
+(`--config`, its `[server]` table), then defaults: the first that sets a value wins.
+Model settings come from `<registry>/<model>/model.toml`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `serving serve` can be told. `help` metadata doubles as `--help` text."""
+
+    registry: str = field(default="models", metadata={"help": "registry directory"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8000, metadata={"help": "TCP port (0 picks a free one)"})
+    admin_token: str = field(
+        default="",
+        metadata={"help": "bearer token required by admin endpoints (empty: no token)"},
+    )
+    max_body_bytes: int = field(
+        default=64 * 1024 * 1024, metadata={"help": "largest request body accepted (413 above)"}
+    )
+    strict_readiness: bool = field(
+        default=True,
+        metadata={"help": "ready only when every model that should load is ready (as Triton)"},
+    )
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning or error"})
+    intra_op_threads: int = field(
+        default=1, metadata={"help": "default ONNX Runtime intra-op threads per session"}
+    )
+    ready_file: str = field(
+        default="", metadata={"help": "write 'host port' here once listening (for scripts)"}
+    )
+    build_examples: bool = field(
+        default=False,
+        metadata={"help": "build the example models into the registry if it has none"},
+    )
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if self.max_body_bytes < 1024:
+            raise ValueError("max_body_bytes must be at least 1024")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ValueError(f"log_level must be debug, info, warning or error: {self.log_level}")
+        if self.intra_op_threads < 0:
+            raise ValueError("intra_op_threads must be >= 0 (0: ONNX Runtime decides)")
+
+
+def _coerce(kind: Any, value: Any) -> Any:
+    if kind in (bool, "bool"):
+        return _bool(value)
+    if kind in (int, "int"):
+        return int(value)
+    return str(value)
+
+
+def load_server_config(
+    flags: dict[str, Any], env: dict[str, str] | None = None, config_file: str | None = None
+) -> ServerConfig:
+    """Merge flags > SERVING_* env > TOML `[server]` > defaults into a validated ServerConfig."""
+    env = os.environ if env is None else env
+    file_values: dict[str, Any] = {}
+    config_file = config_file or env.get("SERVING_CONFIG") or None
+    if config_file:
+        with open(config_file, "rb") as f:
+            doc = tomllib.load(f)
+        file_values = dict(doc.get("server", doc))
+    values: dict[str, Any] = {}
+    names = {f.name: f.type for f in fields(ServerConfig)}
+    unknown = set(file_values) - set(names)
+    if unknown:
+        raise ValueError(f"unknown settings in {config_file}: {', '.join(sorted(unknown))}")
+    for name, kind in names.items():
+        if flags.get(name) is not None:
+            values[name] = _coerce(kind, flags[name])
+        elif f"SERVING_{name.upper()}" in env:
+            values[name] = _coerce(kind, env[f"SERVING_{name.upper()}"])
+        elif name in file_values:
+            values[name] = _coerce(kind, file_values[name])
+    return ServerConfig(**values)
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """The `[batching]` table of model.toml; Triton's dynamic batcher names and meaning."""
+
+    enabled: bool = True
+    max_batch_size: int = 64
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    max_queue_size: int = 1024
+    default_timeout_us: int = 0  # 0: no deadline
+    workers: int = 1  # inference threads sharing the session
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError("batching.max_batch_size must be >= 1")
+        if self.max_queue_delay_us < 0 or self.default_timeout_us < 0:
+            raise ValueError("batching delays and timeouts must be >= 0")
+        if self.max_queue_size < 1:
+            raise ValueError("batching.max_queue_size must be >= 1")
+        if not 1 <= self.workers <= 64:
+            raise ValueError("batching.workers must be 1..64")
+        if any(not 1 <= s <= self.max_batch_size for s in self.preferred_batch_sizes):
+            raise ValueError("batching.preferred_batch_sizes must lie in 1..max_batch_size")
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions load: Triton's latest N, all, or specific."""
+
+    kind: str = "latest"
+    latest: int = 1
+    versions: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("latest", "all", "specific"):
+            raise ValueError("versions.policy must be latest, all or specific")
+        if self.kind == "latest" and self.latest < 1:
+            raise ValueError("versions.latest must be >= 1")
+
+    def select(self, available: list[int]) -> list[int]:
+        """The versions to load out of those published (ascending)."""
+        if self.kind == "all":
+            return list(available)
+        if self.kind == "specific":
+            return [v for v in available if v in self.versions]
+        return list(available[-self.latest :])
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """The `[runtime]` table: ONNX Runtime session options."""
+
+    intra_op_threads: int | None = None  # None: the server's default
+    inter_op_threads: int = 1
+    graph_optimization_level: str = "all"
+    providers: tuple[str, ...] = ()  # empty: CUDA first when available, else CPU
+
+    def __post_init__(self) -> None:
+        if self.graph_optimization_level not in _OPT_LEVELS:
+            raise ValueError(f"runtime.graph_optimization_level must be one of {_OPT_LEVELS}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model's serving configuration (`model.toml`)."""
+
+    batching: BatchingConfig = BatchingConfig()
+    versions: VersionPolicy = VersionPolicy()
+    runtime: RuntimeConfig = RuntimeConfig()
+    allow_nonfinite: bool = False  # reject NaN/Infinity in float inputs unless set
+
+    @classmethod
+    def from_toml(cls, doc: dict[str, Any]) -> ModelConfig:
+        known = {"batching", "versions", "runtime", "inputs"}
+        unknown = set(doc) - known
+        if unknown:
+            raise ValueError(f"unknown tables in model.toml: {', '.join(sorted(unknown))}")
+        b = dict(doc.get("batching", {}))
+        if "preferred_batch_sizes" in b:
+            b["preferred_batch_sizes"] = tuple(int(x) for x in b["preferred_batch_sizes"])
+        v = dict(doc.get("versions", {}))
+        policy = VersionPolicy(
+            kind=str(v.get("policy", "latest")),
+            latest=int(v.get("latest", 1)),
+            versions=tuple(int(x) for x in v.get("versions", ())),
+        )
+        r = dict(doc.get("runtime", {}))
+        if "providers" in r:
+            r["providers"] = tuple(str(p) for p in r["providers"])
+        inputs = dict(doc.get("inputs", {}))
+        try:
+            return cls(
+                batching=BatchingConfig(**b),
+                versions=policy,
+                runtime=RuntimeConfig(**r),
+                allow_nonfinite=_bool(inputs.get("allow_nonfinite", False)),
+            )
+        except TypeError as exc:  # an unknown key in a table
+            raise ValueError(f"model.toml: {exc}") from None
+
+
+def read_model_config(path: Path) -> ModelConfig:
+    """Parse a model.toml (absent: defaults); ValueError names what is wrong."""
+    if not path.is_file():
+        return ModelConfig()
+    try:
+        with path.open("rb") as f:
+            return ModelConfig.from_toml(tomllib.load(f))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path.name}: {exc}") from None

@@ -1,0 +1,219 @@
+"""One request layer shared by every protocol (MLServer's DataPlane seam): find the version,
+validate, queue, and shape the answer. `serving/http/` only translates HTTP to these calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from serving import __version__
+from serving.errors import BadRequest, NotFound, ServingError, Unavailable
+from serving.lifecycle.manager import Model, ModelManager
+from serving.lifecycle.states import ModelVersion, State
+from serving.protocol import v1, v2
+from serving.registry.layout import parse_version
+from serving.types import InferResponse, Tensor
+
+EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "schedule_policy")
+
+_TRITON_TYPES = {"BYTES": "TYPE_STRING"}
+
+
+def _triton_type(datatype: str) -> str:
+    return _TRITON_TYPES.get(datatype, f"TYPE_{datatype}")
+
+
+class DataPlane:
+    """The inference, health and metadata operations behind both V2 and V1."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    # ---- inference -------------------------------------------------------------------------
+
+    async def infer_v2(
+        self,
+        model: str,
+        version: str | None,
+        body: bytes,
+        header_length: int | None,
+        disconnected: Callable[[], bool] | None = None,
+    ) -> tuple[bytes, int | None]:
+        """A V2 request's body in; the response body and its binary header length out."""
+        mv = self.manager.get_version(model, version)
+        session = mv.session
+        scheduler = mv.scheduler
+        assert session is not None and scheduler is not None
+        sig = session.signature
+        req = v2.decode_request(body, header_length, sig)
+        feeds, rows = sig.check_inputs(req.inputs, mv.config.allow_nonfinite)
+        requested = req.outputs
+        if requested is not None:
+            for o in requested:
+                sig.output(o.name)
+        timeout = req.parameters.get("timeout") if req.parameters else None
+        if timeout is not None and (type(timeout) is not int or timeout < 0):
+            raise BadRequest("parameter timeout must be a non-negative integer (microseconds)")
+        outs, batch_size = await scheduler.submit(feeds, rows, timeout, disconnected)
+
+        tensors: list[Tensor] = []
+        binary: set[str] | None = None
+        if requested is None:
+            for spec in sig.outputs:
+                arr = outs[spec.name]
+                tensors.append(Tensor(spec.name, spec.datatype, arr.shape, arr))
+            if req.binary_outputs:
+                binary = set(sig.output_names)
+        else:
+            for o in requested:
+                arr = outs[o.name]
+                if o.classification:
+                    labels = mv.manifest.labels if mv.manifest else ()
+                    data, shape = v2.classify(arr, o.classification, labels, o.name)
+                    tensors.append(Tensor(o.name, "BYTES", shape, data))
+                else:
+                    tensors.append(Tensor(o.name, sig.output(o.name).datatype, arr.shape, arr))
+                if o.binary or (o.binary is None and req.binary_outputs):
+                    if binary is None:
+                        binary = set()
+                    binary.add(o.name)
+        response = InferResponse(
+            mv.name, mv.version_str, tensors, req.id, {"batch_size": batch_size}
+        )
+        return v2.encode_response(response, binary)
+
+    async def predict_v1(self, model: str, version: str | None, body: bytes) -> bytes:
+        mv = self.manager.get_version(model, version)
+        assert mv.session is not None and mv.scheduler is not None
+        sig = mv.session.signature
+        req, row_form = v1.decode_request(body, sig)
+        feeds, rows = sig.check_inputs(req.inputs, mv.config.allow_nonfinite)
+        outs, _ = await mv.scheduler.submit(feeds, rows)
+        tensors = [
+            Tensor(s.name, s.datatype, outs[s.name].shape, outs[s.name]) for s in sig.outputs
+        ]
+        return v1.encode_response(tensors, row_form)
+
+    # ---- health and metadata ---------------------------------------------------------------
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "serving", "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_ready(self, model: str, version: str | None) -> bool:
+        mv = self.manager.find_version(model, version)
+        if mv is None:
+            if version:
+                raise _no_version(model, version)
+            return False
+        return mv.state is State.READY
+
+    def model_metadata(self, model: str, version: str | None) -> dict[str, Any]:
+        m = self.manager.get_model(model)
+        mv = self._described(m, model, version)
+        doc: dict[str, Any] = {
+            "name": model,
+            "versions": [str(v) for v in sorted(m.versions)],
+            "platform": "onnxruntime_onnx",
+        }
+        if mv is not None:
+            doc["state"] = mv.state.value
+            if mv.reason:
+                doc["reason"] = mv.reason
+            if mv.manifest is not None:
+                doc["inputs"] = [t.to_json() for t in mv.manifest.inputs]
+                doc["outputs"] = [t.to_json() for t in mv.manifest.outputs]
+        elif m.reason:
+            doc["state"], doc["reason"] = State.FAILED.value, m.reason
+        return doc
+
+    def model_config(self, model: str, version: str | None) -> dict[str, Any]:
+        """Triton's model configuration extension, enough for perf_analyzer and tritonclient."""
+        m = self.manager.get_model(model)
+        mv = self._described(m, model, version)
+        if mv is None or mv.manifest is None or mv.session is None:
+            raise Unavailable(f"model {model!r} has no loaded version to describe")
+        policy = mv.scheduler.policy if mv.scheduler else None
+        batched = mv.session.signature.batched
+        max_batch = policy.max_batch_size if (policy and batched) else 0
+
+        def dims(shape: tuple[int, ...]) -> list[int]:
+            return list(shape[1:] if max_batch else shape)
+
+        cfg = m.config
+        doc: dict[str, Any] = {
+            "name": model,
+            "platform": "onnxruntime_onnx",
+            "backend": "onnxruntime",
+            "max_batch_size": max_batch,
+            "input": [
+                {"name": t.name, "data_type": _triton_type(t.datatype), "dims": dims(t.shape)}
+                for t in mv.manifest.inputs
+            ],
+            "output": [
+                {"name": t.name, "data_type": _triton_type(t.datatype), "dims": dims(t.shape)}
+                for t in mv.manifest.outputs
+            ],
+            "version_policy": _version_policy(cfg.versions.kind, cfg.versions),
+            "instance_group": [
+                {"count": cfg.batching.workers, "kind": _instance_kind(mv.session.providers)}
+            ],
+        }
+        if max_batch and policy is not None:
+            doc["dynamic_batching"] = {
+                "preferred_batch_size": list(policy.preferred_batch_sizes),
+                "max_queue_delay_microseconds": policy.max_queue_delay_us,
+                "default_queue_policy": {
+                    "timeout_action": "REJECT",
+                    "default_timeout_microseconds": policy.default_timeout_us,
+                    "max_queue_size": policy.max_queue_size,
+                },
+            }
+        return doc
+
+    def v1_status(self, model: str, version: str | None) -> dict[str, Any]:
+        m = self.manager.get_model(model)
+        versions = [m.versions[v] for v in sorted(m.versions, reverse=True)]
+        if version:
+            versions = [v for v in versions if v.version_str == version]
+            if not versions:
+                raise _no_version(model, version)
+        states = {State.READY: "AVAILABLE", State.LOADING: "LOADING", State.FAILED: "END",
+                  State.DRAINING: "UNLOADING", State.UNLOADED: "END"}
+        return {
+            "model_version_status": [
+                {
+                    "version": v.version_str,
+                    "state": states[v.state],
+                    "status": {
+                        "error_code": "OK" if v.state is not State.FAILED else "UNKNOWN",
+                        "error_message": v.reason,
+                    },
+                }
+                for v in versions
+            ]
+        }
+
+    def _described(self, m: Model, model: str, version: str | None) -> ModelVersion | None:
+        if version:
+            mv = m.by_str.get(version)
+            if mv is None:
+                raise _no_version(model, version)
+            return mv
+        return self.manager.find_version(model, None)
+
+
+def _no_version(model: str, version: str) -> ServingError:
+    parse_version(version)
+    return NotFound(f"model {model!r} has no version {version}")
+
+
+def _version_policy(kind: str, policy: Any) -> dict[str, Any]:
+    if kind == "all":
+        return {"all": {}}
+    if kind == "specific":
+        return {"specific": {"versions": list(policy.versions)}}
+    return {"latest": {"num_versions": policy.latest}}
+
+
+def _instance_kind(providers: tuple[str, ...]) -> str:
+    return "KIND_GPU" if providers and providers[0] == "CUDAExecutionProvider" else "KIND_CPU"

@@ -1,0 +1,80 @@
+"""One error tree for the whole server: each error carries its HTTP status and a metric reason.
+
+No Starlette import here: `serving/http/errors.py` maps these to responses once.
+"""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base of every error the server answers on purpose."""
+
+    status = 500
+    reason = "server_error"
+    headers: dict[str, str] = {}
+
+
+class BadRequest(ServingError, ValueError):
+    """The request is malformed or does not fit the model's signature."""
+
+    status = 400
+    reason = "client_error"
+
+
+class Unauthorized(ServingError):
+    """An admin endpoint was called without the configured token."""
+
+    status = 401
+    reason = "client_error"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class NotFound(ServingError, LookupError):
+    """No such model, version or route."""
+
+    status = 404
+    reason = "client_error"
+
+
+class MethodNotAllowed(ServingError):
+    status = 405
+    reason = "client_error"
+
+
+class PayloadTooLarge(ServingError):
+    status = 413
+    reason = "client_error"
+
+
+class Unavailable(ServingError):
+    """The model (or server) exists but cannot serve right now."""
+
+    status = 503
+    reason = "unavailable"
+
+
+class Overloaded(Unavailable):
+    """The queue is full: refused at once, never blocked."""
+
+    reason = "queue_full"
+    headers = {"Retry-After": "1"}
+
+
+class DeadlineExceeded(Unavailable, TimeoutError):
+    """The request's deadline passed (or could not be met) before it ran."""
+
+    reason = "timeout"
+    headers = {"Retry-After": "1"}
+
+
+class Cancelled(Unavailable):
+    """The client went away before its request ran."""
+
+    reason = "cancelled"
+
+
+class ModelError(ServingError):
+    """ONNX Runtime failed on a batch: the model's fault, not the client's."""
+
+    status = 500
+    reason = "model_error"

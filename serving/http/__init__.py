@@ -1,0 +1,1 @@
+"""The HTTP layer: thin adapters from ASGI/Starlette to the DataPlane."""

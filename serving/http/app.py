@@ -1,0 +1,117 @@
+"""create_app(): the Starlette app for health, metadata and admin, behind a fast inference path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from serving.config import ServerConfig
+from serving.dataplane import DataPlane
+from serving.errors import ServingError
+from serving.http.errors import http_exception_handler, json_response, serving_error_handler
+from serving.http.infer import InferEndpoint, Receive, Scope, Send, match_infer
+from serving.lifecycle.manager import ModelManager
+
+log = logging.getLogger("serving.http")
+
+
+def _routes(dp: DataPlane) -> list[Route]:
+    async def live(request: Request) -> Response:
+        return json_response({"live": True})
+
+    async def ready(request: Request) -> Response:
+        ok = dp.manager.ready()
+        return json_response({"ready": ok}, 200 if ok else 503)
+
+    async def server_metadata(request: Request) -> Response:
+        return json_response(dp.server_metadata())
+
+    def _mv(request: Request) -> tuple[str, str | None]:
+        p = request.path_params
+        return p["model"], p.get("version")
+
+    async def model_metadata(request: Request) -> Response:
+        return json_response(dp.model_metadata(*_mv(request)))
+
+    async def model_ready(request: Request) -> Response:
+        ok = dp.model_ready(*_mv(request))
+        name, version = _mv(request)
+        doc: dict[str, Any] = {"name": name, "ready": ok}
+        if version:
+            doc["version"] = version
+        return json_response(doc, 200 if ok else 503)
+
+    async def model_config(request: Request) -> Response:
+        return json_response(dp.model_config(*_mv(request)))
+
+    async def v1_status(request: Request) -> Response:
+        return json_response(dp.v1_status(*_mv(request)))
+
+    get = ["GET"]
+    return [
+        Route("/v2", server_metadata, methods=get),
+        Route("/v2/health/live", live, methods=get),
+        Route("/v2/health/ready", ready, methods=get),
+        Route("/v2/models/{model}", model_metadata, methods=get),
+        Route("/v2/models/{model}/versions/{version}", model_metadata, methods=get),
+        Route("/v2/models/{model}/ready", model_ready, methods=get),
+        Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=get),
+        Route("/v2/models/{model}/config", model_config, methods=get),
+        Route("/v2/models/{model}/versions/{version}/config", model_config, methods=get),
+        Route("/v1/models/{model}", v1_status, methods=get),
+        Route("/v1/models/{model}/versions/{version}", v1_status, methods=get),
+    ]
+
+
+class ServingApp:
+    """The ASGI app: inference routes go straight to InferEndpoint, the rest to Starlette."""
+
+    def __init__(self, config: ServerConfig, manager: ModelManager) -> None:
+        self.config = config
+        self.manager = manager
+        self.dataplane = DataPlane(manager)
+        self._infer = InferEndpoint(self.dataplane, config.max_body_bytes)
+        self._loading: asyncio.Task[None] | None = None
+        self.starlette = Starlette(
+            routes=_routes(self.dataplane),
+            exception_handlers={
+                ServingError: serving_error_handler,
+                HTTPException: http_exception_handler,
+            },
+            lifespan=self._lifespan,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        # Load in the background: /v2/health/live answers while models load, ready says when.
+        self._loading = asyncio.create_task(self.manager.load_all())
+        try:
+            yield
+        finally:
+            if not self._loading.done():
+                self._loading.cancel()
+            await self.manager.shutdown()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = match_infer(scope["path"])
+            if route is not None:
+                await self._infer(scope, receive, send, route)
+                return
+        await self.starlette(scope, receive, send)
+
+
+def create_app(config: ServerConfig, manager: ModelManager | None = None) -> ServingApp:
+    """The server's ASGI application over the registry in `config`."""
+    if manager is None:
+        manager = ModelManager(config.registry, config.intra_op_threads)
+    return ServingApp(config, manager)

@@ -1,0 +1,53 @@
+"""Run the app under uvicorn (uvloop + httptools); SIGTERM drains in-flight requests, exits 0."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+
+from serving.config import ServerConfig
+from serving.http.app import create_app
+
+log = logging.getLogger("serving")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling scripts the bound port once it listens (port 0 picks one)."""
+
+    def __init__(self, config: uvicorn.Config, ready_file: str) -> None:
+        super().__init__(config)
+        self._ready_file = ready_file
+
+    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
+        await super().startup(sockets)
+        if self.started and self.servers:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            log.info("serving on http://%s:%d", host, port)
+            if self._ready_file:
+                tmp = Path(self._ready_file + ".tmp")
+                tmp.write_text(f"{host} {port}\n")
+                os.replace(tmp, self._ready_file)
+
+
+def run_server(config: ServerConfig) -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit status."""
+    app = create_app(config)
+    uv_config = uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=config.log_level,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+        date_header=False,
+    )
+    server = _Server(uv_config, config.ready_file)
+    server.run()
+    return 0 if server.started else 1

@@ -1,0 +1,1 @@
+"""Model states, loading and unloading versions, and (later) the rollout controller."""

@@ -1,0 +1,1 @@
+"""sklearn -> ONNX -> checked for parity -> published as an immutable registry version."""

@@ -1,0 +1,175 @@
+"""The example models: built deterministically from scikit-learn's bundled datasets (no downloads)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.registry.layout import Layout
+from serving.registry.manifest import Manifest
+from serving.types import TensorSpec
+
+MODEL_TOML = """\
+# Serving configuration for this model (see README: "Model configuration").
+[batching]
+enabled = true
+max_batch_size = {max_batch_size}
+max_queue_delay_us = 0        # 0: batches form from what queued while the worker was busy
+max_queue_size = 1024
+default_timeout_us = 0        # 0: no deadline
+workers = 1
+
+[versions]
+policy = "latest"             # latest | all | specific
+latest = 1
+
+[runtime]
+inter_op_threads = 1
+graph_optimization_level = "all"
+"""
+
+
+@dataclass(frozen=True)
+class Example:
+    name: str
+    description: str
+    build: Callable[[], tuple[Any, np.ndarray, list[str]]]  # estimator, X (float32), labels
+    max_batch_size: int = 64
+
+
+def _iris() -> tuple[Any, np.ndarray, list[str]]:
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    data = load_iris()
+    x = data.data.astype(np.float32)
+    est = LogisticRegression(max_iter=1000, random_state=0).fit(x, data.target)
+    return est, x, [str(n) for n in data.target_names]
+
+
+def _forest() -> tuple[Any, np.ndarray, list[str]]:
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+
+    data = load_breast_cancer()
+    x = data.data.astype(np.float32)
+    est = RandomForestClassifier(n_estimators=100, max_depth=8, random_state=0, n_jobs=1)
+    est.fit(x, data.target)
+    return est, x, [str(n) for n in data.target_names]
+
+
+def _digits_mlp() -> tuple[Any, np.ndarray, list[str]]:
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    data = load_digits()
+    x = (data.data / 16.0).astype(np.float32)
+    est = MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=60, random_state=0)
+    est.fit(x, data.target)
+    return est, x, [str(n) for n in data.target_names]
+
+
+def _diabetes() -> tuple[Any, np.ndarray, list[str]]:
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+
+    data = load_diabetes()
+    x = data.data.astype(np.float32)
+    est = Ridge(alpha=0.1).fit(x, data.target)
+    return est, x, []
+
+
+EXAMPLES: tuple[Example, ...] = (
+    Example("iris", "LogisticRegression on iris (4 features, 3 classes)", _iris),
+    Example("forest", "RandomForest, 100 trees, on breast cancer (30 features)", _forest),
+    Example("digits", "MLP 64x256x256x10 on digits (8x8 images scaled to 0..1)", _digits_mlp),
+    Example("diabetes", "Ridge regression on diabetes (10 features)", _diabetes),
+)
+
+
+def framework_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import skl2onnx
+    import sklearn
+
+    return {
+        "scikit-learn": sklearn.__version__,
+        "skl2onnx": skl2onnx.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def build_example(example: Example) -> tuple[Manifest, bytes]:
+    """Train, convert and parity-check one example; its manifest and ONNX bytes."""
+    import hashlib
+
+    import onnxruntime as ort
+
+    from serving.packaging.convert import to_onnx
+    from serving.packaging.parity import check_parity
+    from serving.protocol.datatypes import from_onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter: the examples are fixed-seed demos
+        est, x, labels = example.build()
+        onx = to_onnx(est, x.shape[1])
+    onnx_bytes = onx.SerializeToString()
+    parity = check_parity(est, onnx_bytes, x, "input")
+    if not parity["passed"]:
+        raise RuntimeError(f"example {example.name} failed parity: {parity}")
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+
+    def spec(a: Any) -> TensorSpec:
+        shape = tuple(d if isinstance(d, int) else -1 for d in a.shape)
+        return TensorSpec(a.name, from_onnx(a.type), shape)
+
+    manifest = Manifest(
+        name=example.name,
+        version=0,
+        sha256=hashlib.sha256(onnx_bytes).hexdigest(),
+        inputs=tuple(spec(a) for a in sess.get_inputs()),
+        outputs=tuple(spec(a) for a in sess.get_outputs()),
+        labels=tuple(labels),
+        task="classification" if labels else "regression",
+        framework=framework_versions(),
+        parity=parity,
+        samples={"input": x[:3].tolist()},
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        source={"kind": "example", "description": example.description},
+    )
+    return manifest, onnx_bytes
+
+
+def build_examples(registry: Path | str, only_missing: bool = True,
+                   log: Callable[[str], None] = print) -> list[str]:
+    """Build every example model into `registry`; with only_missing, skip models already there."""
+    from serving.packaging.publish import publish_version
+
+    layout = Layout(registry)
+    built = []
+    for example in EXAMPLES:
+        if only_missing and layout.versions(example.name):
+            continue
+        manifest, onnx_bytes = build_example(example)
+        version = publish_version(
+            registry,
+            manifest,
+            onnx_bytes,
+            model_toml=MODEL_TOML.format(max_batch_size=example.max_batch_size),
+        )
+        parity = manifest.parity
+        log(
+            f"built {example.name} v{version}: {example.description}; parity on "
+            f"{parity['rows']} rows, max abs diff {parity['max_abs_diff']:.2e}"
+        )
+        built.append(example.name)
+    return built

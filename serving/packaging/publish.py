@@ -1,0 +1,66 @@
+"""Publish a version atomically: write a temp dir inside the model dir, then rename it into place."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from serving.registry.layout import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, Layout
+from serving.registry.manifest import Manifest, write_manifest
+
+
+def publish_version(
+    registry: Path | str,
+    manifest: Manifest,
+    onnx_bytes: bytes,
+    model_toml: str | None = None,
+) -> int:
+    """Write `onnx_bytes` + manifest as the model's next integer version; return that version.
+
+    The version directory appears whole or not at all: a crash leaves only a `.tmp-*` directory,
+    which the registry ignores (its name is not an integer).
+    """
+    layout = Layout(registry)
+    model_dir = layout.model_dir(manifest.name)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if model_toml is not None and not (model_dir / CONFIG_FILE).exists():
+        _write_atomic(model_dir / CONFIG_FILE, model_toml.encode())
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; servers under another user must read it
+    try:
+        (tmp / MODEL_FILE).write_bytes(onnx_bytes)
+        while True:
+            existing = layout.versions(manifest.name)
+            version = (existing[-1] + 1) if existing else 1
+            write_manifest(tmp / MANIFEST_FILE, replace(manifest, version=version))
+            _fsync_dir(tmp)
+            try:
+                os.rename(tmp, model_dir / str(version))  # atomic; fails if the target exists
+            except OSError:
+                if (model_dir / str(version)).exists():
+                    continue  # another publisher took this number: take the next one
+                raise
+            _fsync_dir(model_dir)
+            return version
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

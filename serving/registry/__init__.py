@@ -1,0 +1,1 @@
+"""The registry on disk: models, versions, manifests and serving configs."""

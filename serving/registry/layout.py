@@ -1,0 +1,74 @@
+"""Where things live in a registry directory, and which names are allowed there.
+
+A model or version name never escapes the registry: names are checked against a strict pattern
+before any path is built from them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from serving.errors import BadRequest, NotFound
+
+MODEL_FILE = "model.onnx"
+MANIFEST_FILE = "manifest.json"
+CONFIG_FILE = "model.toml"
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_VERSION = re.compile(r"[1-9][0-9]{0,8}")
+
+
+def is_model_name(name: str) -> bool:
+    """True for names made of letters, digits, `_`, `-` and `.`, not starting with a dot."""
+    return _NAME.fullmatch(name) is not None and ".." not in name
+
+
+def check_model_name(name: str) -> str:
+    if not is_model_name(name):
+        raise BadRequest(
+            f"invalid model name {name[:64]!r}: use letters, digits, '_', '-', '.' (max 128)"
+        )
+    return name
+
+
+def parse_version(text: str) -> int:
+    """A version is a positive integer written without sign or leading zeros."""
+    if not isinstance(text, str) or _VERSION.fullmatch(text) is None:
+        raise NotFound(f"invalid model version {str(text)[:32]!r}: versions are positive integers")
+    return int(text)
+
+
+class Layout:
+    """Paths inside one registry directory."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def model_dir(self, model: str) -> Path:
+        return self.root / check_model_name(model)
+
+    def version_dir(self, model: str, version: int) -> Path:
+        return self.model_dir(model) / str(int(version))
+
+    def config_path(self, model: str) -> Path:
+        return self.model_dir(model) / CONFIG_FILE
+
+    def model_names(self) -> list[str]:
+        """Model directories in the registry, sorted; other entries are ignored."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and is_model_name(p.name)
+        )
+
+    def versions(self, model: str) -> list[int]:
+        """Published versions of a model (directories named by an integer), ascending."""
+        d = self.model_dir(model)
+        if not d.is_dir():
+            return []
+        return sorted(
+            int(p.name)
+            for p in d.iterdir()
+            if p.is_dir() and _VERSION.fullmatch(p.name) and (p / MANIFEST_FILE).is_file()
+        )

@@ -1,0 +1,1 @@
+"""Which version serves a request: primary, canary (sticky), shadow copies."""

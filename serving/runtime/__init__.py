@@ -1,0 +1,1 @@
+"""One ONNX Runtime session per model version: providers, threads, warm-up, signature."""

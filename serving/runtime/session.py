@@ -1,0 +1,149 @@
+"""Create, check and warm up one ONNX Runtime session for a model version."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from serving.config import RuntimeConfig
+from serving.protocol.datatypes import from_onnx, numpy_dtype
+from serving.registry.layout import MODEL_FILE
+from serving.registry.manifest import Manifest, sha256_file
+from serving.runtime.signature import Signature
+from serving.types import TensorSpec
+
+log = logging.getLogger("serving.runtime")
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class LoadError(Exception):
+    """A version could not be loaded; the message is the reason users see."""
+
+
+def _spec(arg: ort.NodeArg) -> TensorSpec:
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or ()))
+    return TensorSpec(arg.name, from_onnx(arg.type), shape)
+
+
+def choose_providers(requested: tuple[str, ...]) -> list[str]:
+    """The requested providers that exist here; by default CUDA first when available, else CPU."""
+    available = ort.get_available_providers()
+    if requested:
+        chosen = [p for p in requested if p in available]
+        if not chosen:
+            raise LoadError(
+                f"none of the requested providers {list(requested)} is available "
+                f"(available: {available})"
+            )
+        return chosen
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _compatible(manifest_spec: TensorSpec, session_spec: TensorSpec) -> bool:
+    if manifest_spec.datatype != session_spec.datatype:
+        return False
+    if len(manifest_spec.shape) != len(session_spec.shape):
+        return False
+    return all(
+        s == -1 or m == s for m, s in zip(manifest_spec.shape, session_spec.shape, strict=True)
+    )
+
+
+class Session:
+    """A loaded, checked, warmed-up ONNX Runtime session. `run` releases the GIL inside ORT."""
+
+    def __init__(self, session: ort.InferenceSession, signature: Signature) -> None:
+        self._session = session
+        self.signature = signature
+        self.providers = tuple(session.get_providers())
+        self._run = session.run  # bound once: this is called per batch
+
+    def run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None) -> list[np.ndarray]:
+        return self._run(output_names, feeds)  # type: ignore[no-any-return]
+
+
+def load_session(
+    version_dir: Path,
+    manifest: Manifest,
+    runtime: RuntimeConfig,
+    default_intra_op_threads: int = 1,
+) -> Session:
+    """Verify the checksum, create the session, check its signature and warm it up."""
+    path = version_dir / MODEL_FILE
+    if not path.is_file():
+        raise LoadError(f"{MODEL_FILE} is missing")
+    digest = sha256_file(path)
+    if digest != manifest.sha256:
+        raise LoadError(
+            f"checksum mismatch: manifest says sha256 {manifest.sha256[:16]}..., "
+            f"file has {digest[:16]}..."
+        )
+    options = ort.SessionOptions()
+    intra = runtime.intra_op_threads
+    options.intra_op_num_threads = default_intra_op_threads if intra is None else intra
+    options.inter_op_num_threads = runtime.inter_op_threads
+    options.graph_optimization_level = _OPT_LEVELS[runtime.graph_optimization_level]
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    providers = choose_providers(runtime.providers)
+    try:
+        session = ort.InferenceSession(path.read_bytes(), options, providers=providers)
+    except Exception as exc:  # ORT raises its own exception types for a bad graph
+        raise LoadError(f"ONNX Runtime cannot load the model: {exc}") from None
+
+    try:
+        got_in = [_spec(a) for a in session.get_inputs()]
+        got_out = [_spec(a) for a in session.get_outputs()]
+    except ValueError as exc:
+        raise LoadError(str(exc)) from None
+    _check_signature("input", manifest.inputs, got_in)
+    _check_signature("output", manifest.outputs, got_out)
+    signature = Signature(manifest.inputs, manifest.outputs)
+    loaded = Session(session, signature)
+    warm_up(loaded, manifest)
+    return loaded
+
+
+def _check_signature(
+    kind: str, declared: tuple[TensorSpec, ...], actual: list[TensorSpec]
+) -> None:
+    by_name = {t.name: t for t in actual}
+    if {t.name for t in declared} != set(by_name):
+        raise LoadError(
+            f"signature mismatch: manifest {kind}s {[t.name for t in declared]}, "
+            f"model has {list(by_name)}"
+        )
+    for spec in declared:
+        if not _compatible(spec, by_name[spec.name]):
+            raise LoadError(
+                f"signature mismatch for {kind} {spec.name!r}: manifest "
+                f"{spec.datatype}{list(spec.shape)}, model {by_name[spec.name].datatype}"
+                f"{list(by_name[spec.name].shape)}"
+            )
+
+
+def warm_up(session: Session, manifest: Manifest) -> None:
+    """Run the manifest's sample inputs once (first runs allocate; users should not pay that)."""
+    if not manifest.samples:
+        return
+    feeds = {}
+    for spec in manifest.inputs:
+        if spec.name not in manifest.samples:
+            return
+        arr = np.asarray(manifest.samples[spec.name], dtype=numpy_dtype(spec.datatype))
+        feeds[spec.name] = arr
+    try:
+        session.run(feeds, None)
+    except Exception as exc:
+        raise LoadError(f"warm-up with the manifest's sample inputs failed: {exc}") from None

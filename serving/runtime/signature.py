@@ -1,0 +1,85 @@
+"""A model's input/output signature and the checks every request passes before it is queued."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from serving.errors import BadRequest
+from serving.types import Tensor, TensorSpec
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+class Signature:
+    """Inputs and outputs of a model version, with the per-request validation."""
+
+    __slots__ = ("_in", "_out", "batched", "input_names", "inputs", "output_names", "outputs")
+
+    def __init__(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
+        self.inputs = tuple(inputs)
+        self.outputs = tuple(outputs)
+        self._in = {t.name: t for t in self.inputs}
+        self._out = {t.name: t for t in self.outputs}
+        self.input_names = tuple(self._in)
+        self.output_names = tuple(self._out)
+        # Batched when every input and output has a variable first dimension.
+        self.batched = all(len(t.shape) >= 1 and t.shape[0] == -1 for t in self.inputs) and all(
+            len(t.shape) >= 1 and t.shape[0] == -1 for t in self.outputs
+        )
+
+    def output(self, name: str) -> TensorSpec:
+        try:
+            return self._out[name]
+        except KeyError:
+            raise BadRequest(
+                f"unknown output {name[:64]!r}; this model has {', '.join(self.output_names)}"
+            ) from None
+
+    def check_inputs(
+        self, tensors: Sequence[Tensor], allow_nonfinite: bool = False
+    ) -> tuple[dict[str, np.ndarray], int]:
+        """Feeds shaped for ONNX Runtime and the request's row count; BadRequest names the problem."""
+        feeds: dict[str, np.ndarray] = {}
+        rows = -1
+        for t in tensors:
+            spec = self._in.get(t.name)
+            if spec is None:
+                raise BadRequest(
+                    f"unknown input {t.name[:64]!r}; this model takes "
+                    f"{', '.join(self.input_names)}"
+                )
+            if t.name in feeds:
+                raise BadRequest(f"input {t.name!r} is given more than once")
+            if t.datatype != spec.datatype:
+                raise BadRequest(
+                    f"input {t.name!r}: expected datatype {spec.datatype}, got {t.datatype}"
+                )
+            shape = t.shape
+            if len(shape) != len(spec.shape) or any(
+                want != -1 and want != got for want, got in zip(spec.shape, shape, strict=True)
+            ):
+                raise BadRequest(
+                    f"input {t.name!r}: expected shape {_shape_text(spec.shape)}, "
+                    f"got {_shape_text(shape)}"
+                )
+            if self.batched:
+                if rows == -1:
+                    rows = shape[0]
+                elif shape[0] != rows:
+                    raise BadRequest(
+                        f"inputs disagree on the batch dimension: {rows} and {shape[0]} rows"
+                    )
+            data = t.data
+            if not allow_nonfinite and data.dtype.kind == "f" and not np.isfinite(data).all():
+                raise BadRequest(f"input {t.name!r} contains NaN or Infinity")
+            feeds[t.name] = data.reshape(shape)
+        if len(feeds) != len(self.inputs):
+            missing = [n for n in self.input_names if n not in feeds]
+            raise BadRequest(f"missing input {', '.join(repr(n) for n in missing)}")
+        if self.batched and rows == 0:
+            raise BadRequest("inputs have zero rows")
+        return feeds, max(rows, 1)

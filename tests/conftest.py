@@ -1,0 +1,122 @@
+"""Shared fixtures: example models built from scikit-learn's bundled data, and a real server."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.packaging.examples import build_examples
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry with the four example models, built once per test session."""
+    root = tmp_path_factory.mktemp("registry")
+    build_examples(root, only_missing=True, log=lambda _msg: None)
+    return root
+
+
+class RunningServer:
+    """A `serving serve` process on a free loopback port."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+        self.proc = proc
+        self.url = url
+        self.log_path = log_path
+        self.port = int(url.rsplit(":", 1)[1])
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def run_server(
+    registry: Path, tmp_path: Path, *args: str, wait_ready: bool = True,
+    env: dict[str, str] | None = None,
+) -> Iterator[RunningServer]:
+    """Start a real server process; stop it (by its PID) when the block ends."""
+    ready_file = tmp_path / f"ready-{time.monotonic_ns()}"
+    log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
+    cmd = [
+        sys.executable, "-m", "serving", "serve", "--registry", str(registry),
+        "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready_file), *args,
+    ]
+    full_env = {**os.environ, **(env or {})}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    server = None
+    try:
+        deadline = time.monotonic() + 60
+        while not ready_file.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{log_path.read_text()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
+            time.sleep(0.05)
+        host, port = ready_file.read_text().split()
+        server = RunningServer(proc, f"http://{host}:{port}", log_path)
+        if wait_ready:
+            wait_until_ready(server.url)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def wait_until_ready(url: str, path: str = "/v2/health/ready", timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=5) as c:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if c.get(path).status_code == 200:
+                    return
+            time.sleep(0.05)
+    raise RuntimeError(f"{url}{path} never became ready")
+
+
+@pytest.fixture(scope="session")
+def server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One real server over the example registry, shared by the e2e tests."""
+    with run_server(models_dir, tmp_path_factory.mktemp("server")) as s:
+        yield s
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+def registry_copy(models_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the example registry that a test may damage."""
+    dst = tmp_path / "registry"
+    shutil.copytree(models_dir, dst)
+    return dst
