@@ -20,9 +20,12 @@ from serving.packaging.examples import build_examples
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry with the four example models, built once per test session."""
+    """A registry with the four example models and `alltypes`, built once per test session."""
+    from tests.e2e.models import ONNX_TYPES, identity_model, publish
+
     root = tmp_path_factory.mktemp("registry")
     build_examples(root, only_missing=True, log=lambda _msg: None)
+    publish(root, "alltypes", identity_model(list(ONNX_TYPES)))
     return root
 
 

@@ -24,12 +24,12 @@ from serving.lifecycle.manager import ModelManager
 log = logging.getLogger("serving.http")
 
 
-def _routes(dp: DataPlane) -> list[Route]:
+def _routes(dp: DataPlane, strict_readiness: bool) -> list[Route]:
     async def live(request: Request) -> Response:
         return json_response({"live": True})
 
     async def ready(request: Request) -> Response:
-        ok = dp.manager.ready()
+        ok = dp.manager.ready(strict_readiness)
         return json_response({"ready": ok}, 200 if ok else 503)
 
     async def server_metadata(request: Request) -> Response:
@@ -82,7 +82,7 @@ class ServingApp:
         self._infer = InferEndpoint(self.dataplane, config.max_body_bytes)
         self._loading: asyncio.Task[None] | None = None
         self.starlette = Starlette(
-            routes=_routes(self.dataplane),
+            routes=_routes(self.dataplane, config.strict_readiness),
             exception_handlers={
                 ServingError: serving_error_handler,
                 HTTPException: http_exception_handler,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -16,6 +20,21 @@ log = logging.getLogger("serving")
 
 class _Server(uvicorn.Server):
     """uvicorn's server, telling scripts the bound port once it listens (port 0 picks one)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # uvicorn re-raises SIGTERM after its graceful shutdown, so the process dies of the
+        # signal (status -15). A drained server has done its job: exit 0, as orchestrators expect.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
     def __init__(self, config: uvicorn.Config, ready_file: str) -> None:
         super().__init__(config)

@@ -84,10 +84,12 @@ class ModelManager:
             return max(model.versions.values(), key=lambda v: v.version, default=None)
         return model.by_str.get(version)
 
-    def ready(self) -> bool:
-        """Every model that should load has a READY version and no wanted version failed."""
+    def ready(self, strict: bool = True) -> bool:
+        """Loading is done and (strict, as Triton) every model that should load is READY."""
         if not self.loading_done:
             return False
+        if not strict:
+            return True
         for model in self.models.values():
             if model.reason or model.primary is None:
                 return False

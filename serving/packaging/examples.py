@@ -1,11 +1,10 @@
-"""The example models: built deterministically from scikit-learn's bundled datasets (no downloads)."""
+"""Example models, built deterministically from scikit-learn's bundled datasets (no downloads)."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import numpy as np
 
 from serving.registry.layout import Layout
 from serving.registry.manifest import Manifest
-from serving.types import TensorSpec
 
 MODEL_TOML = """\
 # Serving configuration for this model (see README: "Model configuration").
@@ -93,30 +91,11 @@ EXAMPLES: tuple[Example, ...] = (
 )
 
 
-def framework_versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import skl2onnx
-    import sklearn
-
-    return {
-        "scikit-learn": sklearn.__version__,
-        "skl2onnx": skl2onnx.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "numpy": np.__version__,
-    }
-
-
 def build_example(example: Example) -> tuple[Manifest, bytes]:
     """Train, convert and parity-check one example; its manifest and ONNX bytes."""
-    import hashlib
-
-    import onnxruntime as ort
-
     from serving.packaging.convert import to_onnx
+    from serving.packaging.describe import make_manifest
     from serving.packaging.parity import check_parity
-    from serving.protocol.datatypes import from_onnx
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter: the examples are fixed-seed demos
@@ -126,24 +105,13 @@ def build_example(example: Example) -> tuple[Manifest, bytes]:
     parity = check_parity(est, onnx_bytes, x, "input")
     if not parity["passed"]:
         raise RuntimeError(f"example {example.name} failed parity: {parity}")
-    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-
-    def spec(a: Any) -> TensorSpec:
-        shape = tuple(d if isinstance(d, int) else -1 for d in a.shape)
-        return TensorSpec(a.name, from_onnx(a.type), shape)
-
-    manifest = Manifest(
-        name=example.name,
-        version=0,
-        sha256=hashlib.sha256(onnx_bytes).hexdigest(),
-        inputs=tuple(spec(a) for a in sess.get_inputs()),
-        outputs=tuple(spec(a) for a in sess.get_outputs()),
+    manifest = make_manifest(
+        example.name,
+        onnx_bytes,
         labels=tuple(labels),
         task="classification" if labels else "regression",
-        framework=framework_versions(),
         parity=parity,
         samples={"input": x[:3].tolist()},
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         source={"kind": "example", "description": example.description},
     )
     return manifest, onnx_bytes

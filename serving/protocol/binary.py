@@ -13,7 +13,11 @@ _U32 = struct.Struct("<I")
 
 
 def decode_bytes_elements(buf: memoryview | bytes, count: int, name: str) -> np.ndarray:
-    """BYTES tensor: each element is a 4-byte little-endian length, then that many bytes."""
+    """BYTES tensor: each element is a 4-byte little-endian length, then that many bytes.
+
+    Elements become `str`: ONNX string tensors hold UTF-8 text (ONNX Runtime turns a `bytes`
+    object into its repr), so bytes that are not UTF-8 are refused here with a 400.
+    """
     out = np.empty(count, dtype=object)
     pos, end = 0, len(buf)
     for i in range(count):
@@ -23,7 +27,12 @@ def decode_bytes_elements(buf: memoryview | bytes, count: int, name: str) -> np.
         pos += 4
         if pos + n > end:
             raise BadRequest(f"input {name!r}: BYTES element {i} says {n} bytes, past the end")
-        out[i] = bytes(buf[pos : pos + n])
+        try:
+            out[i] = str(buf[pos : pos + n], "utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(
+                f"input {name!r}: BYTES element {i} is not UTF-8 text (ONNX strings are UTF-8)"
+            ) from None
         pos += n
     if pos != end:
         raise BadRequest(

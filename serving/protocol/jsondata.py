@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 
 from serving.errors import BadRequest
-from serving.protocol.datatypes import NUMPY_DTYPES
+from serving.protocol._reference import RAGGED, finish_numbers
 
 # Below this size orjson + numpy is as fast as splitting the body; above it, big numeric `data`
 # arrays are parsed straight into typed buffers by the compiled kernel (no Python floats).
@@ -62,7 +62,10 @@ def _flatten(data: list[Any], out: list[Any]) -> None:
 
 
 def array_from_json(data: Any, datatype: str, name: str) -> np.ndarray:
-    """A flat array of `datatype` from a JSON `data` value (flat or nested lists)."""
+    """A flat array of `datatype` from a JSON `data` value (flat or nested lists).
+
+    The same checks and messages as the compiled path (`finish_numbers` is shared by both).
+    """
     if not isinstance(data, list):
         raise BadRequest(f"input {name!r}: 'data' must be a list")
     if datatype == "BYTES":
@@ -72,39 +75,24 @@ def array_from_json(data: Any, datatype: str, name: str) -> np.ndarray:
         for i, x in enumerate(flat):
             if not isinstance(x, str):
                 raise BadRequest(f"input {name!r}: BYTES data must hold strings, got {_kind(x)}")
-            out[i] = x.encode()
+            out[i] = x
         return out
     try:
         arr = np.array(data)
     except ValueError:
-        raise BadRequest(
-            f"input {name!r}: 'data' is ragged: nested lists have different lengths"
-        ) from None
-    return _cast(arr, datatype, name).ravel()
+        raise BadRequest(f"input {name!r}: {RAGGED}") from None
+    return cast_numbers(arr, datatype, name)
+
+
+def cast_numbers(arr: np.ndarray, datatype: str, name: str) -> np.ndarray:
+    """`arr` (as numpy inferred it from JSON) checked against and cast to `datatype`, flat."""
+    try:
+        return finish_numbers(arr, datatype)[0]
+    except ValueError as exc:
+        raise BadRequest(f"input {name!r}: {exc}") from None
 
 
 def _kind(x: Any) -> str:
     return {str: "string", bool: "boolean", type(None): "null", dict: "object"}.get(
         type(x), type(x).__name__
     )
-
-
-def _cast(arr: np.ndarray, datatype: str, name: str) -> np.ndarray:
-    dtype = NUMPY_DTYPES[datatype]
-    kind = arr.dtype.kind
-    if arr.size == 0:
-        return arr.astype(dtype)
-    if datatype == "BOOL":
-        if kind != "b":
-            raise BadRequest(f"input {name!r}: BOOL data must hold true/false")
-        return arr
-    if dtype.kind in "iu":
-        if kind not in "iu":
-            raise BadRequest(f"input {name!r}: {datatype} data must hold integers")
-        info = np.iinfo(dtype)
-        if arr.min() < info.min or arr.max() > info.max:
-            raise BadRequest(f"input {name!r}: data has values out of range for {datatype}")
-        return arr.astype(dtype)
-    if kind not in "iuf":
-        raise BadRequest(f"input {name!r}: {datatype} data must hold numbers")
-    return arr.astype(dtype)

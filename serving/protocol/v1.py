@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 
 from serving.errors import BadRequest
-from serving.protocol.jsondata import _cast, loads
+from serving.protocol.jsondata import cast_numbers, loads
 from serving.runtime.signature import Signature
 from serving.types import InferRequest, Tensor, TensorSpec
 
@@ -22,8 +22,8 @@ def _tensor(value: Any, spec: TensorSpec) -> Tensor:
         raise BadRequest(
             f"input {spec.name!r}: values are ragged: nested lists have different lengths"
         ) from None
-    arr = _cast(arr, spec.datatype, spec.name)
-    return Tensor(spec.name, spec.datatype, tuple(arr.shape), arr.ravel())
+    shape = tuple(arr.shape)
+    return Tensor(spec.name, spec.datatype, shape, cast_numbers(arr, spec.datatype, spec.name))
 
 
 def decode_request(body: bytes, signature: Signature) -> tuple[InferRequest, bool]:
