@@ -113,6 +113,9 @@ class BatchingConfig:
     max_queue_size: int = 1024
     default_timeout_us: int = 0  # 0: no deadline
     workers: int = 1  # inference threads sharing the session
+    # Batches whose measured run time is at most this run on the event loop itself: for
+    # microsecond models a thread hand-off costs more than the run. 0: always a worker thread.
+    inline_max_us: int = 100
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -121,6 +124,8 @@ class BatchingConfig:
             raise ValueError("batching delays and timeouts must be >= 0")
         if self.max_queue_size < 1:
             raise ValueError("batching.max_queue_size must be >= 1")
+        if not 0 <= self.inline_max_us <= 10_000:
+            raise ValueError("batching.inline_max_us must be 0..10000")
         if not 1 <= self.workers <= 64:
             raise ValueError("batching.workers must be 1..64")
         if any(not 1 <= s <= self.max_batch_size for s in self.preferred_batch_sizes):

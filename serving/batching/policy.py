@@ -17,12 +17,16 @@ class BatchPolicy:
     max_queue_size: int = 1024
     default_timeout_us: int = 0
     workers: int = 1
+    inline_max_us: int = 100
 
     @classmethod
     def from_config(cls, cfg: BatchingConfig, batched: bool) -> BatchPolicy:
         """A model without a batch dimension (or with batching off) runs one request at a time."""
         if not (cfg.enabled and batched):
-            return cls(1, (), 0, cfg.max_queue_size, cfg.default_timeout_us, cfg.workers)
+            return cls(
+                1, (), 0, cfg.max_queue_size, cfg.default_timeout_us, cfg.workers,
+                cfg.inline_max_us,
+            )
         return cls(
             cfg.max_batch_size,
             tuple(sorted(cfg.preferred_batch_sizes)),
@@ -30,6 +34,7 @@ class BatchPolicy:
             cfg.max_queue_size,
             cfg.default_timeout_us,
             cfg.workers,
+            cfg.inline_max_us,
         )
 
     def should_wait(self, queued_rows: int, oldest_at: float, now: float) -> float:

@@ -18,8 +18,8 @@ from queue import SimpleQueue
 from typing import Any
 
 import numpy as np
-from serving.batching.kernels import gather_rows, scatter_rows
 
+from serving.batching.kernels import gather_rows, scatter_rows
 from serving.batching.policy import BatchPolicy
 from serving.errors import BadRequest, Cancelled, DeadlineExceeded, ModelError, Overloaded
 from serving.runtime.session import Session
@@ -86,7 +86,12 @@ class Scheduler:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._jobs: SimpleQueue[list[_Item] | None] = SimpleQueue()
-        self._run_ewma = 0.0  # seconds per batch, for deadline shedding
+        # Measured session.run seconds by batch-size bucket (rows.bit_length()): for deadline
+        # shedding and for choosing inline runs.
+        self._run_est = [0.0] * 16
+        self._inline_s = policy.inline_max_us * 1e-6
+        self._loop_buffers: dict[tuple[str, Any], np.ndarray] = {}
+        self._dispatch_pending = False
         self._closed = False
         self._idle: asyncio.Event | None = None
         sig = session.signature
@@ -94,6 +99,7 @@ class Scheduler:
         # Models whose inputs have variable non-batch dimensions need a shape key per request.
         self._needs_key = any(-1 in t.shape[1:] for t in sig.inputs)
         self._input_names = sig.input_names
+        self._output_names = sig.output_names
         self._threads = [
             threading.Thread(target=self._work, name=f"infer-{label}-{i}", daemon=True)
             for i in range(policy.workers)
@@ -143,8 +149,7 @@ class Scheduler:
         )
         self._queued_rows += rows
         self.stats.requests += 1
-        if self._free:
-            self._dispatch()
+        self._schedule_dispatch()
         return future
 
     def _drop(self, item: _Item, exc: Exception, reason: str) -> None:
@@ -153,14 +158,33 @@ class Scheduler:
         if not item.future.done():
             item.future.set_exception(exc)
 
+    def _schedule_dispatch(self) -> None:
+        """Dispatch once at the end of this loop iteration, so that every request decoded in
+        the same iteration joins one batch (batching with no added delay)."""
+        if not self._dispatch_pending:
+            self._dispatch_pending = True
+            assert self._loop is not None
+            self._loop.call_soon(self._dispatch)
+
+    def _estimate(self, rows: int) -> float:
+        """Expected run seconds for a batch of `rows` (0.0 while unmeasured)."""
+        return self._run_est[min(rows.bit_length(), 15)]
+
+    def _measured(self, rows: int, run_s: float) -> None:
+        b = min(rows.bit_length(), 15)
+        old = self._run_est[b]
+        self._run_est[b] = run_s if not old else 0.8 * old + 0.2 * run_s
+
     def _dispatch(self) -> None:
-        """Hand batches to free workers; called on submit, on completion and by the delay timer."""
+        """Form batches from the queue and run them: inline when cheap, else on a free worker."""
+        self._dispatch_pending = False
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         queue = self._queue
         policy = self.policy
-        while self._free and queue:
+        inline_s = self._inline_s
+        while queue and (self._free or inline_s):
             now = time.monotonic()
             # Shed from the head what cannot or need not run any more.
             head = queue[0]
@@ -170,7 +194,9 @@ class Scheduler:
                 continue
             if head.disconnected is not None and head.disconnected():
                 queue.popleft()
-                self._drop(head, Cancelled(f"client disconnected before {self.label} ran"), "cancelled")
+                self._drop(
+                    head, Cancelled(f"client disconnected before {self.label} ran"), "cancelled"
+                )
                 continue
             if head.deadline:
                 if now >= head.deadline:
@@ -181,13 +207,14 @@ class Scheduler:
                         "timeout",
                     )
                     continue
-                if now + self._run_ewma > head.deadline:
+                expected = self._estimate(head.rows)
+                if now + expected > head.deadline:
                     queue.popleft()
                     self._drop(
                         head,
                         DeadlineExceeded(
                             f"request would miss its deadline: model {self.label} takes about "
-                            f"{self._run_ewma * 1e6:.0f} us per batch"
+                            f"{expected * 1e6:.0f} us to run it"
                         ),
                         "timeout",
                     )
@@ -211,85 +238,106 @@ class Scheduler:
                     batch.append(queue.popleft())
                     rows += nxt.rows
             self._queued_rows -= rows
+            estimate = self._estimate(rows)
+            if inline_s and 0.0 < estimate <= inline_s:
+                # Cheaper to run here than to hand to a thread and back (two context switches
+                # and a self-pipe wake-up cost more than a few-microsecond session.run).
+                outputs, error, run_s = self._run(batch, rows, self._loop_buffers)
+                self._measured(rows, run_s)
+                self._finish(batch, outputs, error, rows, now, run_s)
+                continue
+            if not self._free:
+                queue.extendleft(reversed(batch))
+                self._queued_rows += rows
+                return
             self._free -= 1
             self._in_flight += len(batch)
             self._jobs.put(batch)
 
-    def _complete(
+    def _finish(
         self, batch: list[_Item], outputs: list[Outputs] | None, error: Exception | None,
         rows: int, started: float, run_s: float,
     ) -> None:
-        """On the loop: resolve the batch's futures, account, and dispatch the next batch."""
-        self._free += 1
-        self._in_flight -= len(batch)
+        """Resolve a batch's futures and account for it."""
         stats = self.stats
         stats.batches += 1
         stats.rows += rows
         stats.run_seconds += run_s
-        self._run_ewma = run_s if not self._run_ewma else 0.8 * self._run_ewma + 0.2 * run_s
         if error is not None:
             stats.failed_batches += 1
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(error)
-        else:
-            assert outputs is not None
-            for item, out in zip(batch, outputs, strict=True):
-                stats.queue_seconds += started - item.enqueued_at
-                if not item.future.done():
-                    item.future.set_result((out, rows))
+            return
+        assert outputs is not None
+        for item, out in zip(batch, outputs, strict=True):
+            stats.queue_seconds += started - item.enqueued_at
+            if not item.future.done():
+                item.future.set_result((out, rows))
+
+    def _complete(
+        self, batch: list[_Item], outputs: list[Outputs] | None, error: Exception | None,
+        rows: int, started: float, run_s: float,
+    ) -> None:
+        """On the loop, for a worker's batch: resolve, free the worker, dispatch what waits."""
+        self._free += 1
+        self._in_flight -= len(batch)
+        self._measured(rows, run_s)
+        self._finish(batch, outputs, error, rows, started, run_s)
         if self._queue:
             self._dispatch()
         elif self._idle is not None and not self._in_flight:
             self._idle.set()
 
-    # ---- worker threads --------------------------------------------------------------------
+    # ---- running a batch (a worker thread, or the loop for cheap batches) --------------------
+
+    def _run(
+        self, batch: list[_Item], rows: int, buffers: dict[tuple[str, Any], np.ndarray]
+    ) -> tuple[list[Outputs] | None, Exception | None, float]:
+        """Gather, run, scatter: (per-request outputs, error, seconds in session.run)."""
+        session = self.session
+        run_s = 0.0
+        try:
+            if len(batch) == 1:
+                feeds = batch[0].feeds
+            else:
+                feeds = {}
+                key = batch[0].key
+                for name in self._input_names:
+                    buf = buffers.get((name, key))
+                    if buf is None:
+                        first = batch[0].feeds[name]
+                        shape = (self.policy.max_batch_size, *first.shape[1:])
+                        buf = buffers[(name, key)] = np.empty(shape, first.dtype)
+                    out = buf[:rows]
+                    gather_rows([_rows_u8(item.feeds[name]) for item in batch], _rows_u8(out))
+                    feeds[name] = out
+            t0 = time.perf_counter()
+            results = session.run(feeds, None)
+            run_s = time.perf_counter() - t0
+            names = self._output_names
+            if len(batch) == 1:
+                return [dict(zip(names, results, strict=True))], None, run_s
+            counts = [item.rows for item in batch]
+            pieces = [scatter_rows(r, counts) for r in results]
+            return (
+                [{n: p[i] for n, p in zip(names, pieces, strict=True)} for i in range(len(batch))],
+                None,
+                run_s,
+            )
+        except Exception as exc:
+            log.exception("inference failed for model %s", self.label)
+            return None, ModelError(f"model {self.label} failed to run: {exc}"), run_s
 
     def _work(self) -> None:
         buffers: dict[tuple[str, Any], np.ndarray] = {}
-        session = self.session
-        names = self._input_names
         while True:
             batch = self._jobs.get()
             if batch is None:
                 return
             started = time.monotonic()
-            outputs: list[Outputs] | None = None
-            error: Exception | None = None
-            rows = 0
-            try:
-                if len(batch) == 1:
-                    feeds = batch[0].feeds
-                    rows = batch[0].rows
-                else:
-                    rows = sum(item.rows for item in batch)
-                    feeds = {}
-                    for name in names:
-                        first = batch[0].feeds[name]
-                        buf = buffers.get((name, batch[0].key))
-                        if buf is None:
-                            shape = (self.policy.max_batch_size, *first.shape[1:])
-                            buf = buffers[(name, batch[0].key)] = np.empty(shape, first.dtype)
-                        out = buf[:rows]
-                        gather_rows(
-                            [_rows_u8(item.feeds[name]) for item in batch], _rows_u8(out)
-                        )
-                        feeds[name] = out
-                results = session.run(feeds, None)
-                if len(batch) == 1:
-                    outputs = [dict(zip(session.signature.output_names, results, strict=True))]
-                else:
-                    counts = [item.rows for item in batch]
-                    pieces = [scatter_rows(r, counts) for r in results]
-                    names_out = session.signature.output_names
-                    outputs = [
-                        {n: p[i] for n, p in zip(names_out, pieces, strict=True)}
-                        for i in range(len(batch))
-                    ]
-            except Exception as exc:
-                log.exception("inference failed for model %s", self.label)
-                error = ModelError(f"model {self.label} failed to run: {exc}")
-            run_s = time.monotonic() - started
+            rows = sum(item.rows for item in batch)
+            outputs, error, run_s = self._run(batch, rows, buffers)
             loop = self._loop
             assert loop is not None
             try:

@@ -1,0 +1,19 @@
+"""Types for the compiled hot path (ext/_kernels.pyx); the Python twins are the spec."""
+
+import numpy as np
+
+NUMERIC_DATATYPES: frozenset[str]
+
+def gather_rows(parts: list[np.ndarray], out: np.ndarray) -> int:
+    """Copy each part's rows into `out` back to back; return the rows written."""
+
+def scatter_rows(src: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """Split `src` along axis 0 into consecutive views of counts[i] rows each."""
+
+def split_tensor_data(body: bytes) -> tuple[bytes, list[tuple[int, int, int]]] | None:
+    """Cut the inputs' numeric `data` arrays out of a V2 request: (skeleton, spans), or None."""
+
+def decode_json_numbers(
+    body: bytes, start: int, end: int, datatype: str
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Parse the JSON array body[start:end] into a flat array of `datatype`, and its shape."""

@@ -1,0 +1,1 @@
+"""Dynamic batching: the policy, the scheduler, and the row kernels they share."""

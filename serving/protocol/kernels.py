@@ -1,0 +1,12 @@
+"""The JSON data kernels the V2 codec uses: compiled, or the Python twin under SERVING_PUREPYTHON."""
+
+from __future__ import annotations
+
+import os
+
+if os.environ.get("SERVING_PUREPYTHON"):  # msgpack's switch
+    from serving.protocol._reference import decode_json_numbers, split_tensor_data
+else:
+    from serving._kernels import decode_json_numbers, split_tensor_data  # fails loudly if unbuilt
+
+__all__ = ["decode_json_numbers", "split_tensor_data"]
