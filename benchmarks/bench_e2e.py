@@ -52,10 +52,9 @@ def pinned(cpu: str, cmd: list[str]) -> list[str]:
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
         time.sleep(0.1)
     raise RuntimeError(f"{url} not ready")
 
@@ -117,7 +116,7 @@ def run_wrk(url: str, body: bytes, clients: int, duration: float, lua_dir: Path,
         "latency:percentile(99), summary.errors.status + summary.errors.connect + "
         "summary.errors.read + summary.errors.write + summary.errors.timeout))\nend\n"
     )
-    cmd = pinned(LOAD_CPU, ["wrk", "-t1", f"-c{clients}", f"-d{duration}s", "-s", str(lua),
+    cmd = pinned(LOAD_CPU, ["wrk", "-t1", f"-c{clients}", f"-d{int(duration)}s", "-s", str(lua),
                             url])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.stdout.read().decode() if proc.stdout else ""
@@ -170,7 +169,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="iris,forest,digits")
     ap.add_argument("--clients", default="1,16,64")
-    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--registry", help="registry with the example models (default: build one)")
     ap.add_argument("--servers", default="batching,nobatch,naive")

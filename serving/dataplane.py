@@ -38,8 +38,9 @@ class DataPlane:
         body: bytes,
         header_length: int | None,
         disconnected: Callable[[], bool] | None = None,
-    ) -> tuple[bytes, int | None]:
-        """A V2 request's body in; the response body and its binary header length out."""
+    ) -> tuple[bytes, int | None, str]:
+        """A V2 request's body in; the response body, its binary header length and the version
+        that served it out."""
         mv = self.manager.get_version(model, version)
         session = mv.session
         scheduler = mv.scheduler
@@ -80,9 +81,10 @@ class DataPlane:
         response = InferResponse(
             mv.name, mv.version_str, tensors, req.id, {"batch_size": batch_size}
         )
-        return v2.encode_response(response, binary)
+        out, header_length = v2.encode_response(response, binary)
+        return out, header_length, mv.version_str
 
-    async def predict_v1(self, model: str, version: str | None, body: bytes) -> bytes:
+    async def predict_v1(self, model: str, version: str | None, body: bytes) -> tuple[bytes, str]:
         mv = self.manager.get_version(model, version)
         assert mv.session is not None and mv.scheduler is not None
         sig = mv.session.signature
@@ -92,7 +94,7 @@ class DataPlane:
         tensors = [
             Tensor(s.name, s.datatype, outs[s.name].shape, outs[s.name]) for s in sig.outputs
         ]
-        return v1.encode_response(tensors, row_form)
+        return v1.encode_response(tensors, row_form), mv.version_str
 
     # ---- health and metadata ---------------------------------------------------------------
 

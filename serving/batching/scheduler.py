@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from queue import SimpleQueue
 from typing import Any
 
@@ -22,6 +22,7 @@ import numpy as np
 from serving.batching.kernels import gather_rows, scatter_rows
 from serving.batching.policy import BatchPolicy
 from serving.errors import BadRequest, Cancelled, DeadlineExceeded, ModelError, Overloaded
+from serving.monitoring.metrics import BATCH_BUCKETS, Histogram
 from serving.runtime.session import Session
 
 log = logging.getLogger("serving.batching")
@@ -57,6 +58,7 @@ class _Item:
 class BatchStats:
     """Counters the monitoring work exports; updated on the loop only (no locks needed)."""
 
+    batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     requests: int = 0
     batches: int = 0
     rows: int = 0
@@ -144,9 +146,8 @@ class Scheduler:
         now = time.monotonic()
         key = tuple(a.shape[1:] for a in feeds.values()) if self._needs_key else None
         future: asyncio.Future[tuple[Outputs, int]] = loop.create_future()
-        self._queue.append(
-            _Item(feeds, rows, key, future, now, self.policy.deadline(now, timeout_us), disconnected)
-        )
+        deadline = self.policy.deadline(now, timeout_us)
+        self._queue.append(_Item(feeds, rows, key, future, now, deadline, disconnected))
         self._queued_rows += rows
         self.stats.requests += 1
         self._schedule_dispatch()
@@ -263,6 +264,7 @@ class Scheduler:
         stats.batches += 1
         stats.rows += rows
         stats.run_seconds += run_s
+        stats.batch_sizes.observe(rows)
         if error is not None:
             stats.failed_batches += 1
             for item in batch:

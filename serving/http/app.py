@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,6 +21,7 @@ from serving.errors import ServingError
 from serving.http.errors import http_exception_handler, json_response, serving_error_handler
 from serving.http.infer import InferEndpoint, Receive, Scope, Send, match_infer
 from serving.lifecycle.manager import ModelManager
+from serving.monitoring.metrics import ServingMetrics
 
 log = logging.getLogger("serving.http")
 
@@ -79,16 +81,23 @@ class ServingApp:
         self.config = config
         self.manager = manager
         self.dataplane = DataPlane(manager)
-        self._infer = InferEndpoint(self.dataplane, config.max_body_bytes)
+        self.metrics = ServingMetrics(manager)
+        self._infer = InferEndpoint(self.dataplane, config.max_body_bytes, self.metrics)
         self._loading: asyncio.Task[None] | None = None
         self.starlette = Starlette(
-            routes=_routes(self.dataplane, config.strict_readiness),
+            routes=[
+                *_routes(self.dataplane, config.strict_readiness),
+                Route("/metrics", self._metrics, methods=["GET"]),
+            ],
             exception_handlers={
                 ServingError: serving_error_handler,
                 HTTPException: http_exception_handler,
             },
             lifespan=self._lifespan,
         )
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:

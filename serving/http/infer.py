@@ -9,11 +9,13 @@ are dispatched here before Starlette's router sees them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from time import perf_counter
 from typing import Any
 
 from serving.dataplane import DataPlane
 from serving.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 from serving.http.errors import error_parts
+from serving.monitoring.metrics import ServingMetrics
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -87,16 +89,20 @@ def _disconnect_probe(receive: Receive) -> Callable[[], bool] | None:
 class InferEndpoint:
     """ASGI callable for the inference routes (V2 infer and V1 predict)."""
 
-    def __init__(self, dataplane: DataPlane, max_body_bytes: int) -> None:
+    def __init__(self, dataplane: DataPlane, max_body_bytes: int, metrics: ServingMetrics) -> None:
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
+        self.record = metrics.record
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, route: tuple[str, str, str | None]
     ) -> None:
+        started = perf_counter()
         proto, model, version = route
         status = 200
         headers = _JSON_HEADERS
+        served = version or ""
+        outcome = "success"
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"use POST for inference, not {scope['method']}")
@@ -109,7 +115,7 @@ class InferEndpoint:
                     header_length = _int_header(value, "Inference-Header-Content-Length")
             body = await _read_body(receive, self.max_body_bytes, declared)
             if proto == "v2":
-                out, out_header_length = await self.dataplane.infer_v2(
+                out, out_header_length, served = await self.dataplane.infer_v2(
                     model, version, body, header_length, _disconnect_probe(receive)
                 )
                 if out_header_length is not None:
@@ -120,11 +126,13 @@ class InferEndpoint:
             else:
                 if header_length is not None:
                     raise BadRequest("V1 predict takes JSON only (no binary tensors)")
-                out = await self.dataplane.predict_v1(model, version, body)
+                out, served = await self.dataplane.predict_v1(model, version, body)
         except ClientGone:
+            self.record(model, served, "primary", "cancelled", perf_counter() - started)
             return
         except Exception as exc:
             status, out, extra = error_parts(exc)
+            outcome = getattr(exc, "reason", "server_error")
             headers = _JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         await send(
             {
@@ -134,4 +142,5 @@ class InferEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": out})
+        self.record(model, served, "primary", outcome, perf_counter() - started)
 

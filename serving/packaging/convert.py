@@ -16,7 +16,7 @@ def is_classifier(estimator: Any) -> bool:
 
 
 def to_onnx(estimator: Any, n_features: int, datatype: str = "FP32", input_name: str = "input"):
-    """An ONNX ModelProto with one `input` [-1, n_features]; classifiers give label + probabilities."""
+    """ONNX with one `input` [-1, n_features]; classifiers output `label` and `probabilities`."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
 

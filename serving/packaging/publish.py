@@ -1,4 +1,4 @@
-"""Publish a version atomically: write a temp dir inside the model dir, then rename it into place."""
+"""Publish a version atomically: write a temp dir in the model dir, then rename it into place."""
 
 from __future__ import annotations
 

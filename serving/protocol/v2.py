@@ -198,7 +198,10 @@ def encode_response(
         else:
             entry["data"] = t.data.ravel()
         outs.append(entry)
-    doc: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
+    doc: dict[str, Any] = {
+        "model_name": response.model_name,
+        "model_version": response.model_version,
+    }
     if response.id is not None:
         doc["id"] = response.id
     if response.parameters:

@@ -42,7 +42,7 @@ class Signature:
     def check_inputs(
         self, tensors: Sequence[Tensor], allow_nonfinite: bool = False
     ) -> tuple[dict[str, np.ndarray], int]:
-        """Feeds shaped for ONNX Runtime and the request's row count; BadRequest names the problem."""
+        """Feeds shaped for ONNX Runtime and the request's rows; BadRequest names any problem."""
         feeds: dict[str, np.ndarray] = {}
         rows = -1
         for t in tensors:

@@ -1,4 +1,4 @@
-"""Many concurrent requests with distinct inputs each get their own answer (batching splits right)."""
+"""Many concurrent requests with distinct inputs each get their own answer (batches split right)."""
 
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def test_binary_input_json_output_and_per_output_choice(client) -> None:
                     headers={"Inference-Header-Content-Length": str(len(head))})
     assert r.status_code == 200, r.text
     doc, tail = _split_binary(r)
-    label, proba = doc["outputs"]
+    label, _proba = doc["outputs"]
     assert label["data"] == est.predict(x).tolist()
     got = np.frombuffer(tail, np.float32).reshape(3, 3)
     np.testing.assert_allclose(got, est.predict_proba(x), atol=1e-5)

@@ -1,0 +1,1 @@
+"""Metric definitions and the cheap per-request accounting behind them."""

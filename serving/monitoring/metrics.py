@@ -1,0 +1,174 @@
+"""Every metric the server exports, defined here and nowhere else.
+
+The request path only bumps plain Python counters on the event loop thread (no locks, no label
+lookups in prometheus_client); `ServingCollector` turns them into metric families when
+Prometheus scrapes `/metrics`. Recording a request costs well under a microsecond.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from serving.lifecycle.manager import ModelManager
+
+# Seconds: sub-millisecond to multi-second.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+UNKNOWN_MODEL = "_unknown"  # unknown names share one label value: clients can't add series
+
+
+class Histogram:
+    """A histogram owned by one thread: counts per bucket and a sum."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def family_buckets(self) -> list[tuple[str, float]]:
+        out, acc = [], 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            acc += n
+            out.append((_le(bound), acc))
+        out.append(("+Inf", acc + self.counts[-1]))
+        return out
+
+
+def _le(bound: float) -> str:
+    return str(int(bound)) if float(bound).is_integer() and bound >= 1 else repr(float(bound))
+
+
+class RequestStats:
+    """Per (model, version, route): outcomes and end-to-end latency."""
+
+    __slots__ = ("latency", "outcomes")
+
+    def __init__(self) -> None:
+        self.outcomes: dict[str, int] = {}
+        self.latency = Histogram(LATENCY_BUCKETS)
+
+
+class ServingMetrics:
+    """The server's metrics: cheap recording on the request path, families on scrape."""
+
+    def __init__(self, manager: ModelManager, registry: CollectorRegistry | None = None) -> None:
+        self.manager = manager
+        self.requests: dict[tuple[str, str, str], RequestStats] = {}
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.registry.register(ServingCollector(self))
+
+    def record(self, model: str, version: str, route: str, outcome: str, seconds: float) -> None:
+        """One finished request (called on the event loop thread only)."""
+        if model not in self.manager.models:
+            model, version = UNKNOWN_MODEL, ""
+        key = (model, version, route)
+        stats = self.requests.get(key)
+        if stats is None:
+            stats = self.requests[key] = RequestStats()
+        stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
+        stats.latency.observe(seconds)
+
+
+class ServingCollector(Collector):
+    """Reads the counters at scrape time."""
+
+    def __init__(self, metrics: ServingMetrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        requests = CounterMetricFamily(
+            "serving_requests", "Inference requests by outcome",
+            labels=["model", "version", "route", "outcome"],
+        )
+        latency = HistogramMetricFamily(
+            "serving_request_duration_seconds",
+            "End-to-end inference request latency inside the server",
+            labels=["model", "version", "route"],
+        )
+        for (model, version, route), stats in list(m.requests.items()):
+            for outcome, n in list(stats.outcomes.items()):
+                requests.add_metric([model, version, route, outcome], n)
+            latency.add_metric(
+                [model, version, route], stats.latency.family_buckets(), stats.latency.total
+            )
+        yield requests
+        yield latency
+
+        labels = ["model", "version"]
+        batches = CounterMetricFamily("serving_batches", "Batches run", labels=labels)
+        rows = CounterMetricFamily("serving_batch_rows", "Rows run in batches", labels=labels)
+        failed = CounterMetricFamily(
+            "serving_failed_batches", "Batches whose run raised", labels=labels
+        )
+        batch_size = HistogramMetricFamily(
+            "serving_batch_size_rows", "Rows per batch", labels=labels
+        )
+        queue_s = CounterMetricFamily(
+            "serving_queue_seconds", "Seconds requests spent queued, summed", labels=labels
+        )
+        run_s = CounterMetricFamily(
+            "serving_inference_seconds", "Seconds in ONNX Runtime, summed over batches",
+            labels=labels,
+        )
+        rejected = CounterMetricFamily(
+            "serving_rejected_requests", "Requests refused or dropped before running",
+            labels=[*labels, "reason"],
+        )
+        depth = GaugeMetricFamily("serving_queue_depth", "Requests queued", labels=labels)
+        in_flight = GaugeMetricFamily(
+            "serving_inflight_requests", "Requests running in worker threads", labels=labels
+        )
+        state = GaugeMetricFamily(
+            "serving_model_state", "1 for the state each version is in",
+            labels=[*labels, "state"],
+        )
+        load = GaugeMetricFamily(
+            "serving_model_load_duration_seconds", "Seconds the version took to load",
+            labels=labels,
+        )
+        from serving.lifecycle.states import State
+
+        for model in list(m.manager.models.values()):
+            for mv in list(model.versions.values()):
+                key = [mv.name, mv.version_str]
+                for s in State:
+                    state.add_metric([*key, s.value], 1.0 if mv.state is s else 0.0)
+                load.add_metric(key, mv.load_seconds)
+                sched = mv.scheduler
+                if sched is None:
+                    continue
+                st = sched.stats
+                batches.add_metric(key, st.batches)
+                rows.add_metric(key, st.rows)
+                failed.add_metric(key, st.failed_batches)
+                batch_size.add_metric(key, st.batch_sizes.family_buckets(), st.batch_sizes.total)
+                queue_s.add_metric(key, st.queue_seconds)
+                run_s.add_metric(key, st.run_seconds)
+                for reason, n in list((st.rejected or {}).items()):
+                    rejected.add_metric([*key, reason], n)
+                depth.add_metric(key, sched.queued)
+                in_flight.add_metric(key, sched.in_flight)
+        yield from (batches, rows, failed, batch_size, queue_s, run_s, rejected, depth,
+                    in_flight, state, load)

@@ -1,0 +1,47 @@
+"""/metrics reflects the traffic the server saw (through a real server, parsed with
+prometheus_client's own parser)."""
+
+from __future__ import annotations
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+GOOD = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
+                                 "data": [5.1, 3.5, 1.4, 0.2]}]})
+
+
+def _samples(client) -> dict[tuple[str, frozenset], float]:
+    text = client.get("/metrics").text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def test_requests_batches_and_states_are_counted(client) -> None:
+    before = _samples(client)
+    key_ok = ("serving_requests_total", frozenset(
+        {"model": "iris", "version": "1", "route": "primary", "outcome": "success"}.items()))
+    key_bad = ("serving_requests_total", frozenset(
+        {"model": "iris", "version": "", "route": "primary", "outcome": "client_error"}.items()))
+    for _ in range(3):
+        assert client.post("/v2/models/iris/infer", content=GOOD).status_code == 200
+    assert client.post("/v2/models/iris/infer", content=b"{").status_code == 400
+    assert client.post("/v2/models/no-such/infer", content=GOOD).status_code == 404
+    after = _samples(client)
+    assert after[key_ok] - before.get(key_ok, 0) == 3
+    assert after[key_bad] - before.get(key_bad, 0) == 1
+    unknown = ("serving_requests_total", frozenset(
+        {"model": "_unknown", "version": "", "route": "primary", "outcome": "client_error"}
+        .items()))
+    assert after[unknown] >= 1
+    iris = frozenset({"model": "iris", "version": "1"}.items())
+    assert after[("serving_batches_total", iris)] - before.get(("serving_batches_total", iris),
+                                                                0) == 3
+    count = ("serving_request_duration_seconds_count", frozenset(
+        {"model": "iris", "version": "1", "route": "primary"}.items()))
+    assert after[count] - before.get(count, 0) == 3
+    ready = ("serving_model_state", frozenset(
+        {"model": "iris", "version": "1", "state": "READY"}.items()))
+    assert after[ready] == 1.0
