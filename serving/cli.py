@@ -1,4 +1,4 @@
-"""The `serving` command: serve, examples."""
+"""The `serving` command: serve, examples, package, models."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _serve_parser(sub: Any) -> None:
                 help=f"{text} [default: {str(default).lower()}]",
             )
         else:
-            kind = int if f.type in (int, "int") else str
+            kind = {"int": int, "float": float}.get(str(f.type), str)
             p.add_argument(
                 flag, dest=f.name, type=kind, default=None, metavar=f.name.upper(),
                 help=f"{text} [default: {default!r}]",
@@ -76,6 +76,100 @@ def _examples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _package(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from serving.errors import ServingError
+    from serving.packaging.package import PackageError, package
+
+    meta = {}
+    for item in args.meta or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"serving package: --meta takes key=value, got {item!r}", file=sys.stderr)
+            return 2
+        meta[key] = value
+    try:
+        result = package(
+            Path(args.model_file), args.name, Path(args.registry),
+            sample_data=Path(args.sample_data) if args.sample_data else None,
+            datatype=args.datatype, n_features=args.n_features, atol=args.tolerance,
+            allow_parity_failure=args.allow_parity_failure, metadata=meta,
+        )
+    except (PackageError, ServingError) as exc:
+        print(f"serving package: {exc}", file=sys.stderr)
+        return 1
+    p = result.parity
+    if p.get("checked", True):
+        agree = f", label agreement {p['label_agreement']:.4f}" if "label_agreement" in p else ""
+        print(f"parity on {p['rows']} rows ({p['data']}): max abs diff {p['max_abs_diff']:.3g}"
+              f"{agree}, tolerance {p['tolerance']:g}: {'passed' if p['passed'] else 'FAILED'}")
+    else:
+        print(f"parity not checked: {p['reason']}")
+    if not result.published:
+        print("not published: parity failed (--allow-parity-failure publishes anyway, and the "
+              "manifest records it)", file=sys.stderr)
+        return 1
+    print(f"published {result.name} version {result.version} in {args.registry}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from serving.registry.layout import Layout
+    from serving.registry.manifest import read_manifest
+
+    layout = Layout(args.registry)
+    states: dict[tuple[str, str], str] = {}
+    if args.url:
+        import urllib.request
+
+        import orjson
+
+        req = urllib.request.Request(args.url.rstrip("/") + "/v2/repository/index", data=b"{}",
+                                     method="POST")
+        if args.token:
+            req.add_header("Authorization", f"Bearer {args.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                for e in orjson.loads(r.read()):
+                    states[(e["name"], e["version"])] = e["state"] + (
+                        f" ({e['reason']})" if e.get("reason") and e["state"] != "READY" else "")
+        except OSError as exc:
+            print(f"serving models: cannot read {args.url}: {exc}", file=sys.stderr)
+            return 1
+    names = layout.model_names() if args.action == "list" else [args.name]
+    if args.action == "show" and not layout.model_dir(args.name).is_dir():
+        print(f"serving models: no model {args.name!r} in {args.registry}", file=sys.stderr)
+        return 1
+    for name in names:
+        for version in layout.versions(name):
+            try:
+                m = read_manifest(layout.version_dir(name, version) / "manifest.json")
+            except ValueError as exc:
+                print(f"{name}\t{version}\tinvalid manifest: {exc}")
+                continue
+            state = states.get((name, str(version)), "published" if not args.url else "-")
+            sig = ", ".join(f"{t.name} {t.datatype}{list(t.shape)}" for t in m.inputs)
+            outs = ", ".join(f"{t.name} {t.datatype}{list(t.shape)}" for t in m.outputs)
+            p = m.parity
+            parity = ("passed" if p.get("passed") else "FAILED" + (" (override)" if
+                      p.get("override") else "")) if p.get("checked", True) and p else "unchecked"
+            if args.action == "list":
+                print(f"{name}\tv{version}\t{state}\tin: {sig}\tout: {outs}\tparity {parity}")
+            else:
+                print(f"{name} version {version}: {state}")
+                print(f"  created   {m.created_at}  sha256 {m.sha256}")
+                print(f"  inputs    {sig}")
+                print(f"  outputs   {outs}")
+                if m.labels:
+                    print(f"  labels    {', '.join(m.labels)}")
+                print(f"  parity    {parity}: " + ", ".join(f"{k}={v}" for k, v in p.items()))
+                print("  framework " + ", ".join(f"{k} {v}" for k, v in m.framework.items()))
+                if m.metadata:
+                    print("  metadata  " + ", ".join(f"{k}={v}" for k, v in m.metadata.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="serving", description="A fast ONNX model server (Open Inference Protocol, V1)."
@@ -95,6 +189,35 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--force", action="store_true", help="publish new versions even if the models exist"
     )
+    pk = sub.add_parser(
+        "package",
+        help="convert a scikit-learn model (or an .onnx file) into a new registry version",
+        description=(
+            "Convert a scikit-learn estimator or Pipeline (joblib/pickle: trusted input, read "
+            "only here) with skl2onnx, or take an existing .onnx file; check parity against "
+            "the estimator on --sample-data (or generated rows); publish it atomically as the "
+            "model's next version. A model that fails parity is not published."
+        ),
+    )
+    pk.add_argument("model_file", help="a .joblib/.pkl estimator or an .onnx file")
+    pk.add_argument("--name", required=True, help="model name in the registry")
+    pk.add_argument("--registry", default="models", help="registry directory (default: models)")
+    pk.add_argument("--sample-data", help=".npy or .csv rows for the parity check")
+    pk.add_argument("--datatype", default="FP32", choices=["FP32", "FP64"],
+                    help="input datatype (default: FP32)")
+    pk.add_argument("--n-features", type=int, help="input width, if the estimator can't tell")
+    pk.add_argument("--tolerance", type=float, default=1e-4,
+                    help="max abs difference of probabilities/values (default: 1e-4)")
+    pk.add_argument("--allow-parity-failure", action="store_true",
+                    help="publish even if parity fails (recorded in the manifest)")
+    pk.add_argument("--meta", action="append", metavar="KEY=VALUE",
+                    help="user metadata for the manifest (repeatable)")
+    md = sub.add_parser("models", help="list or show the registry's models")
+    md.add_argument("action", choices=["list", "show"])
+    md.add_argument("name", nargs="?", help="model name (for show)")
+    md.add_argument("--registry", default="models", help="registry directory (default: models)")
+    md.add_argument("--url", help="a running server, to show each version's state")
+    md.add_argument("--token", help="admin token for --url, if the server has one")
     return parser
 
 
@@ -104,4 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "examples":
         return _examples(args)
+    if args.command == "package":
+        return _package(args)
+    if args.command == "models":
+        if args.action == "show" and not args.name:
+            print("serving models show: which model?", file=sys.stderr)
+            return 2
+        return _models(args)
     return 2

@@ -52,6 +52,10 @@ class ServerConfig:
     ready_file: str = field(
         default="", metadata={"help": "write 'host port' here once listening (for scripts)"}
     )
+    poll: float = field(
+        default=0.0,
+        metadata={"help": "seconds between registry polls that load, reload and unload (0: off)"},
+    )
     build_examples: bool = field(
         default=False,
         metadata={"help": "build the example models into the registry if it has none"},
@@ -64,6 +68,8 @@ class ServerConfig:
             raise ValueError("max_body_bytes must be at least 1024")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError(f"log_level must be debug, info, warning or error: {self.log_level}")
+        if self.poll < 0:
+            raise ValueError("poll must be >= 0 seconds")
         if self.intra_op_threads < 0:
             raise ValueError("intra_op_threads must be >= 0 (0: ONNX Runtime decides)")
 
@@ -71,6 +77,8 @@ class ServerConfig:
 def _coerce(kind: Any, value: Any) -> Any:
     if kind in (bool, "bool"):
         return _bool(value)
+    if kind in (float, "float"):
+        return float(value)
     if kind in (int, "int"):
         return int(value)
     return str(value)

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from serving.config import ServerConfig
 from serving.dataplane import DataPlane
 from serving.errors import ServingError
+from serving.http.admin import admin_routes
 from serving.http.errors import http_exception_handler, json_response, serving_error_handler
 from serving.http.infer import InferEndpoint, Receive, Scope, Send, match_infer
 from serving.lifecycle.manager import ModelManager
@@ -87,6 +88,7 @@ class ServingApp:
         self.starlette = Starlette(
             routes=[
                 *_routes(self.dataplane, config.strict_readiness),
+                *admin_routes(manager, config.admin_token),
                 Route("/metrics", self._metrics, methods=["GET"]),
             ],
             exception_handlers={
@@ -103,11 +105,15 @@ class ServingApp:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         # Load in the background: /v2/health/live answers while models load, ready says when.
         self._loading = asyncio.create_task(self.manager.load_all())
+        poller = None
+        if self.config.poll > 0:
+            poller = asyncio.create_task(self.manager.poll(self.config.poll))
         try:
             yield
         finally:
-            if not self._loading.done():
-                self._loading.cancel()
+            for task in (self._loading, poller):
+                if task is not None and not task.done():
+                    task.cancel()
             await self.manager.shutdown()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -29,6 +29,8 @@ class Model:
     by_str: dict[str, ModelVersion] = field(default_factory=dict)
     primary: ModelVersion | None = None
     reason: str = ""  # why the model as a whole has nothing to serve (bad config, no versions)
+    unloaded: bool = False  # unloaded on request: not counted against readiness
+    fingerprint: tuple[object, ...] = ()
 
     def refresh_primary(self) -> None:
         """The highest READY version (the routing work may override this later)."""
@@ -45,6 +47,8 @@ class ModelManager:
         self.default_intra_op_threads = default_intra_op_threads
         self.models: dict[str, Model] = {}
         self.loading_done = False
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- lookups on the request path ---------------------------------------------------------
 
@@ -85,19 +89,35 @@ class ModelManager:
         return model.by_str.get(version)
 
     def ready(self, strict: bool = True) -> bool:
-        """Loading is done and (strict, as Triton) every model that should load is READY."""
+        """Loading is done and (strict, as Triton) every model that should serve has a READY
+        primary. A failed *newer* version does not un-ready a model that still serves."""
         if not self.loading_done:
             return False
         if not strict:
             return True
-        for model in self.models.values():
-            if model.reason or model.primary is None:
-                return False
-            if any(v.state is not State.READY for v in model.versions.values()):
-                return False
-        return True
+        return all(
+            model.primary is not None for model in self.models.values() if not model.unloaded
+        )
 
-    # ---- loading -----------------------------------------------------------------------------
+    def index(self) -> list[dict[str, str]]:
+        """Triton's repository index: every model and version in the registry, with its state."""
+        out: list[dict[str, str]] = []
+        for name in sorted(set(self.layout.model_names()) | set(self.models)):
+            model = self.models.get(name)
+            published = self.layout.versions(name) if self.layout.model_dir(name).is_dir() else []
+            loaded = model.versions if model else {}
+            for version in sorted(set(published) | set(loaded)):
+                mv = loaded.get(version)
+                entry = {"name": name, "version": str(version),
+                         "state": mv.state.value if mv else "UNAVAILABLE",
+                         "reason": mv.reason if mv else "not loaded (version policy or unloaded)"}
+                out.append(entry)
+            if not published and not loaded:
+                out.append({"name": name, "version": "", "state": "UNAVAILABLE",
+                            "reason": model.reason if model else "no published versions"})
+        return out
+
+    # ---- loading and unloading ---------------------------------------------------------------
 
     async def load_all(self) -> None:
         """Load every model the registry holds, one version at a time (bounded memory)."""
@@ -105,32 +125,121 @@ class ModelManager:
             await self.load_model(name)
         self.loading_done = True
 
-    async def load_model(self, name: str) -> Model:
+    def _lock(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    def fingerprint(self, name: str) -> tuple[object, ...]:
+        """What polling compares: the model.toml's stat and the published versions."""
         try:
-            config = read_model_config(self.layout.config_path(name))
-            reason = ""
-        except ValueError as exc:
-            config, reason = ModelConfig(), f"invalid model.toml: {exc}"
-        model = self.models.get(name)
-        if model is None:
-            model = self.models[name] = Model(name, config)
-        model.config, model.reason = config, reason
-        if reason:
-            log.error("model %s: %s", name, reason)
+            st = self.layout.config_path(name).stat()
+            cfg: tuple[object, ...] = (st.st_mtime_ns, st.st_size)
+        except OSError:
+            cfg = ()
+        return (cfg, tuple(self.layout.versions(name)))
+
+    async def load_model(self, name: str) -> Model:
+        """(Re)load a model from the registry: new versions are loaded and warmed up before they
+        take traffic; versions no longer wanted drain, then go. A version that fails to load
+        leaves what was serving in place."""
+        async with self._lock(name):
+            if not self.layout.model_dir(name).is_dir():
+                raise NotFound(f"model {name!r} is not in the registry")
+            fingerprint = self.fingerprint(name)
+            try:
+                config = read_model_config(self.layout.config_path(name))
+                reason = ""
+            except ValueError as exc:
+                config, reason = ModelConfig(), f"invalid model.toml: {exc}"
+            model = self.models.get(name)
+            if model is None:
+                model = self.models[name] = Model(name, config)
+            model.fingerprint = fingerprint
+            model.unloaded = False
+            if reason:
+                model.reason = reason
+                log.error("model %s: %s (what was serving keeps serving)", name, reason)
+                return model
+            config_changed = model.config != config
+            model.config, model.reason = config, ""
+            wanted = config.versions.select(self.layout.versions(name))
+            if not wanted:
+                model.reason = "no published versions in the registry"
+                log.error("model %s: %s", name, model.reason)
+            for version in wanted:
+                current = model.versions.get(version)
+                if current is not None and current.state is State.READY and not config_changed:
+                    continue
+                mv = ModelVersion(name, version, self.layout.version_dir(name, version), config)
+                if current is None or current.state is not State.READY:
+                    model.versions[version] = mv  # visible as LOADING
+                    model.refresh_primary()
+                await asyncio.to_thread(self._load_version, mv)
+                if mv.state is State.READY or current is None or current.state is not State.READY:
+                    model.versions[version] = mv
+                    if current is not None and current is not mv and current.scheduler:
+                        task = asyncio.create_task(self._retire(current))  # a config reload
+                        self._background.add(task)
+                        task.add_done_callback(self._background.discard)
+                else:
+                    log.error("model %s: reload failed, version %d keeps serving", name, version)
+                model.refresh_primary()
+            # Retire versions the policy no longer wants, once something wanted serves.
+            if any(v in model.versions and model.versions[v].state is State.READY for v in wanted):
+                for version in [v for v in model.versions if v not in wanted]:
+                    mv = model.versions[version]
+                    if mv.state is State.READY:
+                        await self._retire(mv, model)
+                    elif mv.state is State.FAILED:
+                        del model.versions[version]
+                model.refresh_primary()
             return model
-        wanted = config.versions.select(self.layout.versions(name))
-        if not wanted:
-            model.reason = "no published versions in the registry"
-            log.error("model %s: %s", name, model.reason)
-        for version in wanted:
-            if version in model.versions and model.versions[version].state is State.READY:
-                continue
-            mv = ModelVersion(name, version, self.layout.version_dir(name, version), config)
-            model.versions[version] = mv
+
+    async def unload_model(self, name: str) -> None:
+        """Stop serving a model: its versions stop taking requests and drain, then go."""
+        model = self.get_model(name)
+        async with self._lock(name):
+            for mv in list(model.versions.values()):
+                await self._retire(mv, model)
+            model.unloaded = True
+            model.reason = "unloaded"
             model.refresh_primary()
-            await asyncio.to_thread(self._load_version, mv)
+
+    async def _retire(self, mv: ModelVersion, model: Model | None = None) -> None:
+        """DRAINING (no new requests; in-flight ones finish), then UNLOADED and released."""
+        mv.state = State.DRAINING
+        if model is not None:
             model.refresh_primary()
-        return model
+        if mv.scheduler is not None:
+            await mv.scheduler.drain()
+            mv.scheduler.close()
+        mv.state = State.UNLOADED
+        mv.scheduler, mv.session = None, None
+        if model is not None and model.versions.get(mv.version) is mv:
+            del model.versions[mv.version]
+            model.refresh_primary()
+        log.info("model %s unloaded", mv.label)
+
+    async def poll(self, interval_s: float) -> None:
+        """Watch the registry: load new models and versions, apply changed configs, and unload
+        models and versions that were removed."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                names = set(self.layout.model_names())
+                for name in sorted(names):
+                    model = self.models.get(name)
+                    if model is None or model.fingerprint != self.fingerprint(name):
+                        log.info("registry changed for model %s: reloading", name)
+                        await self.load_model(name)
+                for name in [n for n in self.models if n not in names]:
+                    if not self.models[name].unloaded:
+                        log.info("model %s left the registry: unloading", name)
+                        await self.unload_model(name)
+            except Exception:  # polling must outlive a bad registry state
+                log.exception("registry poll failed")
 
     def _load_version(self, mv: ModelVersion) -> None:
         started = time.monotonic()
@@ -158,8 +267,8 @@ class ModelManager:
 
     async def shutdown(self) -> None:
         """Drain every scheduler, then stop their threads."""
-        for model in self.models.values():
-            for mv in model.versions.values():
+        for model in list(self.models.values()):
+            for mv in list(model.versions.values()):
                 if mv.scheduler is not None:
                     await mv.scheduler.drain()
                     mv.scheduler.close()

@@ -1,0 +1,63 @@
+"""Model control (Triton's repository extension), behind the admin token when one is set."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from serving.errors import BadRequest, Unauthorized
+from serving.http.errors import json_response
+from serving.lifecycle.manager import ModelManager
+from serving.lifecycle.states import State
+
+
+def admin_routes(manager: ModelManager, token: str) -> list[Route]:
+    """POST /v2/repository/index, /v2/repository/models/{m}/load and .../unload."""
+    expected = f"Bearer {token}".encode()
+
+    def authorize(request: Request) -> None:
+        if not token:
+            return
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise Unauthorized("this endpoint needs 'Authorization: Bearer <admin token>'")
+
+    async def index(request: Request) -> Response:
+        authorize(request)
+        entries = manager.index()
+        body = await request.body()
+        if body.strip():
+            from serving.protocol.jsondata import loads
+
+            doc = loads(body)
+            if not isinstance(doc, dict):
+                raise BadRequest("the index request must be a JSON object")
+            if doc.get("ready") is True:
+                entries = [e for e in entries if e["state"] == State.READY.value]
+        return json_response(entries)
+
+    async def load(request: Request) -> Response:
+        authorize(request)
+        name = request.path_params["model"]
+        model = await manager.load_model(name)
+        if model.primary is None:
+            failed = [v.reason for v in model.versions.values() if v.state is State.FAILED]
+            raise BadRequest(
+                f"failed to load model {name!r}: " + (model.reason or "; ".join(failed))
+            )
+        return json_response({})
+
+    async def unload(request: Request) -> Response:
+        authorize(request)
+        await manager.unload_model(request.path_params["model"])
+        return json_response({})
+
+    post = ["POST"]
+    return [
+        Route("/v2/repository/index", index, methods=post),
+        Route("/v2/repository/models/{model}/load", load, methods=post),
+        Route("/v2/repository/models/{model}/unload", unload, methods=post),
+    ]
