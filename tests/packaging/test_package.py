@@ -115,7 +115,7 @@ def test_unsupported_unreadable_and_mismatched_inputs_write_nothing(estimators,
         package(unsupported, "kr", reg)
     garbage = tmp_path / "garbage.joblib"
     garbage.write_bytes(b"not a pickle")
-    with pytest.raises(PackageError, match="cannot read garbage.joblib"):
+    with pytest.raises(PackageError, match=r"cannot read garbage\.joblib"):
         package(garbage, "g", reg)
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((5, 7)))
