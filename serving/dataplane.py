@@ -14,7 +14,14 @@ from serving.protocol import v1, v2
 from serving.registry.layout import parse_version
 from serving.types import InferResponse, Tensor
 
-EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration", "schedule_policy")
+EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "schedule_policy",
+    "statistics",
+)
 
 _TRITON_TYPES = {"BYTES": "TYPE_STRING"}
 

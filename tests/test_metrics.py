@@ -45,3 +45,19 @@ def test_requests_batches_and_states_are_counted(client) -> None:
     ready = ("serving_model_state", frozenset(
         {"model": "iris", "version": "1", "state": "READY"}.items()))
     assert after[ready] == 1.0
+
+
+def test_triton_statistics_extension(client) -> None:
+    for _ in range(2):
+        assert client.post("/v2/models/diabetes/infer", content=orjson.dumps({"inputs": [{
+            "name": "input", "datatype": "FP32", "shape": [1, 10], "data": [0.1] * 10}]})
+        ).status_code == 200
+    doc = client.get("/v2/models/diabetes/versions/1/stats").json()
+    (stats,) = doc["model_stats"]
+    assert stats["name"] == "diabetes" and stats["version"] == "1"
+    assert stats["inference_stats"]["success"]["count"] >= 2
+    assert stats["inference_stats"]["success"]["ns"] > 0
+    assert stats["execution_count"] >= 2 and stats["inference_count"] >= 2
+    names = {s["name"] for s in client.get("/v2/models/stats").json()["model_stats"]}
+    assert {"iris", "diabetes", "digits"} <= names
+    assert client.get("/v2/models/diabetes/versions/9/stats").status_code == 404

@@ -18,6 +18,7 @@ class BatchPolicy:
     default_timeout_us: int = 0
     workers: int = 1
     inline_max_us: int = 100
+    max_request_rows: int = 0  # batching on: a request may carry at most max_batch_size rows
 
     @classmethod
     def from_config(cls, cfg: BatchingConfig, batched: bool) -> BatchPolicy:
@@ -25,7 +26,7 @@ class BatchPolicy:
         if not (cfg.enabled and batched):
             return cls(
                 1, (), 0, cfg.max_queue_size, cfg.default_timeout_us, cfg.workers,
-                cfg.inline_max_us,
+                cfg.inline_max_us, 0,
             )
         return cls(
             cfg.max_batch_size,
@@ -35,6 +36,7 @@ class BatchPolicy:
             cfg.default_timeout_us,
             cfg.workers,
             cfg.inline_max_us,
+            cfg.max_batch_size,
         )
 
     def should_wait(self, queued_rows: int, oldest_at: float, now: float) -> float:

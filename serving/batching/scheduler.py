@@ -60,6 +60,8 @@ class BatchStats:
 
     batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
     requests: int = 0
+    ran: int = 0  # requests that ran
+    last_at: float = 0.0  # wall-clock time of the last batch
     batches: int = 0
     rows: int = 0
     queue_seconds: float = 0.0
@@ -132,19 +134,21 @@ class Scheduler:
             loop = self._loop = asyncio.get_running_loop()
         if self._closed:
             raise Overloaded(f"model {self.label} is unloading")
+        limit = self.policy.max_request_rows
+        if limit and rows > limit:
+            raise BadRequest(
+                f"request has {rows} rows; model {self.label} takes at most "
+                f"{limit} per request (max_batch_size)"
+            )
         if len(self._queue) >= self.policy.max_queue_size:
             self.stats.reject("queue_full")
             raise Overloaded(
                 f"model {self.label} queue is full ({self.policy.max_queue_size} requests); "
                 "retry later"
             )
-        if self._batched and rows > self.policy.max_batch_size:
-            raise BadRequest(
-                f"request has {rows} rows; model {self.label} takes at most "
-                f"{self.policy.max_batch_size} per request (max_batch_size)"
-            )
         now = time.monotonic()
-        key = tuple(a.shape[1:] for a in feeds.values()) if self._needs_key else None
+        # Keyed by the model's input order, not the request's.
+        key = tuple(feeds[n].shape[1:] for n in self._input_names) if self._needs_key else None
         future: asyncio.Future[tuple[Outputs, int]] = loop.create_future()
         deadline = self.policy.deadline(now, timeout_us)
         self._queue.append(_Item(feeds, rows, key, future, now, deadline, disconnected))
@@ -222,6 +226,8 @@ class Scheduler:
                     continue
             if self._batched:
                 wait = policy.should_wait(self._queued_rows, head.enqueued_at, now)
+                if wait > 0.0 and head.deadline:
+                    wait = min(wait, head.deadline - now)  # wake to expire it on time
                 if wait > 0.0:
                     assert self._loop is not None
                     self._timer = self._loop.call_later(wait, self._dispatch)
@@ -234,7 +240,11 @@ class Scheduler:
                     nxt = queue[0]
                     if rows + nxt.rows > limit or nxt.key != head.key:
                         break
-                    if nxt.future.done() or (nxt.deadline and now >= nxt.deadline):
+                    if (
+                        nxt.future.done()
+                        or (nxt.deadline and now >= nxt.deadline)
+                        or (nxt.disconnected is not None and nxt.disconnected())
+                    ):
                         break  # let the head-of-queue checks deal with it on the next turn
                     batch.append(queue.popleft())
                     rows += nxt.rows
@@ -272,6 +282,8 @@ class Scheduler:
                     item.future.set_exception(error)
             return
         assert outputs is not None
+        stats.ran += len(batch)
+        stats.last_at = time.time()
         for item, out in zip(batch, outputs, strict=True):
             stats.queue_seconds += started - item.enqueued_at
             if not item.future.done():

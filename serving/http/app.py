@@ -27,7 +27,7 @@ from serving.monitoring.metrics import ServingMetrics
 log = logging.getLogger("serving.http")
 
 
-def _routes(dp: DataPlane, strict_readiness: bool) -> list[Route]:
+def _routes(dp: DataPlane, metrics: ServingMetrics, strict_readiness: bool) -> list[Route]:
     async def live(request: Request) -> Response:
         return json_response({"live": True})
 
@@ -59,8 +59,15 @@ def _routes(dp: DataPlane, strict_readiness: bool) -> list[Route]:
     async def v1_status(request: Request) -> Response:
         return json_response(dp.v1_status(*_mv(request)))
 
+    async def stats(request: Request) -> Response:
+        name, version = _mv(request) if "model" in request.path_params else (None, None)
+        return json_response(metrics.triton_stats(name, version))
+
     get = ["GET"]
     return [
+        Route("/v2/models/stats", stats, methods=get),
+        Route("/v2/models/{model}/stats", stats, methods=get),
+        Route("/v2/models/{model}/versions/{version}/stats", stats, methods=get),
         Route("/v2", server_metadata, methods=get),
         Route("/v2/health/live", live, methods=get),
         Route("/v2/health/ready", ready, methods=get),
@@ -87,7 +94,7 @@ class ServingApp:
         self._loading: asyncio.Task[None] | None = None
         self.starlette = Starlette(
             routes=[
-                *_routes(self.dataplane, config.strict_readiness),
+                *_routes(self.dataplane, self.metrics, config.strict_readiness),
                 *admin_routes(manager, config.admin_token),
                 Route("/metrics", self._metrics, methods=["GET"]),
             ],

@@ -62,11 +62,13 @@ def _le(bound: float) -> str:
 class RequestStats:
     """Per (model, version, route): outcomes and end-to-end latency."""
 
-    __slots__ = ("latency", "outcomes")
+    __slots__ = ("fail_seconds", "latency", "outcomes", "success_seconds")
 
     def __init__(self) -> None:
         self.outcomes: dict[str, int] = {}
         self.latency = Histogram(LATENCY_BUCKETS)
+        self.success_seconds = 0.0
+        self.fail_seconds = 0.0
 
 
 class ServingMetrics:
@@ -88,6 +90,59 @@ class ServingMetrics:
             stats = self.requests[key] = RequestStats()
         stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
         stats.latency.observe(seconds)
+        if outcome == "success":
+            stats.success_seconds += seconds
+        else:
+            stats.fail_seconds += seconds
+
+    def triton_stats(self, model: str | None, version: str | None) -> dict[str, object]:
+        """Triton's statistics extension: per-version counts and cumulative durations (ns)."""
+        def ns(seconds: float) -> int:
+            return int(seconds * 1e9)
+
+        out = []
+        models = [self.manager.get_model(model)] if model else list(self.manager.models.values())
+        for m in models:
+            versions = list(m.versions.values())
+            if version:
+                versions = [v for v in versions if v.version_str == version]
+                if not versions:
+                    from serving.errors import NotFound
+
+                    raise NotFound(f"model {m.name!r} has no loaded version {version}")
+            for mv in versions:
+                ok = fail = 0
+                ok_s = fail_s = 0.0
+                for (name, ver, _route), rs in list(self.requests.items()):
+                    if name == mv.name and ver == mv.version_str:
+                        n_ok = rs.outcomes.get("success", 0)
+                        ok += n_ok
+                        fail += sum(rs.outcomes.values()) - n_ok
+                        ok_s += rs.success_seconds
+                        fail_s += rs.fail_seconds
+                st = mv.scheduler.stats if mv.scheduler else None
+                zero = {"count": 0, "ns": 0}
+                out.append({
+                    "name": mv.name,
+                    "version": mv.version_str,
+                    "last_inference": int(st.last_at * 1000) if st else 0,
+                    "inference_count": st.rows if st else 0,
+                    "execution_count": st.batches if st else 0,
+                    "inference_stats": {
+                        "success": {"count": ok, "ns": ns(ok_s)},
+                        "fail": {"count": fail, "ns": ns(fail_s)},
+                        "queue": {"count": st.ran if st else 0,
+                                  "ns": ns(st.queue_seconds) if st else 0},
+                        "compute_input": zero,
+                        "compute_infer": {"count": st.batches if st else 0,
+                                          "ns": ns(st.run_seconds) if st else 0},
+                        "compute_output": zero,
+                        "cache_hit": zero,
+                        "cache_miss": zero,
+                    },
+                    "batch_stats": [],
+                })
+        return {"model_stats": out}
 
 
 class ServingCollector(Collector):

@@ -1,4 +1,4 @@
-"""The JSON data kernels the V2 codec uses: compiled, or the Python twin under SERVING_PUREPYTHON."""
+"""The JSON data kernels the V2 codec uses: compiled, or the Python twin (SERVING_PUREPYTHON)."""
 
 from __future__ import annotations
 

@@ -176,5 +176,6 @@ def test_metadata_ready_and_config_routes(client) -> None:
     assert types["x_BYTES"] == "TYPE_STRING" and types["x_FP16"] == "TYPE_FP16"
     extensions = client.get("/v2").json()["extensions"]
     assert set(extensions) == {
-        "binary_tensor_data", "classification", "model_configuration", "schedule_policy"
+        "binary_tensor_data", "classification", "model_configuration", "model_repository",
+        "schedule_policy", "statistics",
     }
