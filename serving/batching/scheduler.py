@@ -186,6 +186,13 @@ class Scheduler:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        try:
+            self._form_batches()
+        finally:
+            if self._idle is not None and not self._queue and not self._in_flight:
+                self._idle.set()  # a drain() is waiting for exactly this
+
+    def _form_batches(self) -> None:
         queue = self._queue
         policy = self.policy
         inline_s = self._inline_s
@@ -298,10 +305,7 @@ class Scheduler:
         self._in_flight -= len(batch)
         self._measured(rows, run_s)
         self._finish(batch, outputs, error, rows, started, run_s)
-        if self._queue:
-            self._dispatch()
-        elif self._idle is not None and not self._in_flight:
-            self._idle.set()
+        self._dispatch()
 
     # ---- running a batch (a worker thread, or the loop for cheap batches) --------------------
 

@@ -17,9 +17,12 @@ Span = tuple[int, int, int]  # (input index, start, end): body[start:end] is one
 # Every V2 datatype but BYTES has a numeric JSON form.
 _DTYPES: dict[str, np.dtype] = {k: v for k, v in NUMPY_DTYPES.items() if k != "BYTES"}
 NUMERIC_DATATYPES: frozenset[str] = frozenset(_DTYPES)
+_INT_RANGES = {
+    k: (int(np.iinfo(v).min), int(np.iinfo(v).max)) for k, v in _DTYPES.items() if v.kind in "iu"
+}
 _KIND_NAMES = {"b": "bool", "i": "int", "u": "int", "f": "float", "U": "str", "O": "null or object"}
 _WHITESPACE = b" \t\n\r"  # JSON's four whitespace bytes, nothing else
-_MAX_DEPTH = 1024  # deeper bodies are left to orjson (whose own limit is lower)
+_MAX_DEPTH = 1024  # orjson refuses deeper documents anyway: leave those to it
 RAGGED = "data is ragged: nested lists have different lengths"
 
 # What the scanner knows about the object or array it is inside.
@@ -123,7 +126,6 @@ def split_tensor_data(body: bytes) -> tuple[bytes, list[Span]] | None:
                 spans.append((input_index, i, end))
                 i = end
                 continue
-            key = _NO_KEY
             if len(stack) >= _MAX_DEPTH:
                 return None
             stack.append((c, _OTHER))  # not numeric: scan it like any other array
@@ -192,8 +194,8 @@ def finish_numbers(arr: np.ndarray, datatype: str) -> tuple[np.ndarray, tuple[in
         elif dtype.kind in "iu":
             if kind not in "iu":
                 raise ValueError(f"data must hold integers for {datatype}, got {_kind_name(arr)}")
-            info = np.iinfo(dtype)
-            if arr.min() < info.min or arr.max() > info.max:
+            low, high = _INT_RANGES[datatype]
+            if arr.min() < low or arr.max() > high:
                 raise ValueError(f"data has out-of-range values for {datatype}")
         elif kind not in "iuf":
             raise ValueError(f"data must hold numbers for {datatype}, got {_kind_name(arr)}")

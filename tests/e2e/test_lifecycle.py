@@ -87,10 +87,14 @@ def test_hot_swap_under_load_with_zero_failures(registry_copy: Path, tmp_path: P
         _wait(lambda: load.seen("1") > 50)
         assert _republish(registry_copy, "iris") == 2
         _wait(lambda: load.seen("2") > 50)  # polling loaded v2, warmed it up, switched
-        index = c.post("/v2/repository/index").json()
-        states = {(e["name"], e["version"]): e["state"] for e in index}
-        assert states[("iris", "2")] == "READY"
-        assert states[("iris", "1")] == "UNAVAILABLE"  # latest-1 policy: v1 drained and went
+
+        def states() -> dict[tuple[str, str], str]:
+            return {(e["name"], e["version"]): e["state"]
+                    for e in c.post("/v2/repository/index").json()}
+
+        # latest-1 policy: v1 drains (no new requests, in-flight ones finish), then goes
+        _wait(lambda: states()[("iris", "1")] == "UNAVAILABLE")
+        assert states()[("iris", "2")] == "READY"
         seen_v1 = load.seen("1")
 
         assert _republish(registry_copy, "iris", corrupt=True) == 3
