@@ -67,10 +67,19 @@ class Session:
         self._session = session
         self.signature = signature
         self.providers = tuple(session.get_providers())
-        self._run = session.run  # bound once: this is called per batch
+        self._output_names = list(signature.output_names)
+        # The public `InferenceSession.run` re-validates names and ownership in Python on every
+        # call (~8 us, as much as running iris itself); the signature check has done that work
+        # once per request already, so batches call the binding directly. Execution-provider
+        # failures still go through the public method, which knows how to fall back.
+        self._fast_run = getattr(session, "_sess", session).run
 
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None) -> list[np.ndarray]:
-        return self._run(output_names, feeds)  # type: ignore[no-any-return]
+        names = self._output_names if output_names is None else output_names
+        try:
+            return self._fast_run(names, feeds, None)  # type: ignore[no-any-return]
+        except ort.capi.onnxruntime_pybind11_state.EPFail:
+            return self._session.run(names, feeds)  # type: ignore[no-any-return]
 
 
 def load_session(
