@@ -33,3 +33,4 @@ cdef type ndarray = np.ndarray
 include "_rows.pxi"
 include "_floats.pxi"
 include "_jsondata.pxi"
+include "_listdata.pxi"

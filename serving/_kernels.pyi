@@ -17,3 +17,6 @@ def decode_json_numbers(
     body: bytes, start: int, end: int, datatype: str
 ) -> tuple[np.ndarray, tuple[int, ...]]:
     """Parse the JSON array body[start:end] into a flat array of `datatype`, and its shape."""
+
+def numbers_from_list(data: object, datatype: str) -> np.ndarray | None:
+    """Flat FP32/FP64 array from a rectangular list of floats/ints, or None: the general path."""

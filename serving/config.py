@@ -56,6 +56,11 @@ class ServerConfig:
         default=0.0,
         metadata={"help": "seconds between registry polls that load, reload and unload (0: off)"},
     )
+    switch_interval_us: int = field(
+        default=250,
+        metadata={"help": "Python's GIL switch interval: bounds how long a finished inference "
+                          "thread waits for the event loop (Python's default: 5000)"},
+    )
     build_examples: bool = field(
         default=False,
         metadata={"help": "build the example models into the registry if it has none"},
@@ -68,6 +73,8 @@ class ServerConfig:
             raise ValueError("max_body_bytes must be at least 1024")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError(f"log_level must be debug, info, warning or error: {self.log_level}")
+        if not 10 <= self.switch_interval_us <= 100_000:
+            raise ValueError("switch_interval_us must be 10..100000")
         if self.poll < 0:
             raise ValueError("poll must be >= 0 seconds")
         if self.intra_op_threads < 0:

@@ -17,6 +17,9 @@ class Tensor:
     shape: tuple[int, ...]
     data: np.ndarray
     parameters: dict[str, Any] = field(default_factory=dict)
+    # JSON cannot spell NaN or Infinity and the JSON decoders refuse overflow, so tensors that
+    # came as JSON skip the per-request finiteness scan; binary tensors do not.
+    finite: bool = False
 
 
 @dataclass(slots=True)

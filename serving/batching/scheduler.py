@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from queue import SimpleQueue
+from time import thread_time
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,7 @@ class Scheduler:
         # Measured session.run seconds by batch-size bucket (rows.bit_length()): for deadline
         # shedding and for choosing inline runs.
         self._run_est = [0.0] * 16
+        self._cpu_est = [0.0] * 16
         self._inline_s = policy.inline_max_us * 1e-6
         self._loop_buffers: dict[tuple[str, Any], np.ndarray] = {}
         self._dispatch_pending = False
@@ -172,13 +174,15 @@ class Scheduler:
             self._loop.call_soon(self._dispatch)
 
     def _estimate(self, rows: int) -> float:
-        """Expected run seconds for a batch of `rows` (0.0 while unmeasured)."""
+        """Expected run seconds (wall) for a batch of `rows` (0.0 while unmeasured)."""
         return self._run_est[min(rows.bit_length(), 15)]
 
-    def _measured(self, rows: int, run_s: float) -> None:
+    def _measured(self, rows: int, run_s: float, cpu_s: float) -> None:
         b = min(rows.bit_length(), 15)
         old = self._run_est[b]
         self._run_est[b] = run_s if not old else 0.8 * old + 0.2 * run_s
+        old = self._cpu_est[b]
+        self._cpu_est[b] = cpu_s if not old else 0.8 * old + 0.2 * cpu_s
 
     def _dispatch(self) -> None:
         """Form batches from the queue and run them: inline when cheap, else on a free worker."""
@@ -256,12 +260,14 @@ class Scheduler:
                     batch.append(queue.popleft())
                     rows += nxt.rows
             self._queued_rows -= rows
-            estimate = self._estimate(rows)
+            # The inline decision uses the run's CPU time: a worker's wall time also counts its
+            # wait for the GIL, which would keep a cheap model on threads for good.
+            estimate = self._cpu_est[min(rows.bit_length(), 15)]
             if inline_s and 0.0 < estimate <= inline_s:
                 # Cheaper to run here than to hand to a thread and back (two context switches
                 # and a self-pipe wake-up cost more than a few-microsecond session.run).
-                outputs, error, run_s = self._run(batch, rows, self._loop_buffers)
-                self._measured(rows, run_s)
+                outputs, error, run_s, cpu_s = self._run(batch, rows, self._loop_buffers)
+                self._measured(rows, run_s, cpu_s)
                 self._finish(batch, outputs, error, rows, now, run_s)
                 continue
             if not self._free:
@@ -298,12 +304,12 @@ class Scheduler:
 
     def _complete(
         self, batch: list[_Item], outputs: list[Outputs] | None, error: Exception | None,
-        rows: int, started: float, run_s: float,
+        rows: int, started: float, run_s: float, cpu_s: float,
     ) -> None:
         """On the loop, for a worker's batch: resolve, free the worker, dispatch what waits."""
         self._free += 1
         self._in_flight -= len(batch)
-        self._measured(rows, run_s)
+        self._measured(rows, run_s, cpu_s)
         self._finish(batch, outputs, error, rows, started, run_s)
         self._dispatch()
 
@@ -311,10 +317,10 @@ class Scheduler:
 
     def _run(
         self, batch: list[_Item], rows: int, buffers: dict[tuple[str, Any], np.ndarray]
-    ) -> tuple[list[Outputs] | None, Exception | None, float]:
-        """Gather, run, scatter: (per-request outputs, error, seconds in session.run)."""
+    ) -> tuple[list[Outputs] | None, Exception | None, float, float]:
+        """Gather, run, scatter: (per-request outputs, error, wall and CPU seconds in ORT)."""
         session = self.session
-        run_s = 0.0
+        run_s = cpu_s = 0.0
         try:
             if len(batch) == 1:
                 feeds = batch[0].feeds
@@ -330,22 +336,26 @@ class Scheduler:
                     out = buf[:rows]
                     gather_rows([_rows_u8(item.feeds[name]) for item in batch], _rows_u8(out))
                     feeds[name] = out
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), thread_time()
             results = session.run(feeds, None)
-            run_s = time.perf_counter() - t0
+            run_s, cpu_s = time.perf_counter() - t0, thread_time() - c0
+            if not session.single_threaded:
+                cpu_s = run_s  # ORT's own threads did part of the work: only wall time tells
             names = self._output_names
             if len(batch) == 1:
-                return [dict(zip(names, results, strict=True))], None, run_s
+                return [dict(zip(names, results, strict=True))], None, run_s, cpu_s
             counts = [item.rows for item in batch]
             pieces = [scatter_rows(r, counts) for r in results]
             return (
                 [{n: p[i] for n, p in zip(names, pieces, strict=True)} for i in range(len(batch))],
                 None,
                 run_s,
+                cpu_s,
             )
         except Exception as exc:
             log.exception("inference failed for model %s", self.label)
-            return None, ModelError(f"model {self.label} failed to run: {exc}"), run_s
+            error = ModelError(f"model {self.label} failed to run: {exc}")
+            return None, error, run_s, cpu_s
 
     def _work(self) -> None:
         buffers: dict[tuple[str, Any], np.ndarray] = {}
@@ -355,12 +365,12 @@ class Scheduler:
                 return
             started = time.monotonic()
             rows = sum(item.rows for item in batch)
-            outputs, error, run_s = self._run(batch, rows, buffers)
+            outputs, error, run_s, cpu_s = self._run(batch, rows, buffers)
             loop = self._loop
             assert loop is not None
             try:
                 loop.call_soon_threadsafe(
-                    self._complete, batch, outputs, error, rows, started, run_s
+                    self._complete, batch, outputs, error, rows, started, run_s, cpu_s
                 )
             except RuntimeError:  # the loop is closed: the server is gone
                 return

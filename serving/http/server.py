@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,9 @@ class _Server(uvicorn.Server):
 
 def run_server(config: ServerConfig) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
+    # An inference thread that finished its batch waits for the GIL while the event loop
+    # decodes; Python's default 5 ms switch interval made that wait the p99. 250 us bounds it.
+    sys.setswitchinterval(config.switch_interval_us * 1e-6)
     app = create_app(config)
     uv_config = uvicorn.Config(
         app,
@@ -62,6 +66,7 @@ def run_server(config: ServerConfig) -> int:
         http="httptools",
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # nothing here reads client addresses; saves a wrapper per request
         log_level=config.log_level,
         timeout_graceful_shutdown=30,
         server_header=False,

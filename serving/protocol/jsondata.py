@@ -10,6 +10,7 @@ import orjson
 
 from serving.errors import BadRequest
 from serving.protocol._reference import RAGGED, finish_numbers
+from serving.protocol.kernels import decode_json_numbers, numbers_from_list, split_tensor_data
 
 # Below this size orjson + numpy is as fast as splitting the body; above it, big numeric `data`
 # arrays are parsed straight into typed buffers by the compiled kernel (no Python floats).
@@ -29,8 +30,6 @@ def loads_request(body: bytes | memoryview) -> tuple[Any, dict[int, SpanDecoder]
     """The request document, and decoders for the inputs' `data` arrays kept out of it."""
     if len(body) < SPLIT_THRESHOLD:
         return loads(body), None
-    from serving.protocol.kernels import decode_json_numbers, split_tensor_data
-
     raw = bytes(body)
     split = split_tensor_data(raw)
     if split is None or not split[1]:
@@ -77,6 +76,9 @@ def array_from_json(data: Any, datatype: str, name: str) -> np.ndarray:
                 raise BadRequest(f"input {name!r}: BYTES data must hold strings, got {_kind(x)}")
             out[i] = x
         return out
+    fast = numbers_from_list(data, datatype)
+    if fast is not None:
+        return fast
     try:
         arr = np.array(data)
     except ValueError:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 
 if os.environ.get("SERVING_PUREPYTHON"):  # msgpack's switch
-    from serving.protocol._reference import decode_json_numbers, split_tensor_data
-else:
-    from serving._kernels import decode_json_numbers, split_tensor_data  # fails loudly if unbuilt
+    from serving.protocol._reference import (
+        decode_json_numbers,
+        numbers_from_list,
+        split_tensor_data,
+    )
+else:  # a broken build fails loudly
+    from serving._kernels import decode_json_numbers, numbers_from_list, split_tensor_data
 
-__all__ = ["decode_json_numbers", "split_tensor_data"]
+__all__ = ["decode_json_numbers", "numbers_from_list", "split_tensor_data"]

@@ -23,7 +23,8 @@ def _tensor(value: Any, spec: TensorSpec) -> Tensor:
             f"input {spec.name!r}: values are ragged: nested lists have different lengths"
         ) from None
     shape = tuple(arr.shape)
-    return Tensor(spec.name, spec.datatype, shape, cast_numbers(arr, spec.datatype, spec.name))
+    data = cast_numbers(arr, spec.datatype, spec.name)
+    return Tensor(spec.name, spec.datatype, shape, data, finite=True)
 
 
 def decode_request(body: bytes, signature: Signature) -> tuple[InferRequest, bool]:

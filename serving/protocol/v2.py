@@ -106,7 +106,7 @@ def decode_request(
                     f"input {name!r}: 'data' has {data.size} elements but shape "
                     f"{list(shape)} needs {count}"
                 )
-        inputs.append(Tensor(name, datatype, shape, data, params))
+        inputs.append(Tensor(name, datatype, shape, data, params, size is None))
     if offset != len(tail):
         raise BadRequest(
             f"binary data has {len(tail) - offset} bytes that no input claims "

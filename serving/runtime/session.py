@@ -63,8 +63,11 @@ def _compatible(manifest_spec: TensorSpec, session_spec: TensorSpec) -> bool:
 class Session:
     """A loaded, checked, warmed-up ONNX Runtime session. `run` releases the GIL inside ORT."""
 
-    def __init__(self, session: ort.InferenceSession, signature: Signature) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, signature: Signature, single_threaded: bool = True
+    ) -> None:
         self._session = session
+        self.single_threaded = single_threaded  # ORT runs on the calling thread only
         self.signature = signature
         self.providers = tuple(session.get_providers())
         self._output_names = list(signature.output_names)
@@ -119,7 +122,8 @@ def load_session(
     _check_signature("input", manifest.inputs, got_in)
     _check_signature("output", manifest.outputs, got_out)
     signature = Signature(manifest.inputs, manifest.outputs)
-    loaded = Session(session, signature)
+    single = options.intra_op_num_threads == 1 and providers == ["CPUExecutionProvider"]
+    loaded = Session(session, signature, single)
     warm_up(loaded, manifest)
     return loaded
 

@@ -74,7 +74,12 @@ class Signature:
                         f"inputs disagree on the batch dimension: {rows} and {shape[0]} rows"
                     )
             data = t.data
-            if not allow_nonfinite and data.dtype.kind == "f" and not np.isfinite(data).all():
+            if (
+                not allow_nonfinite
+                and not t.finite
+                and data.dtype.kind == "f"
+                and not np.isfinite(data).all()
+            ):
                 raise BadRequest(f"input {t.name!r} contains NaN or Infinity")
             feeds[t.name] = data.reshape(shape)
         if len(feeds) != len(self.inputs):
