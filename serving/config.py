@@ -130,7 +130,7 @@ class BatchingConfig:
     workers: int = 1  # inference threads sharing the session
     # Batches whose measured run time is at most this run on the event loop itself: for
     # microsecond models a thread hand-off costs more than the run. 0: always a worker thread.
-    inline_max_us: int = 100
+    inline_max_us: int = 250
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:

@@ -17,7 +17,7 @@ class BatchPolicy:
     max_queue_size: int = 1024
     default_timeout_us: int = 0
     workers: int = 1
-    inline_max_us: int = 100
+    inline_max_us: int = 250
     max_request_rows: int = 0  # batching on: a request may carry at most max_batch_size rows
 
     @classmethod

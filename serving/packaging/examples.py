@@ -22,6 +22,7 @@ max_queue_delay_us = 0        # 0: batches form from what queued while the worke
 max_queue_size = 1024
 default_timeout_us = 0        # 0: no deadline
 workers = 1
+inline_max_us = 250           # batches measured cheaper than this run on the event loop
 
 [versions]
 policy = "latest"             # latest | all | specific
