@@ -175,6 +175,9 @@ def main() -> int:
     ap.add_argument("--servers", default="batching,nobatch,naive")
     ap.add_argument("--rows64", action="store_true",
                     help="also run the 64-rows-per-request MLP case at 16 clients")
+    ap.add_argument("--soak", type=int, default=0, metavar="SECONDS",
+                    help="instead: drive the batching server at 64 clients on iris and digits "
+                         "for this long, and report its resident memory every minute")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     if not shutil.which("wrk"):
@@ -231,6 +234,8 @@ def main() -> int:
         m = read_manifest(next((registry / model).glob("*/manifest.json")))
         x_rows[model] = np.asarray(m.samples["input"][:1], np.float32)
 
+    if args.soak:
+        return soak(registry, args.soak, tmp)
     ports = {n: free_port() for n in names}
     with contextlib.ExitStack() as stack:
         procs = {}
@@ -268,6 +273,36 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def soak(registry: Path, seconds: int, tmp: Path) -> int:
+    """RSS of a server with every example model loaded, under 64 clients, minute by minute."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "serving", "serve", "--registry", str(registry), "--port",
+           str(port), "--log-level", "warning"]
+    from serving.registry.manifest import read_manifest
+
+    with start(cmd, f"{url}/v2/health/ready", tmp / "soak.log") as proc:
+        print(f"# soak: {seconds}s at 64 clients, alternating iris and digits, one row per "
+              f"request; server on core {SERVER_CPU}, wrk on core {LOAD_CPU}")
+        print(f"t=0s rss {rss_mb(proc.pid):.1f} MB")
+        t0 = time.monotonic()
+        total = 0.0
+        i = 0
+        while time.monotonic() - t0 < seconds:
+            model = ("iris", "digits")[i % 2]
+            m = read_manifest(next((registry / model).glob("*/manifest.json")))
+            body = v2_body(np.asarray(m.samples["input"][:1], np.float32))
+            step = int(min(60, max(1, seconds - (time.monotonic() - t0))))
+            r = run_wrk(f"{url}/v2/models/{model}/infer", body, 64, step, tmp)
+            total += r["rps"] * step
+            i += 1
+            print(f"t={time.monotonic() - t0:.0f}s {model}: {r['rps']:.0f} req/s, "
+                  f"p99 {r['p99_ms']:.2f} ms, errors {r['errors']:.0f}, "
+                  f"rss {rss_mb(proc.pid):.1f} MB", flush=True)
+        print(f"# {total:.0f} requests; end rss {rss_mb(proc.pid):.1f} MB")
     return 0
 
 

@@ -157,3 +157,23 @@ def test_version_policy_all_and_specific(registry_copy: Path, tmp_path: Path, po
             assert r2.status_code == 200 and unversioned == "2"
         else:
             assert r2.status_code == 404 and unversioned == "1"
+
+
+def test_polling_applies_config_changes_and_removals(registry_copy: Path, tmp_path: Path) -> None:
+    with run_server(registry_copy, tmp_path, "--poll", "0.2", "--no-strict-readiness") as s, \
+            httpx.Client(base_url=s.url, timeout=10) as c:
+        assert c.get("/v2/models/iris/config").json()["max_batch_size"] == 64
+        toml = registry_copy / "iris" / "model.toml"
+        toml.write_text(toml.read_text().replace("max_batch_size = 64", "max_batch_size = 8"))
+        _wait(lambda: c.get("/v2/models/iris/config").json()["max_batch_size"] == 8)
+        assert c.post("/v2/models/iris/infer", content=GOOD).status_code == 200
+
+        toml.write_text(toml.read_text().replace("[batching]", "[batching]\nbogus = 1"))
+        time.sleep(1.0)  # several polls: a broken config is reported, the old one keeps serving
+        assert c.post("/v2/models/iris/infer", content=GOOD).status_code == 200
+        assert "invalid model.toml" in s.log()
+
+        shutil.rmtree(registry_copy / "diabetes")
+        _wait(lambda: c.get("/v2/models/diabetes/ready").status_code == 503)
+        r = c.post("/v1/models/diabetes:predict", content=b'{"instances": [[0,0,0,0,0,0,0,0,0,0]]}')
+        assert r.status_code == 503
