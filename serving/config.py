@@ -61,6 +61,14 @@ class ServerConfig:
         metadata={"help": "Python's GIL switch interval: bounds how long a finished inference "
                           "thread waits for the event loop (Python's default: 5000)"},
     )
+    routing_header: str = field(
+        default="x-routing-key",
+        metadata={"help": "header whose value picks canary or primary (else the V2 request id)"},
+    )
+    rollout_controller: bool = field(
+        default=True,
+        metadata={"help": "run rollouts in this process (enable on exactly one replica)"},
+    )
     build_examples: bool = field(
         default=False,
         metadata={"help": "build the example models into the registry if it has none"},
@@ -192,10 +200,14 @@ class ModelConfig:
     versions: VersionPolicy = VersionPolicy()
     runtime: RuntimeConfig = RuntimeConfig()
     allow_nonfinite: bool = False  # reject NaN/Infinity in float inputs unless set
+    # true: the highest ready version is the primary (a new version takes traffic as soon as it
+    # is ready). false: the primary is pinned in the registry's routing state and only a rollout
+    # (or an operator) moves it.
+    auto_promote: bool = True
 
     @classmethod
     def from_toml(cls, doc: dict[str, Any]) -> ModelConfig:
-        known = {"batching", "versions", "runtime", "inputs"}
+        known = {"batching", "versions", "runtime", "inputs", "routing"}
         unknown = set(doc) - known
         if unknown:
             raise ValueError(f"unknown tables in model.toml: {', '.join(sorted(unknown))}")
@@ -212,12 +224,17 @@ class ModelConfig:
         if "providers" in r:
             r["providers"] = tuple(str(p) for p in r["providers"])
         inputs = dict(doc.get("inputs", {}))
+        routing = dict(doc.get("routing", {}))
+        unknown = set(routing) - {"auto_promote"}
+        if unknown:
+            raise ValueError(f"unknown keys in [routing]: {', '.join(sorted(unknown))}")
         try:
             return cls(
                 batching=BatchingConfig(**b),
                 versions=policy,
                 runtime=RuntimeConfig(**r),
                 allow_nonfinite=_bool(inputs.get("allow_nonfinite", False)),
+                auto_promote=_bool(routing.get("auto_promote", True)),
             )
         except TypeError as exc:  # an unknown key in a table
             raise ValueError(f"model.toml: {exc}") from None

@@ -3,6 +3,8 @@ validate, queue, and shape the answer. `serving/http/` only translates HTTP to t
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -10,8 +12,11 @@ from serving import __version__
 from serving.errors import BadRequest, NotFound, ServingError, Unavailable
 from serving.lifecycle.manager import Model, ModelManager
 from serving.lifecycle.states import ModelVersion, State
+from serving.monitoring.metrics import ServingMetrics
 from serving.protocol import v1, v2
 from serving.registry.layout import parse_version
+from serving.routing.canary import goes_to_canary
+from serving.routing.shadow import Mirror
 from serving.types import InferResponse, Tensor
 
 EXTENSIONS = (
@@ -33,10 +38,50 @@ def _triton_type(datatype: str) -> str:
 class DataPlane:
     """The inference, health and metadata operations behind both V2 and V1."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelManager, metrics: ServingMetrics) -> None:
         self.manager = manager
+        self.metrics = metrics
 
     # ---- inference -------------------------------------------------------------------------
+
+    def _route(
+        self, model: str, version: str | None, key: str | None, request_id: str | None
+    ) -> tuple[ModelVersion, str, Model | None]:
+        """(version, route, model when shadows may apply). Naming a version bypasses routing."""
+        if version:
+            return self.manager.get_version(model, version), "primary", None
+        m = self.manager.models.get(model)
+        mv = self.manager.get_version(model, None)
+        if m is None:
+            return mv, "primary", None
+        canary = m.canary
+        if canary is not None:
+            k = key or request_id
+            if k is None:
+                k = str(random.random())  # no key: a fresh draw, weight-proportional
+            if goes_to_canary(k, m.canary_weight):
+                return canary, "canary", m
+        return mv, "primary", m
+
+    def _mirror(
+        self, m: Model, feeds: dict[str, Any], rows: int, primary: asyncio.Future[Any]
+    ) -> None:
+        """Send copies to the shadows; shed first when a shadow's queue is busy."""
+        for smv, fraction in m.shadows:
+            stats = self.metrics.shadow_stats(m.name, smv.version_str)
+            if fraction < 1.0 and random.random() >= fraction:
+                continue
+            sched = smv.scheduler
+            if sched is None or sched.queued * 2 >= sched.policy.max_queue_size:
+                stats.shed += 1
+                continue
+            try:
+                shadow = sched.submit(feeds, rows)
+            except ServingError:
+                stats.shed += 1
+                continue
+            stats.mirrored += 1
+            Mirror(stats, primary, shadow)
 
     async def infer_v2(
         self,
@@ -45,15 +90,18 @@ class DataPlane:
         body: bytes,
         header_length: int | None,
         disconnected: Callable[[], bool] | None = None,
-    ) -> tuple[bytes, int | None, str]:
-        """A V2 request's body in; the response body, its binary header length and the version
-        that served it out."""
-        mv = self.manager.get_version(model, version)
+        routing_key: str | None = None,
+    ) -> tuple[bytes, int | None, str, str]:
+        """A V2 request's body in; the response body, its binary header length, and the version
+        and route (primary or canary) that served it out."""
+        first = self.manager.get_version(model, version)
+        assert first.session is not None
+        req = v2.decode_request(body, header_length, first.session.signature)
+        mv, route, routed = self._route(model, version, routing_key, req.id)
         session = mv.session
         scheduler = mv.scheduler
         assert session is not None and scheduler is not None
         sig = session.signature
-        req = v2.decode_request(body, header_length, sig)
         feeds, rows = sig.check_inputs(req.inputs, mv.config.allow_nonfinite)
         requested = req.outputs
         if requested is not None:
@@ -62,7 +110,10 @@ class DataPlane:
         timeout = req.parameters.get("timeout") if req.parameters else None
         if timeout is not None and (type(timeout) is not int or timeout < 0):
             raise BadRequest("parameter timeout must be a non-negative integer (microseconds)")
-        outs, batch_size = await scheduler.submit(feeds, rows, timeout, disconnected)
+        future = scheduler.submit(feeds, rows, timeout, disconnected)
+        if routed is not None and routed.shadows and route == "primary":
+            self._mirror(routed, feeds, rows, future)
+        outs, batch_size = await future
 
         tensors: list[Tensor] = []
         binary: set[str] | None = None
@@ -89,19 +140,26 @@ class DataPlane:
             mv.name, mv.version_str, tensors, req.id, {"batch_size": batch_size}
         )
         out, header_length = v2.encode_response(response, binary)
-        return out, header_length, mv.version_str
+        return out, header_length, mv.version_str, route
 
-    async def predict_v1(self, model: str, version: str | None, body: bytes) -> tuple[bytes, str]:
-        mv = self.manager.get_version(model, version)
+    async def predict_v1(
+        self, model: str, version: str | None, body: bytes, routing_key: str | None = None
+    ) -> tuple[bytes, str, str]:
+        first = self.manager.get_version(model, version)
+        assert first.session is not None
+        req, row_form = v1.decode_request(body, first.session.signature)
+        mv, route, routed = self._route(model, version, routing_key, None)
         assert mv.session is not None and mv.scheduler is not None
         sig = mv.session.signature
-        req, row_form = v1.decode_request(body, sig)
         feeds, rows = sig.check_inputs(req.inputs, mv.config.allow_nonfinite)
-        outs, _ = await mv.scheduler.submit(feeds, rows)
+        future = mv.scheduler.submit(feeds, rows)
+        if routed is not None and routed.shadows and route == "primary":
+            self._mirror(routed, feeds, rows, future)
+        outs, _ = await future
         tensors = [
             Tensor(s.name, s.datatype, outs[s.name].shape, outs[s.name]) for s in sig.outputs
         ]
-        return v1.encode_response(tensors, row_form), mv.version_str
+        return v1.encode_response(tensors, row_form), mv.version_str, route
 
     # ---- health and metadata ---------------------------------------------------------------
 

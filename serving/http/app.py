@@ -88,9 +88,11 @@ class ServingApp:
     def __init__(self, config: ServerConfig, manager: ModelManager) -> None:
         self.config = config
         self.manager = manager
-        self.dataplane = DataPlane(manager)
         self.metrics = ServingMetrics(manager)
-        self._infer = InferEndpoint(self.dataplane, config.max_body_bytes, self.metrics)
+        self.dataplane = DataPlane(manager, self.metrics)
+        self._infer = InferEndpoint(
+            self.dataplane, config.max_body_bytes, self.metrics, config.routing_header
+        )
         self._loading: asyncio.Task[None] | None = None
         self.starlette = Starlette(
             routes=[

@@ -89,10 +89,14 @@ def _disconnect_probe(receive: Receive) -> Callable[[], bool] | None:
 class InferEndpoint:
     """ASGI callable for the inference routes (V2 infer and V1 predict)."""
 
-    def __init__(self, dataplane: DataPlane, max_body_bytes: int, metrics: ServingMetrics) -> None:
+    def __init__(
+        self, dataplane: DataPlane, max_body_bytes: int, metrics: ServingMetrics,
+        routing_header: str = "x-routing-key",
+    ) -> None:
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
         self.record = metrics.record
+        self.routing_header = routing_header.lower().encode()
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, route: tuple[str, str, str | None]
@@ -102,21 +106,26 @@ class InferEndpoint:
         status = 200
         headers = _JSON_HEADERS
         served = version or ""
+        served_route = "primary"
         outcome = "success"
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"use POST for inference, not {scope['method']}")
             header_length: int | None = None
             declared = 0
+            routing_key: str | None = None
+            routing_header = self.routing_header
             for key, value in scope["headers"]:
                 if key == b"content-length":
                     declared = _int_header(value, "Content-Length")
                 elif key == b"inference-header-content-length":
                     header_length = _int_header(value, "Inference-Header-Content-Length")
+                elif key == routing_header:
+                    routing_key = value[:256].decode("latin-1")
             body = await _read_body(receive, self.max_body_bytes, declared)
             if proto == "v2":
-                out, out_header_length, served = await self.dataplane.infer_v2(
-                    model, version, body, header_length, _disconnect_probe(receive)
+                out, out_header_length, served, served_route = await self.dataplane.infer_v2(
+                    model, version, body, header_length, _disconnect_probe(receive), routing_key
                 )
                 if out_header_length is not None:
                     headers = [
@@ -126,7 +135,9 @@ class InferEndpoint:
             else:
                 if header_length is not None:
                     raise BadRequest("V1 predict takes JSON only (no binary tensors)")
-                out, served = await self.dataplane.predict_v1(model, version, body)
+                out, served, served_route = await self.dataplane.predict_v1(
+                    model, version, body, routing_key
+                )
         except ClientGone:
             self.record(model, served, "primary", "cancelled", perf_counter() - started)
             return
@@ -134,13 +145,13 @@ class InferEndpoint:
             status, out, extra = error_parts(exc)
             outcome = getattr(exc, "reason", "server_error")
             headers = _JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+        response_headers = [*headers, (b"content-length", str(len(out)).encode())]
+        if status == 200:
+            response_headers.append((b"x-model-version", served.encode()))
+            response_headers.append((b"x-route", served_route.encode()))
         await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [*headers, (b"content-length", str(len(out)).encode())],
-            }
+            {"type": "http.response.start", "status": status, "headers": response_headers}
         )
         await send({"type": "http.response.body", "body": out})
-        self.record(model, served, "primary", outcome, perf_counter() - started)
+        self.record(model, served, served_route, outcome, perf_counter() - started)
 

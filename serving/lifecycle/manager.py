@@ -15,6 +15,12 @@ from serving.errors import NotFound, Unavailable
 from serving.lifecycle.states import ModelVersion, State
 from serving.registry.layout import MANIFEST_FILE, Layout, parse_version
 from serving.registry.manifest import read_manifest
+from serving.registry.routing_state import (
+    RoutingState,
+    read_routing,
+    routing_stat,
+    write_routing,
+)
 from serving.runtime.session import LoadError, load_session
 
 log = logging.getLogger("serving.lifecycle")
@@ -32,11 +38,31 @@ class Model:
     reason: str = ""  # why the model as a whole has nothing to serve (bad config, no versions)
     unloaded: bool = False  # unloaded on request: not counted against readiness
     fingerprint: tuple[object, ...] = ()
+    routing: RoutingState | None = None
+    canary: ModelVersion | None = None
+    canary_weight: float = 0.0
+    shadows: list[tuple[ModelVersion, float]] = field(default_factory=list)
 
     def refresh_primary(self) -> None:
-        """The highest READY version (the routing work may override this later)."""
-        ready = [v for v in self.versions.values() if v.state is State.READY]
-        self.primary = max(ready, key=lambda v: v.version) if ready else None
+        """Resolve who serves: the routing state's primary when it is READY, else the highest
+        READY version; the canary and shadows when they are READY."""
+        ready = {v.version: v for v in self.versions.values() if v.state is State.READY}
+        rs = self.routing
+        if rs is not None and rs.primary in ready:
+            self.primary = ready[rs.primary]
+        else:
+            self.primary = ready[max(ready)] if ready else None
+        self.canary = None
+        self.canary_weight = 0.0
+        self.shadows = []
+        if rs is not None:
+            if rs.canary in ready and rs.canary_weight > 0 and ready[rs.canary] is not self.primary:
+                self.canary, self.canary_weight = ready[rs.canary], rs.canary_weight
+            self.shadows = [
+                (ready[s.version], s.fraction)
+                for s in rs.shadows
+                if s.version in ready and ready[s.version] is not self.primary and s.fraction > 0
+            ]
         self.by_str = {v.version_str: v for v in self.versions.values()}
 
 
@@ -138,13 +164,19 @@ class ModelManager:
         return lock
 
     def fingerprint(self, name: str) -> tuple[object, ...]:
-        """What polling compares: the model.toml's stat and the published versions."""
+        """What polling compares: model.toml, the published versions and the routing state."""
         try:
             st = self.layout.config_path(name).stat()
             cfg: tuple[object, ...] = (st.st_mtime_ns, st.st_size)
         except OSError:
             cfg = ()
-        return (cfg, tuple(self.layout.versions(name)))
+        return (cfg, tuple(self.layout.versions(name)), routing_stat(self.layout.root, name))
+
+    async def set_routing(self, name: str, state: RoutingState) -> Model:
+        """Write a model's routing state to the registry and apply it here (loading what it
+        needs first)."""
+        write_routing(self.layout.root, name, state)
+        return await self.load_model(name)
 
     async def load_model(self, name: str) -> Model:
         """(Re)load a model from the registry: new versions are loaded and warmed up before they
@@ -170,7 +202,15 @@ class ModelManager:
                 return model
             config_changed = model.config != config
             model.config, model.reason = config, ""
-            wanted = config.versions.select(self.layout.versions(name))
+            try:
+                model.routing = read_routing(self.layout.root, name)
+            except ValueError as exc:
+                log.error("model %s: %s (routing unchanged)", name, exc)
+            published = self.layout.versions(name)
+            wanted = config.versions.select(published)
+            if model.routing is not None:  # versions the routing needs stay loaded
+                pinned = model.routing.versions() & set(published)
+                wanted = sorted(set(wanted) | pinned)
             if not wanted:
                 model.reason = "no published versions in the registry"
                 log.error("model %s: %s", name, model.reason)
@@ -192,6 +232,12 @@ class ModelManager:
                 else:
                     log.error("model %s: reload failed, version %d keeps serving", name, version)
                 model.refresh_primary()
+            model.refresh_primary()
+            if not config.auto_promote and model.routing is None and model.primary is not None:
+                # Pin what serves now: from here on only a rollout moves the primary.
+                model.routing = RoutingState(primary=model.primary.version)
+                write_routing(self.layout.root, name, model.routing)
+                model.refresh_primary()
             # Retire versions the policy no longer wants, once something wanted serves.
             if any(v in model.versions and model.versions[v].state is State.READY for v in wanted):
                 for version in [v for v in model.versions if v not in wanted]:
@@ -200,7 +246,7 @@ class ModelManager:
                         await self._retire(mv, model)
                     elif mv.state is State.FAILED:
                         del model.versions[version]
-                model.refresh_primary()
+            model.refresh_primary()
             return model
 
     async def unload_model(self, name: str) -> None:

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from serving.lifecycle.manager import ModelManager
+    from serving.routing.shadow import ShadowStats
 
 # Seconds: sub-millisecond to multi-second.
 LATENCY_BUCKETS = (
@@ -77,8 +78,17 @@ class ServingMetrics:
     def __init__(self, manager: ModelManager, registry: CollectorRegistry | None = None) -> None:
         self.manager = manager
         self.requests: dict[tuple[str, str, str], RequestStats] = {}
+        self.shadows: dict[tuple[str, str], ShadowStats] = {}
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(ServingCollector(self))
+
+    def shadow_stats(self, model: str, version: str) -> ShadowStats:
+        stats = self.shadows.get((model, version))
+        if stats is None:
+            from serving.routing.shadow import ShadowStats as _ShadowStats
+
+            stats = self.shadows[(model, version)] = _ShadowStats()
+        return stats
 
     def record(self, model: str, version: str, route: str, outcome: str, seconds: float) -> None:
         """One finished request (called on the event loop thread only)."""
