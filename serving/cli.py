@@ -1,4 +1,4 @@
-"""The `serving` command: serve, examples, package, models."""
+"""The `serving` command: serve, examples, package, models, rollout."""
 
 from __future__ import annotations
 
@@ -70,6 +70,12 @@ def _serve(args: argparse.Namespace) -> int:
 def _examples(args: argparse.Namespace) -> int:
     from serving.packaging.examples import build_examples
 
+    if args.worse:
+        from serving.packaging.examples import publish_worse
+
+        version = publish_worse(args.registry, args.worse)
+        print(f"published a deliberately worse {args.worse} as version {version}")
+        return 0
     built = build_examples(args.registry, only_missing=not args.force)
     if not built:
         print(f"example models already in {args.registry} (use --force to add new versions)")
@@ -170,6 +176,97 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(text: str) -> float:
+    """`300`, `300s`, `5m`, `1h` -> seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use 30s, 5m, 1h)") from None
+
+
+def _rollout(args: argparse.Namespace) -> int:
+    import os
+    import urllib.error
+    import urllib.request
+
+    import orjson
+
+    base = args.url.rstrip("/") + f"/v2/models/{args.model}/rollout"
+    token = args.token or os.environ.get("SERVING_ADMIN_TOKEN", "")
+    body: bytes | None = None
+    method = "POST"
+    if args.action == "start":
+        if args.plan:
+            with open(args.plan, "rb") as f:
+                plan = orjson.loads(f.read())
+        else:
+            plan = {}
+        plan["candidate"] = args.candidate if args.candidate is not None else plan.get("candidate")
+        if args.steps or "steps" not in plan:
+            plan["steps"] = args.steps or "shadow,5,25,50"
+            plan["step_duration_s"] = args.step_duration
+            if args.min_requests is not None:
+                plan["min_requests"] = args.min_requests
+        if args.bake is not None:
+            plan["bake_s"] = args.bake
+        body = orjson.dumps(plan)
+        url = base
+    elif args.action == "status":
+        method, url = "GET", base
+    else:
+        url = f"{base}/{args.action}"
+    req = urllib.request.Request(url, data=body, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            doc = orjson.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            msg = orjson.loads(exc.read())["error"]
+        except Exception:
+            msg = str(exc)
+        print(f"serving rollout: {exc.code}: {msg}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"serving rollout: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(format_rollout(doc))
+    return 0
+
+
+def format_rollout(doc: dict[str, Any]) -> str:
+    """A readable timeline of a rollout's status document."""
+    ro = doc["rollout"]
+    lines = [
+        f"model {doc['model']}: candidate v{ro['candidate']} vs baseline v{ro['baseline']} — "
+        f"{ro['state'].upper()}" + (f" ({ro['reason']})" if ro.get("reason") else ""),
+        f"now: primary v{doc['primary']}"
+        + (f", canary v{doc['canary']} at {doc['canary_weight']:g}%" if doc.get("canary") else "")
+        + (f", shadows {doc['shadows']}" if doc.get("shadows") else ""),
+        "plan: " + " -> ".join(
+            "shadow" if st["kind"] == "shadow" else f"{st['weight']:g}%" for st in ro["steps"]
+        ) + f" -> promote (bake {ro['bake_s']:g}s); each step {ro['steps'][0]['duration_s']:g}s",
+        "",
+        f"{'time':<12} {'step':<12} {'decision':<9} {'by':<10} reason / measured",
+    ]
+    for h in ro["history"]:
+        where = "bake" if h["kind"] == "bake" else (
+            "shadow" if h["kind"] == "shadow" else f"{h['kind']} {h['weight']:g}%")
+        measured = ", ".join(f"{k}={v}" for k, v in h["measured"].items() if v is not None)
+        lines.append(f"{h['at'][11:23]:<12} {where:<12} {h['decision']:<9} {h['by']:<10} "
+                     f"{h['reason']}")
+        if measured:
+            lines.append(f"{'':<46}{measured}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="serving", description="A fast ONNX model server (Open Inference Protocol, V1)."
@@ -188,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--registry", default="models", help="registry directory (default: models)")
     ex.add_argument(
         "--force", action="store_true", help="publish new versions even if the models exist"
+    )
+    ex.add_argument(
+        "--worse", metavar="MODEL", choices=["iris"],
+        help="publish a deliberately worse new version of MODEL (to watch a rollout fail)",
     )
     pk = sub.add_parser(
         "package",
@@ -218,6 +319,31 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--registry", default="models", help="registry directory (default: models)")
     md.add_argument("--url", help="a running server, to show each version's state")
     md.add_argument("--token", help="admin token for --url, if the server has one")
+    ro = sub.add_parser(
+        "rollout",
+        help="start and steer a progressive rollout on a running server",
+        description=(
+            "Talk to a running server's rollout controller: start a rollout of a candidate "
+            "version (shadow, then canary steps, then promotion), show its timeline, or pause, "
+            "resume, promote or abort it. The admin token comes from --token or "
+            "SERVING_ADMIN_TOKEN."
+        ),
+    )
+    ro.add_argument("action", choices=["start", "status", "pause", "resume", "promote", "abort"])
+    ro.add_argument("model")
+    ro.add_argument("--url", default="http://127.0.0.1:8000",
+                    help="the server (default: %(default)s)")
+    ro.add_argument("--token", help="admin token (default: $SERVING_ADMIN_TOKEN)")
+    ro.add_argument("--candidate", type=int, help="version to roll out (start)")
+    ro.add_argument("--steps", help="e.g. shadow,5,25,50: a shadow step, then canary percentages")
+    ro.add_argument("--step-duration", type=_duration, default=300.0,
+                    help="how long each step runs before it is judged, e.g. 30s, 5m (default 5m)")
+    ro.add_argument("--min-requests", type=int,
+                    help="requests a step needs on each side before it is judged (default 200)")
+    ro.add_argument("--bake", type=_duration,
+                    help="after promotion, watch the new primary this long (default 60s)")
+    ro.add_argument("--plan", help="a JSON plan file (steps, thresholds, bake_s)")
+    ro.add_argument("--json", action="store_true", help="print the raw status document")
     return parser
 
 
@@ -227,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "examples":
         return _examples(args)
+    if args.command == "rollout":
+        if args.action == "start" and args.candidate is None and not args.plan:
+            print("serving rollout start: --candidate VERSION is required", file=sys.stderr)
+            return 2
+        return _rollout(args)
     if args.command == "package":
         return _package(args)
     if args.command == "models":

@@ -110,10 +110,14 @@ class DataPlane:
         timeout = req.parameters.get("timeout") if req.parameters else None
         if timeout is not None and (type(timeout) is not int or timeout < 0):
             raise BadRequest("parameter timeout must be a non-negative integer (microseconds)")
-        future = scheduler.submit(feeds, rows, timeout, disconnected)
-        if routed is not None and routed.shadows and route == "primary":
-            self._mirror(routed, feeds, rows, future)
-        outs, batch_size = await future
+        try:
+            future = scheduler.submit(feeds, rows, timeout, disconnected)
+            if routed is not None and routed.shadows and route == "primary":
+                self._mirror(routed, feeds, rows, future)
+            outs, batch_size = await future
+        except ServingError as exc:
+            exc.served = (mv.version_str, route)  # the failure counts against this version
+            raise
 
         tensors: list[Tensor] = []
         binary: set[str] | None = None
@@ -152,10 +156,14 @@ class DataPlane:
         assert mv.session is not None and mv.scheduler is not None
         sig = mv.session.signature
         feeds, rows = sig.check_inputs(req.inputs, mv.config.allow_nonfinite)
-        future = mv.scheduler.submit(feeds, rows)
-        if routed is not None and routed.shadows and route == "primary":
-            self._mirror(routed, feeds, rows, future)
-        outs, _ = await future
+        try:
+            future = mv.scheduler.submit(feeds, rows)
+            if routed is not None and routed.shadows and route == "primary":
+                self._mirror(routed, feeds, rows, future)
+            outs, _ = await future
+        except ServingError as exc:
+            exc.served = (mv.version_str, route)
+            raise
         tensors = [
             Tensor(s.name, s.datatype, outs[s.name].shape, outs[s.name]) for s in sig.outputs
         ]

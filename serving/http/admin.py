@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,8 +15,8 @@ from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.states import State
 
 
-def admin_routes(manager: ModelManager, token: str) -> list[Route]:
-    """POST /v2/repository/index, /v2/repository/models/{m}/load and .../unload."""
+def make_authorizer(token: str) -> Callable[[Request], None]:
+    """A check that raises 401 unless the request carries the admin token (no token: open)."""
     expected = f"Bearer {token}".encode()
 
     def authorize(request: Request) -> None:
@@ -24,6 +25,13 @@ def admin_routes(manager: ModelManager, token: str) -> list[Route]:
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, expected):
             raise Unauthorized("this endpoint needs 'Authorization: Bearer <admin token>'")
+
+    return authorize
+
+
+def admin_routes(manager: ModelManager, token: str) -> list[Route]:
+    """POST /v2/repository/index, /v2/repository/models/{m}/load and .../unload."""
+    authorize = make_authorizer(token)
 
     async def index(request: Request) -> Response:
         authorize(request)

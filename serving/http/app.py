@@ -18,10 +18,12 @@ from starlette.routing import Route
 from serving.config import ServerConfig
 from serving.dataplane import DataPlane
 from serving.errors import ServingError
-from serving.http.admin import admin_routes
+from serving.http.admin import admin_routes, make_authorizer
 from serving.http.errors import http_exception_handler, json_response, serving_error_handler
 from serving.http.infer import InferEndpoint, Receive, Scope, Send, match_infer
+from serving.http.rollout import rollout_routes
 from serving.lifecycle.manager import ModelManager
+from serving.lifecycle.rollout import InProcessSource, RolloutController
 from serving.monitoring.metrics import ServingMetrics
 
 log = logging.getLogger("serving.http")
@@ -89,6 +91,11 @@ class ServingApp:
         self.config = config
         self.manager = manager
         self.metrics = ServingMetrics(manager)
+        self.controller = (
+            RolloutController(manager, InProcessSource(self.metrics))
+            if config.rollout_controller
+            else None
+        )
         self.dataplane = DataPlane(manager, self.metrics)
         self._infer = InferEndpoint(
             self.dataplane, config.max_body_bytes, self.metrics, config.routing_header
@@ -98,6 +105,7 @@ class ServingApp:
             routes=[
                 *_routes(self.dataplane, self.metrics, config.strict_readiness),
                 *admin_routes(manager, config.admin_token),
+                *rollout_routes(self.controller, make_authorizer(config.admin_token)),
                 Route("/metrics", self._metrics, methods=["GET"]),
             ],
             exception_handlers={
@@ -114,13 +122,15 @@ class ServingApp:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         # Load in the background: /v2/health/live answers while models load, ready says when.
         self._loading = asyncio.create_task(self.manager.load_all())
-        poller = None
+        poller = ticker = None
         if self.config.poll > 0:
             poller = asyncio.create_task(self.manager.poll(self.config.poll))
+        if self.controller is not None:
+            ticker = asyncio.create_task(self.controller.run())
         try:
             yield
         finally:
-            for task in (self._loading, poller):
+            for task in (self._loading, poller, ticker):
                 if task is not None and not task.done():
                     task.cancel()
             await self.manager.shutdown()

@@ -144,6 +144,7 @@ class InferEndpoint:
         except Exception as exc:
             status, out, extra = error_parts(exc)
             outcome = getattr(exc, "reason", "server_error")
+            served, served_route = getattr(exc, "served", (served, served_route))
             headers = _JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         response_headers = [*headers, (b"content-length", str(len(out)).encode())]
         if status == 200:

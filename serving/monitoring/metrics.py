@@ -237,3 +237,66 @@ class ServingCollector(Collector):
                 in_flight.add_metric(key, sched.in_flight)
         yield from (batches, rows, failed, batch_size, queue_s, run_s, rejected, depth,
                     in_flight, state, load)
+        yield from self._routing()
+
+    def _routing(self) -> Iterator[Metric]:
+        m = self.metrics
+        weight = GaugeMetricFamily(
+            "serving_canary_weight_percent", "Share of routing keys sent to the canary",
+            labels=["model", "version"],
+        )
+        step = GaugeMetricFamily(
+            "serving_rollout_step", "Index of the rollout's current step", labels=["model"]
+        )
+        rstate = GaugeMetricFamily(
+            "serving_rollout_state", "1 for the state the model's latest rollout is in",
+            labels=["model", "state"],
+        )
+        decision = GaugeMetricFamily(
+            "serving_rollout_last_decision", "1 for the rollout's last decision",
+            labels=["model", "decision"],
+        )
+        for model in list(m.manager.models.values()):
+            rs = model.routing
+            if model.canary is not None:
+                weight.add_metric([model.name, model.canary.version_str], model.canary_weight)
+            ro = rs.rollout if rs else None
+            if ro:
+                step.add_metric([model.name], float(ro.get("step", 0)))
+                for s in ("running", "paused", "baking", "promoted", "rolled_back", "aborted"):
+                    rstate.add_metric([model.name, s], 1.0 if ro.get("state") == s else 0.0)
+                last = ro.get("last_decision")
+                if last:
+                    decision.add_metric([model.name, str(last)], 1.0)
+        yield from (weight, step, rstate, decision)
+        labels = ["model", "version"]
+        fams = {
+            "mirrored": CounterMetricFamily(
+                "serving_shadow_requests", "Requests mirrored to a shadow version", labels=labels),
+            "compared": CounterMetricFamily(
+                "serving_shadow_compared", "Shadow answers compared with the primary's",
+                labels=labels),
+            "label_rows": CounterMetricFamily(
+                "serving_shadow_label_rows", "Rows whose labels were compared", labels=labels),
+            "disagreements": CounterMetricFamily(
+                "serving_shadow_disagreements", "Rows whose shadow label differed",
+                labels=labels),
+            "errors": CounterMetricFamily(
+                "serving_shadow_errors", "Shadow runs that failed or timed out", labels=labels),
+            "shed": CounterMetricFamily(
+                "serving_shadow_shed", "Copies not sent: the shadow was busy", labels=labels),
+        }
+        diff = GaugeMetricFamily(
+            "serving_shadow_abs_diff_max", "Largest absolute output difference seen",
+            labels=labels,
+        )
+        mean = GaugeMetricFamily(
+            "serving_shadow_abs_diff_mean", "Mean absolute output difference", labels=labels
+        )
+        for (model_name, version), st in list(m.shadows.items()):
+            key = [model_name, version]
+            for attr, fam in fams.items():
+                fam.add_metric(key, getattr(st, attr))
+            diff.add_metric(key, st.abs_diff_max)
+            mean.add_metric(key, st.abs_diff_sum / st.values if st.values else 0.0)
+        yield from (*fams.values(), diff, mean)

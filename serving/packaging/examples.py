@@ -31,6 +31,9 @@ latest = 1
 [runtime]
 inter_op_threads = 1
 graph_optimization_level = "all"
+
+[routing]
+auto_promote = true           # false: new versions wait for a rollout (serving rollout start)
 """
 
 
@@ -142,3 +145,29 @@ def build_examples(registry: Path | str, only_missing: bool = True,
         )
         built.append(example.name)
     return built
+
+
+def publish_worse(registry: Path | str, name: str) -> int:
+    """A deliberately worse version of an example (iris: a heavily regularised model whose
+    labels often disagree with the good one), for trying rollouts and rollbacks."""
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    from serving.packaging.convert import to_onnx
+    from serving.packaging.describe import make_manifest
+    from serving.packaging.publish import publish_version
+
+    if name != "iris":
+        raise ValueError("only iris has a worse twin")
+    data = load_iris()
+    x = data.data.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = LogisticRegression(C=1e-3, max_iter=1000).fit(x, data.target)
+        onnx_bytes = to_onnx(est, x.shape[1]).SerializeToString()
+    manifest = make_manifest(
+        name, onnx_bytes, labels=tuple(str(n) for n in data.target_names),
+        task="classification", samples={"input": x[:3].tolist()},
+        source={"kind": "example", "description": "deliberately worse: LogisticRegression C=1e-3"},
+    )
+    return publish_version(registry, manifest, onnx_bytes)

@@ -17,6 +17,7 @@ import orjson
 from serving.registry.layout import check_model_name
 
 STATE_DIR = "_state"
+ACTIVE_ROLLOUT = ("running", "paused", "baking")
 
 
 @dataclass
@@ -73,9 +74,12 @@ class RoutingState:
         )
 
     def versions(self) -> set[int]:
-        """Every version this state needs loaded."""
+        """Every version this state needs loaded (an active rollout keeps both sides loaded)."""
         out = {s.version for s in self.shadows}
         out.update(v for v in (self.primary, self.canary) if v is not None)
+        ro = self.rollout
+        if ro and ro.get("state") in ACTIVE_ROLLOUT:
+            out.update(v for v in (ro.get("baseline"), ro.get("candidate")) if isinstance(v, int))
         return out
 
 

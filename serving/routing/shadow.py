@@ -70,7 +70,7 @@ def compare(stats: ShadowStats, primary: Outputs, shadow: Outputs) -> None:
 class Mirror:
     """Waits for both answers of one mirrored request (done-callbacks, no task), then compares."""
 
-    __slots__ = ("primary", "shadow", "started", "stats")
+    __slots__ = ("finished", "primary", "shadow", "started", "stats")
 
     def __init__(self, stats: ShadowStats, primary: asyncio.Future[Any],
                  shadow: asyncio.Future[Any]) -> None:
@@ -78,6 +78,7 @@ class Mirror:
         self.primary = primary
         self.shadow = shadow
         self.started = time.perf_counter()
+        self.finished = False
         primary.add_done_callback(self._done)
         shadow.add_done_callback(self._done)
 
@@ -90,8 +91,9 @@ class Mirror:
                 self.stats.errors += 1
             else:
                 self.stats.shadow_latency.observe(now - self.started)
-        if not (self.primary.done() and self.shadow.done()):
+        if self.finished or not (self.primary.done() and self.shadow.done()):
             return
+        self.finished = True
         if self.primary.cancelled() or self.primary.exception() is not None:
             return
         if self.shadow.cancelled() or self.shadow.exception() is not None:

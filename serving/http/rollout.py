@@ -1,0 +1,48 @@
+"""Rollout admin routes: /v2/models/{m}/rollout[/{action}], behind the admin token."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from serving.errors import BadRequest, Unavailable
+from serving.http.errors import json_response
+from serving.lifecycle.rollout import RolloutController, parse_steps
+from serving.protocol.jsondata import loads
+
+
+def rollout_routes(controller: RolloutController | None, authorize) -> list[Route]:  # type: ignore[no-untyped-def]
+    def ctl() -> RolloutController:
+        if controller is None:
+            raise Unavailable("this replica runs no rollout controller (--no-rollout-controller)")
+        return controller
+
+    async def start(request: Request) -> Response:
+        authorize(request)
+        doc = loads(await request.body() or b"{}")
+        if not isinstance(doc, dict):
+            raise BadRequest("the rollout plan must be a JSON object")
+        if isinstance(doc.get("steps"), str):
+            duration = doc.get("step_duration_s", 300.0)
+            if not isinstance(duration, int | float) or duration <= 0:
+                raise BadRequest("step_duration_s must be a positive number")
+            min_requests = doc.get("min_requests")
+            if min_requests is not None and (type(min_requests) is not int or min_requests < 1):
+                raise BadRequest("min_requests must be a positive integer")
+            doc["steps"] = parse_steps(doc["steps"], float(duration), min_requests)
+        return json_response(await ctl().start(request.path_params["model"], doc))
+
+    async def status(request: Request) -> Response:
+        return json_response(ctl().status(request.path_params["model"]))
+
+    async def act(request: Request) -> Response:
+        authorize(request)
+        p = request.path_params
+        return json_response(await ctl().act(p["model"], p["action"]))
+
+    return [
+        Route("/v2/models/{model}/rollout", start, methods=["POST"]),
+        Route("/v2/models/{model}/rollout", status, methods=["GET"]),
+        Route("/v2/models/{model}/rollout/{action}", act, methods=["POST"]),
+    ]
