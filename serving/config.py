@@ -61,6 +61,10 @@ class ServerConfig:
         metadata={"help": "Python's GIL switch interval: bounds how long a finished inference "
                           "thread waits for the event loop (Python's default: 5000)"},
     )
+    access_log: bool = field(
+        default=False,
+        metadata={"help": "one JSON line per inference request on the serving.access logger"},
+    )
     routing_header: str = field(
         default="x-routing-key",
         metadata={"help": "header whose value picks canary or primary (else the V2 request id)"},

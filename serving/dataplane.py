@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from typing import Any
+from time import perf_counter
+from typing import Any, NamedTuple
 
 from serving import __version__
 from serving.errors import BadRequest, NotFound, ServingError, Unavailable
@@ -33,6 +34,19 @@ _TRITON_TYPES = {"BYTES": "TYPE_STRING"}
 
 def _triton_type(datatype: str) -> str:
     return _TRITON_TYPES.get(datatype, f"TYPE_{datatype}")
+
+
+class Served(NamedTuple):
+    """Who answered a request and where its time went (seconds)."""
+
+    version: str
+    route: str
+    batch_size: int
+    request_id: str | None
+    decode_s: float
+    queue_s: float
+    run_s: float
+    encode_s: float
 
 
 class DataPlane:
@@ -91,9 +105,10 @@ class DataPlane:
         header_length: int | None,
         disconnected: Callable[[], bool] | None = None,
         routing_key: str | None = None,
-    ) -> tuple[bytes, int | None, str, str]:
-        """A V2 request's body in; the response body, its binary header length, and the version
-        and route (primary or canary) that served it out."""
+    ) -> tuple[bytes, int | None, Served]:
+        """A V2 request's body in; the response body, its binary header length, and what served
+        it (version, route, batch, phase timings) out."""
+        t0 = perf_counter()
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req = v2.decode_request(body, header_length, first.session.signature)
@@ -112,12 +127,14 @@ class DataPlane:
             raise BadRequest("parameter timeout must be a non-negative integer (microseconds)")
         try:
             future = scheduler.submit(feeds, rows, timeout, disconnected)
+            decode_s = perf_counter() - t0
             if routed is not None and routed.shadows and route == "primary":
                 self._mirror(routed, feeds, rows, future)
-            outs, batch_size = await future
+            outs, batch_size, queue_s, run_s = await future
         except ServingError as exc:
             exc.served = (mv.version_str, route)  # the failure counts against this version
             raise
+        t2 = perf_counter()
 
         tensors: list[Tensor] = []
         binary: set[str] | None = None
@@ -144,11 +161,17 @@ class DataPlane:
             mv.name, mv.version_str, tensors, req.id, {"batch_size": batch_size}
         )
         out, header_length = v2.encode_response(response, binary)
-        return out, header_length, mv.version_str, route
+        encode_s = perf_counter() - t2
+        phases = self.metrics.phases(mv.name, mv.version_str)
+        phases.decode.observe(decode_s)
+        phases.encode.observe(encode_s)
+        return out, header_length, Served(
+            mv.version_str, route, batch_size, req.id, decode_s, queue_s, run_s, encode_s
+        )
 
     async def predict_v1(
         self, model: str, version: str | None, body: bytes, routing_key: str | None = None
-    ) -> tuple[bytes, str, str]:
+    ) -> tuple[bytes, Served]:
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req, row_form = v1.decode_request(body, first.session.signature)
@@ -160,14 +183,16 @@ class DataPlane:
             future = mv.scheduler.submit(feeds, rows)
             if routed is not None and routed.shadows and route == "primary":
                 self._mirror(routed, feeds, rows, future)
-            outs, _ = await future
+            outs, batch_size, queue_s, run_s = await future
         except ServingError as exc:
             exc.served = (mv.version_str, route)
             raise
         tensors = [
             Tensor(s.name, s.datatype, outs[s.name].shape, outs[s.name]) for s in sig.outputs
         ]
-        return v1.encode_response(tensors, row_form), mv.version_str, route
+        return v1.encode_response(tensors, row_form), Served(
+            mv.version_str, route, batch_size, None, 0.0, queue_s, run_s, 0.0
+        )
 
     # ---- health and metadata ---------------------------------------------------------------
 

@@ -23,12 +23,13 @@ import numpy as np
 from serving.batching.kernels import gather_rows, scatter_rows
 from serving.batching.policy import BatchPolicy
 from serving.errors import BadRequest, Cancelled, DeadlineExceeded, ModelError, Overloaded
-from serving.monitoring.metrics import BATCH_BUCKETS, Histogram
+from serving.monitoring.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
 from serving.runtime.session import Session
 
 log = logging.getLogger("serving.batching")
 
 Outputs = dict[str, np.ndarray]
+Result = tuple[Outputs, int, float, float]  # outputs, rows in the batch, queue s, run s
 
 
 class _Item:
@@ -41,7 +42,7 @@ class _Item:
         feeds: dict[str, np.ndarray],
         rows: int,
         key: Any,
-        future: asyncio.Future[tuple[Outputs, int]],
+        future: asyncio.Future[Result],
         enqueued_at: float,
         deadline: float,
         disconnected: Callable[[], bool] | None,
@@ -60,6 +61,8 @@ class BatchStats:
     """Counters the monitoring work exports; updated on the loop only (no locks needed)."""
 
     batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
+    queue_time: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
+    run_time: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     requests: int = 0
     ran: int = 0  # requests that ran
     last_at: float = 0.0  # wall-clock time of the last batch
@@ -129,8 +132,9 @@ class Scheduler:
         rows: int,
         timeout_us: int | None = None,
         disconnected: Callable[[], bool] | None = None,
-    ) -> asyncio.Future[tuple[Outputs, int]]:
-        """Queue one request; its future gets (outputs, batch_size). Never blocks."""
+    ) -> asyncio.Future[Result]:
+        """Queue one request; its future gets (outputs, batch rows, queue s, run s). Never
+        blocks."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -151,7 +155,7 @@ class Scheduler:
         now = time.monotonic()
         # Keyed by the model's input order, not the request's.
         key = tuple(feeds[n].shape[1:] for n in self._input_names) if self._needs_key else None
-        future: asyncio.Future[tuple[Outputs, int]] = loop.create_future()
+        future: asyncio.Future[Result] = loop.create_future()
         deadline = self.policy.deadline(now, timeout_us)
         self._queue.append(_Item(feeds, rows, key, future, now, deadline, disconnected))
         self._queued_rows += rows
@@ -297,10 +301,14 @@ class Scheduler:
         assert outputs is not None
         stats.ran += len(batch)
         stats.last_at = time.time()
+        stats.run_time.observe(run_s)
+        queue_time = stats.queue_time
         for item, out in zip(batch, outputs, strict=True):
-            stats.queue_seconds += started - item.enqueued_at
+            waited = started - item.enqueued_at
+            stats.queue_seconds += waited
+            queue_time.observe(waited)
             if not item.future.done():
-                item.future.set_result((out, rows))
+                item.future.set_result((out, rows, waited, run_s))
 
     def _complete(
         self, batch: list[_Item], outputs: list[Outputs] | None, error: Exception | None,

@@ -98,7 +98,8 @@ class ServingApp:
         )
         self.dataplane = DataPlane(manager, self.metrics)
         self._infer = InferEndpoint(
-            self.dataplane, config.max_body_bytes, self.metrics, config.routing_header
+            self.dataplane, config.max_body_bytes, self.metrics, config.routing_header,
+            config.access_log,
         )
         self._loading: asyncio.Task[None] | None = None
         self.starlette = Starlette(

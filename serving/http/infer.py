@@ -8,9 +8,13 @@ are dispatched here before Starlette's router sees them.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from time import perf_counter
 from typing import Any
+
+import orjson
 
 from serving.dataplane import DataPlane
 from serving.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
@@ -86,17 +90,39 @@ def _disconnect_probe(receive: Receive) -> Callable[[], bool] | None:
     return lambda: bool(cycle.disconnected)
 
 
+_access = logging.getLogger("serving.access")
+
+
+def access_log_line(
+    model: str, version: str, route: str, status: int, elapsed: float, info: Any, proto: str
+) -> None:
+    """One JSON line per request (only when --access-log is on)."""
+    doc: dict[str, Any] = {
+        "ts": time.time(), "protocol": proto, "model": model, "version": version,
+        "route": route, "status": status, "latency_ms": round(elapsed * 1e3, 3),
+    }
+    if info is not None:
+        doc.update(
+            request_id=info.request_id, batch_size=info.batch_size,
+            decode_ms=round(info.decode_s * 1e3, 3), queue_ms=round(info.queue_s * 1e3, 3),
+            inference_ms=round(info.run_s * 1e3, 3), encode_ms=round(info.encode_s * 1e3, 3),
+        )
+    _access.info(orjson.dumps(doc).decode())
+
+
 class InferEndpoint:
     """ASGI callable for the inference routes (V2 infer and V1 predict)."""
 
     def __init__(
         self, dataplane: DataPlane, max_body_bytes: int, metrics: ServingMetrics,
         routing_header: str = "x-routing-key",
+        access_log: bool = False,
     ) -> None:
         self.dataplane = dataplane
         self.max_body_bytes = max_body_bytes
         self.record = metrics.record
         self.routing_header = routing_header.lower().encode()
+        self.access_log: Callable[..., None] | None = access_log_line if access_log else None
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, route: tuple[str, str, str | None]
@@ -108,6 +134,7 @@ class InferEndpoint:
         served = version or ""
         served_route = "primary"
         outcome = "success"
+        info = None
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"use POST for inference, not {scope['method']}")
@@ -124,9 +151,10 @@ class InferEndpoint:
                     routing_key = value[:256].decode("latin-1")
             body = await _read_body(receive, self.max_body_bytes, declared)
             if proto == "v2":
-                out, out_header_length, served, served_route = await self.dataplane.infer_v2(
+                out, out_header_length, info = await self.dataplane.infer_v2(
                     model, version, body, header_length, _disconnect_probe(receive), routing_key
                 )
+                served, served_route = info.version, info.route
                 if out_header_length is not None:
                     headers = [
                         _BINARY_TYPE,
@@ -135,9 +163,8 @@ class InferEndpoint:
             else:
                 if header_length is not None:
                     raise BadRequest("V1 predict takes JSON only (no binary tensors)")
-                out, served, served_route = await self.dataplane.predict_v1(
-                    model, version, body, routing_key
-                )
+                out, info = await self.dataplane.predict_v1(model, version, body, routing_key)
+                served, served_route = info.version, info.route
         except ClientGone:
             self.record(model, served, "primary", "cancelled", perf_counter() - started)
             return
@@ -154,5 +181,8 @@ class InferEndpoint:
             {"type": "http.response.start", "status": status, "headers": response_headers}
         )
         await send({"type": "http.response.body", "body": out})
-        self.record(model, served, served_route, outcome, perf_counter() - started)
+        elapsed = perf_counter() - started
+        self.record(model, served, served_route, outcome, elapsed)
+        if self.access_log is not None:
+            self.access_log(model, served, served_route, status, elapsed, info, proto)
 

@@ -72,6 +72,17 @@ class RequestStats:
         self.fail_seconds = 0.0
 
 
+class PhaseStats:
+    """Per (model, version): time spent decoding and encoding (queue and inference are the
+    scheduler's)."""
+
+    __slots__ = ("decode", "encode")
+
+    def __init__(self) -> None:
+        self.decode = Histogram(LATENCY_BUCKETS)
+        self.encode = Histogram(LATENCY_BUCKETS)
+
+
 class ServingMetrics:
     """The server's metrics: cheap recording on the request path, families on scrape."""
 
@@ -79,8 +90,15 @@ class ServingMetrics:
         self.manager = manager
         self.requests: dict[tuple[str, str, str], RequestStats] = {}
         self.shadows: dict[tuple[str, str], ShadowStats] = {}
+        self._phases: dict[tuple[str, str], PhaseStats] = {}
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(ServingCollector(self))
+
+    def phases(self, model: str, version: str) -> PhaseStats:
+        stats = self._phases.get((model, version))
+        if stats is None:
+            stats = self._phases[(model, version)] = PhaseStats()
+        return stats
 
     def shadow_stats(self, model: str, version: str) -> ShadowStats:
         stats = self.shadows.get((model, version))
@@ -237,7 +255,34 @@ class ServingCollector(Collector):
                 in_flight.add_metric(key, sched.in_flight)
         yield from (batches, rows, failed, batch_size, queue_s, run_s, rejected, depth,
                     in_flight, state, load)
+        yield from self._phase_histograms()
         yield from self._routing()
+
+    def _phase_histograms(self) -> Iterator[Metric]:
+        m = self.metrics
+        labels = ["model", "version"]
+        decode = HistogramMetricFamily(
+            "serving_decode_duration_seconds",
+            "Reading and decoding a request until it is queued", labels=labels)
+        queue = HistogramMetricFamily(
+            "serving_queue_duration_seconds", "Time a request waited in the batcher's queue",
+            labels=labels)
+        infer = HistogramMetricFamily(
+            "serving_inference_duration_seconds", "ONNX Runtime time per batch", labels=labels)
+        encode = HistogramMetricFamily(
+            "serving_encode_duration_seconds", "Encoding a response", labels=labels)
+        for (model, version), ph in list(m._phases.items()):
+            decode.add_metric([model, version], ph.decode.family_buckets(), ph.decode.total)
+            encode.add_metric([model, version], ph.encode.family_buckets(), ph.encode.total)
+        for model_obj in list(m.manager.models.values()):
+            for mv in list(model_obj.versions.values()):
+                if mv.scheduler is None:
+                    continue
+                st = mv.scheduler.stats
+                key = [mv.name, mv.version_str]
+                queue.add_metric(key, st.queue_time.family_buckets(), st.queue_time.total)
+                infer.add_metric(key, st.run_time.family_buckets(), st.run_time.total)
+        yield from (decode, queue, infer, encode)
 
     def _routing(self) -> Iterator[Metric]:
         m = self.metrics
