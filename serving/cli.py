@@ -101,6 +101,7 @@ def _package(args: argparse.Namespace) -> int:
             sample_data=Path(args.sample_data) if args.sample_data else None,
             datatype=args.datatype, n_features=args.n_features, atol=args.tolerance,
             allow_parity_failure=args.allow_parity_failure, metadata=meta,
+            feature_names=args.feature_names.split(",") if args.feature_names else None,
         )
     except (PackageError, ServingError) as exc:
         print(f"serving package: {exc}", file=sys.stderr)
@@ -309,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--n-features", type=int, help="input width, if the estimator can't tell")
     pk.add_argument("--tolerance", type=float, default=1e-4,
                     help="max abs difference of probabilities/values (default: 1e-4)")
+    pk.add_argument("--feature-names", metavar="A,B,...",
+                    help="feature names for drift reports (default: the estimator's, else f0..)")
     pk.add_argument("--allow-parity-failure", action="store_true",
                     help="publish even if parity fails (recorded in the manifest)")
     pk.add_argument("--meta", action="append", metavar="KEY=VALUE",

@@ -197,6 +197,24 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class MonitoringConfig:
+    """The `[monitoring]` table: drift and data quality against the manifest's reference."""
+
+    drift: bool = True
+    window_rows: int = 10_000
+    sample: float = 1.0  # share of batches accounted
+    psi_threshold: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.window_rows < 1:
+            raise ValueError("monitoring.window_rows must be >= 1")
+        if not 0.0 < self.sample <= 1.0:
+            raise ValueError("monitoring.sample must be in (0, 1]")
+        if self.psi_threshold <= 0:
+            raise ValueError("monitoring.psi_threshold must be > 0")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A model's serving configuration (`model.toml`)."""
 
@@ -208,10 +226,14 @@ class ModelConfig:
     # is ready). false: the primary is pinned in the registry's routing state and only a rollout
     # (or an operator) moves it.
     auto_promote: bool = True
+    # `[inputs] reject_out_of_range`: refuse rows with NaN/Infinity or values outside the
+    # reference data's range (per feature, from the manifest), with a 400 naming the feature.
+    reject_out_of_range: bool = False
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @classmethod
     def from_toml(cls, doc: dict[str, Any]) -> ModelConfig:
-        known = {"batching", "versions", "runtime", "inputs", "routing"}
+        known = {"batching", "versions", "runtime", "inputs", "routing", "monitoring"}
         unknown = set(doc) - known
         if unknown:
             raise ValueError(f"unknown tables in model.toml: {', '.join(sorted(unknown))}")
@@ -239,6 +261,8 @@ class ModelConfig:
                 runtime=RuntimeConfig(**r),
                 allow_nonfinite=_bool(inputs.get("allow_nonfinite", False)),
                 auto_promote=_bool(routing.get("auto_promote", True)),
+                reject_out_of_range=_bool(inputs.get("reject_out_of_range", False)),
+                monitoring=MonitoringConfig(**dict(doc.get("monitoring", {}))),
             )
         except TypeError as exc:  # an unknown key in a table
             raise ValueError(f"model.toml: {exc}") from None

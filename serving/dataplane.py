@@ -97,6 +97,36 @@ class DataPlane:
             stats.mirrored += 1
             Mirror(stats, primary, shadow)
 
+    def _checked(self, mv: ModelVersion, inputs: list[Tensor]) -> tuple[dict[str, Any], int]:
+        """Signature checks, then the per-feature invariants when the model enforces them."""
+        assert mv.session is not None
+        cfg = mv.config
+        if cfg.reject_out_of_range and mv.monitor is not None:
+            feeds, rows = mv.session.signature.check_inputs(inputs, True)
+            mv.monitor.enforce(feeds)
+            return feeds, rows
+        return mv.session.signature.check_inputs(inputs, cfg.allow_nonfinite)
+
+    def drift(self, model: str, version: str | None) -> dict[str, Any]:
+        """The drift and data-quality report of a version (default: the primary)."""
+        mv = self.manager.find_version(model, version)
+        if mv is None:
+            if version:
+                raise _no_version(model, version)
+            raise Unavailable(f"model {model!r} has no loaded version")
+        doc: dict[str, Any] = {"model": model, "version": mv.version_str}
+        if mv.monitor is None:
+            doc["available"] = False
+            doc["reason"] = (
+                "no reference data in the manifest (package it with sample data)"
+                if not (mv.manifest and mv.manifest.reference)
+                else "drift monitoring is off ([monitoring] drift = false)"
+            )
+            return doc
+        doc["available"] = True
+        doc.update(mv.monitor.report())
+        return doc
+
     async def infer_v2(
         self,
         model: str,
@@ -117,7 +147,7 @@ class DataPlane:
         scheduler = mv.scheduler
         assert session is not None and scheduler is not None
         sig = session.signature
-        feeds, rows = sig.check_inputs(req.inputs, mv.config.allow_nonfinite)
+        feeds, rows = self._checked(mv, req.inputs)
         requested = req.outputs
         if requested is not None:
             for o in requested:
@@ -178,7 +208,7 @@ class DataPlane:
         mv, route, routed = self._route(model, version, routing_key, None)
         assert mv.session is not None and mv.scheduler is not None
         sig = mv.session.signature
-        feeds, rows = sig.check_inputs(req.inputs, mv.config.allow_nonfinite)
+        feeds, rows = self._checked(mv, req.inputs)
         try:
             future = mv.scheduler.submit(feeds, rows)
             if routed is not None and routed.shadows and route == "primary":

@@ -82,8 +82,12 @@ class BatchStats:
 class Scheduler:
     """Queue -> batch -> run -> split for one model version."""
 
-    def __init__(self, session: Session, policy: BatchPolicy, label: str) -> None:
+    def __init__(
+        self, session: Session, policy: BatchPolicy, label: str,
+        observer: Callable[[dict[str, np.ndarray], Outputs], None] | None = None,
+    ) -> None:
         self.session = session
+        self.observer = observer  # per-batch monitoring (drift); never fails a batch
         self.policy = policy
         self.label = label  # "model:version", for error messages and logs
         self.stats = BatchStats()
@@ -350,6 +354,12 @@ class Scheduler:
             if not session.single_threaded:
                 cpu_s = run_s  # ORT's own threads did part of the work: only wall time tells
             names = self._output_names
+            if self.observer is not None:
+                try:
+                    self.observer(feeds, dict(zip(names, results, strict=True)))
+                except Exception:
+                    log.exception("monitoring failed for model %s (inference unaffected)",
+                                  self.label)
             if len(batch) == 1:
                 return [dict(zip(names, results, strict=True))], None, run_s, cpu_s
             counts = [item.rows for item in batch]

@@ -65,9 +65,14 @@ def _routes(dp: DataPlane, metrics: ServingMetrics, strict_readiness: bool) -> l
         name, version = _mv(request) if "model" in request.path_params else (None, None)
         return json_response(metrics.triton_stats(name, version))
 
+    async def drift(request: Request) -> Response:
+        return json_response(dp.drift(*_mv(request)))
+
     get = ["GET"]
     return [
         Route("/v2/models/stats", stats, methods=get),
+        Route("/v2/models/{model}/drift", drift, methods=get),
+        Route("/v2/models/{model}/versions/{version}/drift", drift, methods=get),
         Route("/v2/models/{model}/stats", stats, methods=get),
         Route("/v2/models/{model}/versions/{version}/stats", stats, methods=get),
         Route("/v2", server_metadata, methods=get),

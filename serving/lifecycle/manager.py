@@ -13,6 +13,7 @@ from serving.batching.scheduler import Scheduler
 from serving.config import ModelConfig, read_model_config
 from serving.errors import NotFound, Unavailable
 from serving.lifecycle.states import ModelVersion, State
+from serving.monitoring.drift import DriftMonitor
 from serving.registry.layout import MANIFEST_FILE, Layout, parse_version
 from serving.registry.manifest import read_manifest
 from serving.registry.routing_state import (
@@ -309,7 +310,16 @@ class ModelManager:
         policy = BatchPolicy.from_config(mv.config.batching, session.signature.batched)
         mv.manifest = manifest
         mv.session = session
-        mv.scheduler = Scheduler(session, policy, mv.label)
+        mon = mv.config.monitoring
+        if manifest.reference and mon.drift:
+            try:
+                mv.monitor = DriftMonitor(manifest.reference, manifest.created_at,
+                                          mon.window_rows, mon.sample, mon.psi_threshold)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("model %s: drift monitoring off: bad reference: %s", mv.label, exc)
+        mv.scheduler = Scheduler(
+            session, policy, mv.label, mv.monitor.observe if mv.monitor else None
+        )
         mv.load_seconds = time.monotonic() - started
         mv.state = State.READY
         log.info(

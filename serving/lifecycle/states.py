@@ -8,6 +8,7 @@ from pathlib import Path
 
 from serving.batching.scheduler import Scheduler
 from serving.config import ModelConfig
+from serving.monitoring.drift import DriftMonitor
 from serving.registry.manifest import Manifest
 from serving.runtime.session import Session
 
@@ -34,6 +35,7 @@ class ModelVersion:
     session: Session | None = None
     scheduler: Scheduler | None = None
     load_seconds: float = 0.0
+    monitor: DriftMonitor | None = None
     version_str: str = field(init=False)
 
     def __post_init__(self) -> None:

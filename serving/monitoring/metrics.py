@@ -256,6 +256,7 @@ class ServingCollector(Collector):
         yield from (batches, rows, failed, batch_size, queue_s, run_s, rejected, depth,
                     in_flight, state, load)
         yield from self._phase_histograms()
+        yield from self._drift()
         yield from self._routing()
 
     def _phase_histograms(self) -> Iterator[Metric]:
@@ -283,6 +284,42 @@ class ServingCollector(Collector):
                 queue.add_metric(key, st.queue_time.family_buckets(), st.queue_time.total)
                 infer.add_metric(key, st.run_time.family_buckets(), st.run_time.total)
         yield from (decode, queue, infer, encode)
+
+    def _drift(self) -> Iterator[Metric]:
+        labels = ["model", "version", "feature"]
+        fpsi = GaugeMetricFamily("serving_feature_psi",
+                                 "Population stability index of a feature vs the reference",
+                                 labels=labels)
+        fks = GaugeMetricFamily("serving_feature_ks",
+                                "Largest CDF gap of a feature vs the reference", labels=labels)
+        fnan = GaugeMetricFamily("serving_feature_nan_ratio",
+                                 "Share of rows with NaN/Infinity in the feature", labels=labels)
+        foor = GaugeMetricFamily("serving_feature_out_of_range_ratio",
+                                 "Share of rows outside the reference range", labels=labels)
+        opsi = GaugeMetricFamily("serving_prediction_psi",
+                                 "Population stability index of an output vs the reference",
+                                 labels=["model", "version", "output"])
+        rows = GaugeMetricFamily("serving_drift_window_rows", "Rows in the drift window",
+                                 labels=["model", "version"])
+        age = GaugeMetricFamily("serving_model_age_seconds",
+                                "Seconds since the serving version was packaged",
+                                labels=["model", "version"])
+        for model in list(self.metrics.manager.models.values()):
+            for mv in list(model.versions.values()):
+                if mv.monitor is None:
+                    continue
+                r = mv.monitor.report()
+                key = [mv.name, mv.version_str]
+                rows.add_metric(key, r["window_rows"])
+                age.add_metric(key, r["age_seconds"])
+                for f in r["features"]:
+                    fpsi.add_metric([*key, f["name"]], f["psi"])
+                    fks.add_metric([*key, f["name"]], f["ks"])
+                    fnan.add_metric([*key, f["name"]], f["nan_share"])
+                    foor.add_metric([*key, f["name"]], f["out_of_range_share"])
+                for name, o in r["outputs"].items():
+                    opsi.add_metric([*key, name], o["psi"])
+        yield from (fpsi, fks, fnan, foor, opsi, rows, age)
 
     def _routing(self) -> Iterator[Metric]:
         m = self.metrics

@@ -47,6 +47,7 @@ def make_manifest(
     samples: dict[str, list[Any]] | None = None,
     source: dict[str, Any] | None = None,
     metadata: dict[str, str] | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> Manifest:
     """A manifest for `onnx_bytes` (its version is set when it is published)."""
     inputs, outputs = signature_of(onnx_bytes)
@@ -64,4 +65,5 @@ def make_manifest(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         source=source or {},
         metadata=metadata or {},
+        reference=reference or {},
     )

@@ -41,21 +41,21 @@ auto_promote = true           # false: new versions wait for a rollout (serving 
 class Example:
     name: str
     description: str
-    build: Callable[[], tuple[Any, np.ndarray, list[str]]]  # estimator, X (float32), labels
+    build: Callable[[], tuple[Any, np.ndarray, list[str], list[str]]]  # est, X, labels, features
     max_batch_size: int = 64
 
 
-def _iris() -> tuple[Any, np.ndarray, list[str]]:
+def _iris() -> tuple[Any, np.ndarray, list[str], list[str]]:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
     data = load_iris()
     x = data.data.astype(np.float32)
     est = LogisticRegression(max_iter=1000, random_state=0).fit(x, data.target)
-    return est, x, [str(n) for n in data.target_names]
+    return est, x, [str(n) for n in data.target_names], [str(f) for f in data.feature_names]
 
 
-def _forest() -> tuple[Any, np.ndarray, list[str]]:
+def _forest() -> tuple[Any, np.ndarray, list[str], list[str]]:
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import RandomForestClassifier
 
@@ -63,10 +63,10 @@ def _forest() -> tuple[Any, np.ndarray, list[str]]:
     x = data.data.astype(np.float32)
     est = RandomForestClassifier(n_estimators=100, max_depth=8, random_state=0, n_jobs=1)
     est.fit(x, data.target)
-    return est, x, [str(n) for n in data.target_names]
+    return est, x, [str(n) for n in data.target_names], [str(f) for f in data.feature_names]
 
 
-def _digits_mlp() -> tuple[Any, np.ndarray, list[str]]:
+def _digits_mlp() -> tuple[Any, np.ndarray, list[str], list[str]]:
     from sklearn.datasets import load_digits
     from sklearn.neural_network import MLPClassifier
 
@@ -74,17 +74,17 @@ def _digits_mlp() -> tuple[Any, np.ndarray, list[str]]:
     x = (data.data / 16.0).astype(np.float32)
     est = MLPClassifier(hidden_layer_sizes=(256, 256), max_iter=60, random_state=0)
     est.fit(x, data.target)
-    return est, x, [str(n) for n in data.target_names]
+    return est, x, [str(n) for n in data.target_names], [str(f) for f in data.feature_names]
 
 
-def _diabetes() -> tuple[Any, np.ndarray, list[str]]:
+def _diabetes() -> tuple[Any, np.ndarray, list[str], list[str]]:
     from sklearn.datasets import load_diabetes
     from sklearn.linear_model import Ridge
 
     data = load_diabetes()
     x = data.data.astype(np.float32)
     est = Ridge(alpha=0.1).fit(x, data.target)
-    return est, x, []
+    return est, x, [], [str(f) for f in data.feature_names]
 
 
 EXAMPLES: tuple[Example, ...] = (
@@ -103,7 +103,7 @@ def build_example(example: Example) -> tuple[Manifest, bytes]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter: the examples are fixed-seed demos
-        est, x, labels = example.build()
+        est, x, labels, feature_names = example.build()
         onx = to_onnx(est, x.shape[1])
     onnx_bytes = onx.SerializeToString()
     parity = check_parity(est, onnx_bytes, x, "input")
@@ -117,8 +117,24 @@ def build_example(example: Example) -> tuple[Manifest, bytes]:
         parity=parity,
         samples={"input": x[:3].tolist()},
         source={"kind": "example", "description": example.description},
+        reference=reference_profile(onnx_bytes, x, feature_names),
     )
     return manifest, onnx_bytes
+
+
+def reference_profile(
+    onnx_bytes: bytes, x: np.ndarray, feature_names: list[str] | None
+) -> dict[str, Any]:
+    """The drift reference: the training rows and what the ONNX model answers on them."""
+    import onnxruntime as ort
+
+    from serving.packaging.profile import profile_reference
+
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    dtype = np.float64 if sess.get_inputs()[0].type == "tensor(double)" else np.float32
+    outs = sess.run(None, {"input": np.ascontiguousarray(x, dtype)})
+    named = {o.name: v for o, v in zip(sess.get_outputs(), outs, strict=True)}
+    return profile_reference(x, named, feature_names)
 
 
 def build_examples(registry: Path | str, only_missing: bool = True,
@@ -169,5 +185,6 @@ def publish_worse(registry: Path | str, name: str) -> int:
         name, onnx_bytes, labels=tuple(str(n) for n in data.target_names),
         task="classification", samples={"input": x[:3].tolist()},
         source={"kind": "example", "description": "deliberately worse: LogisticRegression C=1e-3"},
+        reference=reference_profile(onnx_bytes, x, [str(f) for f in data.feature_names]),
     )
     return publish_version(registry, manifest, onnx_bytes)

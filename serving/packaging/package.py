@@ -93,6 +93,7 @@ def package(
     allow_parity_failure: bool = False,
     metadata: dict[str, str] | None = None,
     labels: tuple[str, ...] | None = None,
+    feature_names: list[str] | None = None,
 ) -> PackageResult:
     """Convert, check parity, and publish `source` as the next version of `name`."""
     from serving.packaging.publish import publish_version
@@ -136,9 +137,17 @@ def package(
         parity["data"] = data_source
         classes = getattr(estimator, "classes_", None)
         found_labels = tuple(str(c) for c in classes) if classes is not None else ()
+        names = feature_names or [str(f) for f in getattr(estimator, "feature_names_in_", [])]
+        from serving.packaging.examples import reference_profile
+
+        try:
+            reference = reference_profile(onnx_bytes, x, names or None)
+        except ValueError as exc:
+            raise PackageError(f"--feature-names: {exc}") from None
         manifest = make_manifest(
             name,
             onnx_bytes,
+            reference=reference,
             labels=labels or found_labels,
             task="classification" if is_classifier(estimator) else "regression",
             parity=parity,

@@ -29,6 +29,7 @@ class Manifest:
     created_at: str = ""
     source: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
+    reference: dict[str, Any] = field(default_factory=dict)  # packaging/profile.py
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class Manifest:
             "created_at": self.created_at,
             "source": self.source,
             "metadata": self.metadata,
+            "reference": self.reference,
         }
 
     @classmethod
@@ -64,6 +66,7 @@ class Manifest:
             created_at=str(obj.get("created_at", "")),
             source=dict(obj.get("source", {})),
             metadata=dict(obj.get("metadata", {})),
+            reference=dict(obj.get("reference") or {}),
         )
 
 

@@ -1,0 +1,216 @@
+"""Input quality and drift against the reference profile in the manifest.
+
+Accounting is vectorised per batch and runs where the batch ran (a worker thread, or the loop
+for microsecond batches), never per request on the event loop. A window keeps the last
+`window_rows` to `2 * window_rows` rows (two halves: when the current half is full it replaces
+the previous one).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from serving.errors import BadRequest
+
+_EPS = 1e-4  # floor for empty bins in the PSI
+
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Population stability index of `actual` against `expected` (both shares)."""
+    e = np.maximum(expected, _EPS)
+    a = np.maximum(actual, _EPS)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def ks(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Largest gap between the two binned CDFs (a Kolmogorov-Smirnov-style distance)."""
+    return float(np.max(np.abs(np.cumsum(expected) - np.cumsum(actual)))) if expected.size else 0.0
+
+
+class _Half:
+    __slots__ = ("bins", "nan", "oor", "out", "rows")
+
+    def __init__(self, n_features: int, width: int, out_widths: list[int]) -> None:
+        self.rows = 0
+        self.bins = np.zeros((n_features, width), np.int64)
+        self.nan = np.zeros(n_features, np.int64)
+        self.oor = np.zeros(n_features, np.int64)
+        self.out = [np.zeros(w, np.int64) for w in out_widths]
+
+
+class DriftMonitor:
+    """Per model version: counts per reference bin, NaN and out-of-range rows, outputs."""
+
+    def __init__(
+        self, reference: dict[str, Any], created_at: str, window_rows: int = 10_000,
+        sample: float = 1.0, psi_threshold: float = 0.2,
+    ) -> None:
+        feats = reference["features"]
+        self.input_name = str(reference.get("input", "input"))
+        self.names = [f["name"] for f in feats]
+        self.reference_rows = int(reference.get("rows", 0))
+        n = len(feats)
+        k = max((len(f["edges"]) for f in feats), default=0)
+        self._width = k + 2  # bins, plus one column that collects NaN rows
+        self._edges = np.full((n, max(k, 1)), np.inf)
+        for i, f in enumerate(feats):
+            self._edges[i, : len(f["edges"])] = f["edges"]
+        self._nbins = np.array([len(f["shares"]) for f in feats])
+        self._ref = [np.asarray(f["shares"], np.float64) for f in feats]
+        self._ref_nan = np.array([f.get("nan_share", 0.0) for f in feats])
+        self._min = np.array([-np.inf if f["min"] is None else f["min"] for f in feats])
+        self._max = np.array([np.inf if f["max"] is None else f["max"] for f in feats])
+        self._offsets = (np.arange(n) * self._width)[None, :]
+        self.outputs: list[tuple[str, dict[str, Any]]] = list(reference.get("outputs", {}).items())
+        self._out_widths = [
+            len(spec["classes"]) + 1 if spec["kind"] == "classes" else len(spec["shares"])
+            for _, spec in self.outputs
+        ]
+        self.window_rows = window_rows
+        self.sample = sample
+        self.psi_threshold = psi_threshold
+        self.created_at = created_at
+        self._lock = threading.Lock()
+        self._current = _Half(n, self._width, self._out_widths)
+        self._previous: _Half | None = None
+
+    # ---- per batch (worker thread) ------------------------------------------------------------
+
+    def observe(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+        if self.sample < 1.0 and random.random() >= self.sample:
+            return
+        x = feeds.get(self.input_name)
+        if x is None or x.ndim != 2 or x.shape[1] != len(self.names):
+            return
+        finite = np.isfinite(x)
+        nan = (~finite).sum(axis=0)
+        oor = ((x < self._min) | (x > self._max)).sum(axis=0)
+        # edges a value equals count as below it, as searchsorted(side="right") did for the
+        # reference (quantile edges often equal data values)
+        idx = (x[:, :, None] >= self._edges[None, :, :]).sum(axis=2)
+        idx[~finite] = self._width - 1  # NaN/Inf rows go to the extra column
+        counts = np.bincount((idx + self._offsets).ravel(), minlength=self._edges.shape[0]
+                             * self._width).reshape(-1, self._width)
+        outs = []
+        for (name, spec), width in zip(self.outputs, self._out_widths, strict=True):
+            arr = outputs.get(name)
+            if arr is None:
+                outs.append(None)
+                continue
+            if spec["kind"] == "classes":
+                classes = np.asarray(spec["classes"])
+                pos = np.searchsorted(classes, arr.ravel())
+                pos = np.where((pos < len(classes)) & (classes[np.minimum(pos, len(classes) - 1)]
+                                                       == arr.ravel()), pos, len(classes))
+            else:
+                pos = np.searchsorted(np.asarray(spec["edges"]), arr.ravel(), side="right")
+            outs.append(np.bincount(pos, minlength=width)[:width])
+        with self._lock:
+            cur = self._current
+            cur.rows += len(x)
+            cur.bins += counts
+            cur.nan += nan
+            cur.oor += oor
+            for acc, add in zip(cur.out, outs, strict=True):
+                if add is not None:
+                    acc += add
+            if cur.rows >= self.window_rows:
+                self._previous = cur
+                self._current = _Half(len(self.names), self._width, self._out_widths)
+
+    # ---- enforcement (event loop, before queueing) ---------------------------------------------
+
+    def enforce(self, feeds: dict[str, np.ndarray]) -> None:
+        """400 naming the feature for NaN/Infinity or a value outside the reference range."""
+        x = feeds.get(self.input_name)
+        if x is None or x.ndim != 2 or x.shape[1] != len(self.names):
+            return
+        bad = ~np.isfinite(x)
+        if bad.any():
+            row, col = np.argwhere(bad)[0]
+            raise BadRequest(
+                f"input {self.input_name!r}: feature {self.names[col]!r} is {x[row, col]} "
+                f"(row {row}); this model refuses NaN and Infinity"
+            )
+        out = (x < self._min) | (x > self._max)
+        if out.any():
+            row, col = np.argwhere(out)[0]
+            raise BadRequest(
+                f"input {self.input_name!r}: feature {self.names[col]!r} = {float(x[row, col]):g} "
+                f"(row {row}) is outside the training range [{self._min[col]:g}, "
+                f"{self._max[col]:g}]"
+            )
+
+    # ---- reports ---------------------------------------------------------------------------------
+
+    def _window(self) -> _Half:
+        with self._lock:
+            cur, prev = self._current, self._previous
+            total = _Half(len(self.names), self._width, self._out_widths)
+            for half in (cur, prev):
+                if half is None:
+                    continue
+                total.rows += half.rows
+                total.bins += half.bins
+                total.nan += half.nan
+                total.oor += half.oor
+                for acc, add in zip(total.out, half.out, strict=True):
+                    acc += add
+        return total
+
+    def age_seconds(self) -> float:
+        try:
+            return max(0.0, time.time() - datetime.fromisoformat(self.created_at).timestamp())
+        except ValueError:
+            return 0.0
+
+    def report(self) -> dict[str, Any]:
+        w = self._window()
+        features = []
+        for i, name in enumerate(self.names):
+            seen = w.bins[i, : self._nbins[i]]
+            total = seen.sum()
+            shares = seen / total if total else np.zeros(self._nbins[i])
+            p = psi(self._ref[i], shares) if total else 0.0
+            d = ks(self._ref[i], shares) if total else 0.0
+            features.append({
+                "name": name,
+                "psi": round(p, 5),
+                "ks": round(d, 5),
+                "nan_share": round(float(w.nan[i]) / w.rows, 6) if w.rows else 0.0,
+                "out_of_range_share": round(float(w.oor[i]) / w.rows, 6) if w.rows else 0.0,
+                "drifted": bool(total and p > self.psi_threshold),
+            })
+        features.sort(key=lambda f: -f["psi"])
+        outputs = {}
+        for (name, spec), counts in zip(self.outputs, w.out, strict=True):
+            total = counts.sum()
+            ref = np.asarray(spec["shares"], np.float64)
+            seen = counts[: len(ref)] / total if total else np.zeros(len(ref))
+            p = psi(ref, seen) if total else 0.0
+            entry = {"kind": spec["kind"], "psi": round(p, 5),
+                     "ks": round(ks(ref, seen), 5) if total else 0.0,
+                     "drifted": bool(total and p > self.psi_threshold)}
+            if spec["kind"] == "classes":
+                entry["shares"] = {str(c): round(float(s), 5)
+                                   for c, s in zip(spec["classes"], seen, strict=True)}
+                entry["reference_shares"] = {str(c): round(float(s), 5)
+                                             for c, s in zip(spec["classes"], ref, strict=True)}
+                entry["unknown_share"] = round(float(counts[-1]) / total, 5) if total else 0.0
+            outputs[name] = entry
+        return {
+            "window_rows": int(w.rows),
+            "reference_rows": self.reference_rows,
+            "psi_threshold": self.psi_threshold,
+            "age_seconds": round(self.age_seconds(), 1),
+            "features": features,
+            "outputs": outputs,
+        }
+
+

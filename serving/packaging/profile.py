@@ -1,0 +1,62 @@
+"""A compact profile of the reference data, kept in the manifest for drift monitoring.
+
+Per numeric feature: its range, NaN share, and about ten quantile bins with the reference's
+share in each; per output: class shares (labels) or quantile bins (numbers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+BINS = 10
+
+
+def _bins(values: np.ndarray) -> tuple[list[float], list[float]]:
+    """Interior quantile edges (deduplicated) and the reference's share in each bin."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return [], [1.0]
+    edges = np.unique(np.quantile(finite, np.linspace(0, 1, BINS + 1)[1:-1]))
+    counts = np.bincount(np.searchsorted(edges, finite, side="right"), minlength=len(edges) + 1)
+    return edges.tolist(), (counts / counts.sum()).tolist()
+
+
+def profile_reference(
+    x: np.ndarray,
+    outputs: dict[str, np.ndarray],
+    feature_names: list[str] | None = None,
+    input_name: str = "input",
+) -> dict[str, Any]:
+    """The profile of a 2-D reference table `x` and the model's outputs on it."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError("reference data must be a 2-D table")
+    names = feature_names or [f"f{i}" for i in range(x.shape[1])]
+    if len(names) != x.shape[1]:
+        raise ValueError(f"{len(names)} feature names for {x.shape[1]} features")
+    features = []
+    for i, name in enumerate(names):
+        col = x[:, i]
+        finite = col[np.isfinite(col)]
+        edges, shares = _bins(col)
+        features.append({
+            "name": str(name),
+            "min": float(finite.min()) if finite.size else None,
+            "max": float(finite.max()) if finite.size else None,
+            "nan_share": float(np.mean(~np.isfinite(col))) if col.size else 0.0,
+            "edges": edges,
+            "shares": shares,
+        })
+    outs: dict[str, Any] = {}
+    for name, arr in outputs.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind in "iub" and arr.ndim == 1:
+            classes, counts = np.unique(arr, return_counts=True)
+            outs[name] = {"kind": "classes", "classes": classes.tolist(),
+                          "shares": (counts / counts.sum()).tolist()}
+        elif arr.dtype.kind == "f" and (arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1)):
+            edges, shares = _bins(arr.astype(np.float64).ravel())
+            outs[name] = {"kind": "numeric", "edges": edges, "shares": shares}
+    return {"rows": len(x), "input": input_name, "features": features, "outputs": outs}
