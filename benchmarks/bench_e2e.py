@@ -172,7 +172,8 @@ def main() -> int:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--registry", help="registry with the example models (default: build one)")
-    ap.add_argument("--servers", default="batching,nobatch,naive")
+    ap.add_argument("--servers", default="batching,nobatch,naive",
+                    help="any of batching, nobatch, nomonitor, naive")
     ap.add_argument("--rows64", action="store_true",
                     help="also run the 64-rows-per-request MLP case at 16 clients")
     ap.add_argument("--soak", type=int, default=0, metavar="SECONDS",
@@ -196,6 +197,10 @@ def main() -> int:
     shutil.copytree(registry, nobatch)
     for toml in nobatch.glob("*/model.toml"):
         toml.write_text(toml.read_text().replace("enabled = true", "enabled = false"))
+    nomonitor = tmp / "registry-nomonitor"
+    shutil.copytree(registry, nomonitor)
+    for toml in nomonitor.glob("*/model.toml"):
+        toml.write_text(toml.read_text() + "\n[monitoring]\ndrift = false\n")
 
     def ours(reg: Path, port: int) -> list[str]:
         return [sys.executable, "-m", "serving", "serve", "--registry", str(reg),
@@ -204,6 +209,8 @@ def main() -> int:
     specs = {
         "batching": lambda port: ours(registry, port),
         "nobatch": lambda port: ours(nobatch, port),
+        # drift monitoring off (it is on wherever the manifest has a reference profile)
+        "nomonitor": lambda port: ours(nomonitor, port),
         "naive": lambda port: [sys.executable, str(HERE / "naive_server.py"), str(registry),
                                str(port)],
     }

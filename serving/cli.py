@@ -215,8 +215,8 @@ def _rollout(args: argparse.Namespace) -> int:
             plan["bake_s"] = args.bake
         body = orjson.dumps(plan)
         url = base
-    elif args.action == "status":
-        method, url = "GET", base
+    elif args.action in ("status", "history"):
+        method, url = "GET", base if args.action == "status" else f"{base}/history"
     else:
         url = f"{base}/{args.action}"
     req = urllib.request.Request(url, data=body, method=method)
@@ -238,8 +238,29 @@ def _rollout(args: argparse.Namespace) -> int:
     if args.json:
         print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
         return 0
-    print(format_rollout(doc))
+    print(format_history(doc) if args.action == "history" else format_rollout(doc))
     return 0
+
+
+def format_history(doc: dict[str, Any]) -> str:
+    """Delivery metrics and one line per finished rollout."""
+    s = doc["summary"]
+    def num(v: Any, unit: str = "") -> str:
+        return "-" if v is None else f"{v:g}{unit}"
+    lines = [
+        f"model {doc['model']}: {s['rollouts']} rollouts: {s['promoted']} promoted, "
+        f"{s['rolled_back']} rolled back, {s['aborted']} aborted "
+        f"(rollback share {s['rollback_share']:.0%})",
+        f"mean time to promote {num(s['mean_time_to_promote_s'], 's')}, mean time to restore "
+        f"{num(s['mean_time_to_restore_s'], 's')}, promotions per day "
+        f"{num(s['promotions_per_day'])}",
+        "",
+    ]
+    for r in doc["rollouts"]:
+        restore = f", restored in {r['time_to_restore_s']:g}s" if "time_to_restore_s" in r else ""
+        lines.append(f"{r['finished_at'][:19]}  v{r['baseline']} -> v{r['candidate']}  "
+                     f"{r['outcome']:<11} {r['duration_s']:g}s{restore}  {r['reason']}")
+    return "\n".join(lines)
 
 
 def format_rollout(doc: dict[str, Any]) -> str:
@@ -332,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
             "SERVING_ADMIN_TOKEN."
         ),
     )
-    ro.add_argument("action", choices=["start", "status", "pause", "resume", "promote", "abort"])
+    ro.add_argument("action", choices=["start", "status", "pause", "resume", "promote", "abort",
+                                       "history"])
     ro.add_argument("model")
     ro.add_argument("--url", default="http://127.0.0.1:8000",
                     help="the server (default: %(default)s)")

@@ -41,7 +41,11 @@ def rollout_routes(controller: RolloutController | None, authorize) -> list[Rout
         p = request.path_params
         return json_response(await ctl().act(p["model"], p["action"]))
 
+    async def history(request: Request) -> Response:
+        return json_response(ctl().history(request.path_params["model"]))
+
     return [
+        Route("/v2/models/{model}/rollout/history", history, methods=["GET"]),
         Route("/v2/models/{model}/rollout", start, methods=["POST"]),
         Route("/v2/models/{model}/rollout", status, methods=["GET"]),
         Route("/v2/models/{model}/rollout/{action}", act, methods=["POST"]),

@@ -89,6 +89,52 @@ def parse_steps(text: str, duration_s: float, min_requests: int | None) -> list[
     return steps
 
 
+MAX_PAST = 100
+
+
+def summarize(ro: dict[str, Any]) -> dict[str, Any]:
+    """What delivery metrics need of a finished rollout."""
+    started = datetime.fromisoformat(ro["started_at"])
+    finished = datetime.fromisoformat(ro.get("finished_at") or _now())
+    out = {
+        "id": ro["id"], "candidate": ro["candidate"], "baseline": ro["baseline"],
+        "outcome": ro["state"], "started_at": ro["started_at"],
+        "finished_at": finished.isoformat(timespec="milliseconds"),
+        "duration_s": round((finished - started).total_seconds(), 3),
+        "reason": ro.get("reason", ""),
+    }
+    if ro["state"] == "rolled_back" and ro.get("exposed_since"):
+        # time to restore: from when the failing candidate (or promotion) met traffic until
+        # everything was back on the baseline
+        out["time_to_restore_s"] = round(finished.timestamp() - ro["exposed_since"], 3)
+    return out
+
+
+def delivery_summary(past: list[dict[str, Any]]) -> dict[str, Any]:
+    promoted = [p for p in past if p["outcome"] == "promoted"]
+    rolled_back = [p for p in past if p["outcome"] == "rolled_back"]
+    restores = [p["time_to_restore_s"] for p in rolled_back if "time_to_restore_s" in p]
+    span_days = 0.0
+    if len(promoted) >= 2:
+        first = datetime.fromisoformat(promoted[0]["finished_at"])
+        last = datetime.fromisoformat(promoted[-1]["finished_at"])
+        span_days = (last - first).total_seconds() / 86400
+    return {
+        "rollouts": len(past),
+        "promoted": len(promoted),
+        "rolled_back": len(rolled_back),
+        "aborted": sum(p["outcome"] == "aborted" for p in past),
+        "rollback_share": round(len(rolled_back) / len(past), 4) if past else 0.0,
+        "mean_time_to_promote_s": (
+            round(sum(p["duration_s"] for p in promoted) / len(promoted), 3) if promoted else None
+        ),
+        "mean_time_to_restore_s": round(sum(restores) / len(restores), 3) if restores else None,
+        "promotions_per_day": (
+            round((len(promoted) - 1) / span_days, 3) if span_days > 0 else None
+        ),
+    }
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -181,6 +227,7 @@ class RolloutController:
         ro.pop("waiting", None)
         self._record(ro, kind, weight, verdict, "controller")
         if verdict.decision == "fail":
+            ro["exposed_since"] = ro["step_started_at"]
             reason = f"rolled back at {kind} {weight:g}%: {verdict.reason}"
             if ro["state"] == "baking":
                 reason = f"promotion reverted during bake: {verdict.reason}"
@@ -217,7 +264,20 @@ class RolloutController:
         ro = rs.rollout
         if ro is not None:
             ro["updated_at"] = _now()
+        current = self.manager.get_model(name).routing
+        past = list(current.past_rollouts) if current is not None else []
+        if ro is not None and ro["state"] not in ACTIVE_ROLLOUT and not any(
+            p["id"] == ro["id"] for p in past
+        ):
+            past.append(summarize(ro))
+        rs.past_rollouts = past[-MAX_PAST:]
         await self.manager.set_routing(name, rs)
+
+    def history(self, name: str) -> dict[str, Any]:
+        """Delivery numbers from every finished rollout of a model."""
+        model = self.manager.get_model(name)
+        past = model.routing.past_rollouts if model.routing else []
+        return {"model": name, "rollouts": past, "summary": delivery_summary(past)}
 
     async def _advance(self, name: str, rs: RoutingState) -> None:
         ro = rs.rollout

@@ -351,6 +351,32 @@ class ServingCollector(Collector):
                 if last:
                     decision.add_metric([model.name, str(last)], 1.0)
         yield from (weight, step, rstate, decision)
+        from serving.lifecycle.rollout import delivery_summary
+
+        done = CounterMetricFamily("serving_rollouts", "Finished rollouts by outcome",
+                                   labels=["model", "outcome"])
+        promote_s = GaugeMetricFamily("serving_rollout_time_to_promote_seconds",
+                                      "Mean start-to-promotion time of promoted rollouts",
+                                      labels=["model"])
+        restore_s = GaugeMetricFamily("serving_rollout_time_to_restore_seconds",
+                                      "Mean time from exposure to restore, automatic rollbacks",
+                                      labels=["model"])
+        share = GaugeMetricFamily("serving_rollout_rollback_ratio",
+                                  "Share of finished rollouts that were rolled back",
+                                  labels=["model"])
+        for model in list(m.manager.models.values()):
+            past = model.routing.past_rollouts if model.routing else []
+            if not past:
+                continue
+            summary = delivery_summary(past)
+            for outcome in ("promoted", "rolled_back", "aborted"):
+                done.add_metric([model.name, outcome], summary[outcome])
+            share.add_metric([model.name], summary["rollback_share"])
+            if summary["mean_time_to_promote_s"] is not None:
+                promote_s.add_metric([model.name], summary["mean_time_to_promote_s"])
+            if summary["mean_time_to_restore_s"] is not None:
+                restore_s.add_metric([model.name], summary["mean_time_to_restore_s"])
+        yield from (done, promote_s, restore_s, share)
         labels = ["model", "version"]
         fams = {
             "mirrored": CounterMetricFamily(

@@ -35,6 +35,7 @@ class RoutingState:
     canary_weight: float = 0.0  # percent of routing keys sent to the canary
     shadows: list[Shadow] = field(default_factory=list)
     rollout: dict[str, Any] | None = None
+    past_rollouts: list[dict[str, Any]] = field(default_factory=list)  # finished, oldest first
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +44,7 @@ class RoutingState:
             "canary_weight": self.canary_weight,
             "shadows": [{"version": s.version, "fraction": s.fraction} for s in self.shadows],
             "rollout": self.rollout,
+            "past_rollouts": self.past_rollouts,
         }
 
     @classmethod
@@ -71,6 +73,7 @@ class RoutingState:
             canary_weight=weight,
             shadows=shadows,
             rollout=obj.get("rollout"),
+            past_rollouts=list(obj.get("past_rollouts") or []),
         )
 
     def versions(self) -> set[int]:

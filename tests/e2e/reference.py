@@ -17,5 +17,5 @@ def estimator(name: str) -> tuple[Any, np.ndarray]:
     build = {e.name: e.build for e in examples.EXAMPLES}[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        est, x, _labels = build()
+        est, x, *_ = build()
     return est, x

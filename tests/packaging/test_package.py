@@ -38,7 +38,7 @@ def estimators(tmp_path_factory) -> dict[str, tuple[Path, np.ndarray, object]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for ex in EXAMPLES:
-            est, x, _labels = ex.build()
+            est, x, *_ = ex.build()
             path = root / f"{ex.name}.joblib"
             joblib.dump(est, path)
             out[ex.name] = (path, x, est)
