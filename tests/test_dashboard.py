@@ -40,8 +40,17 @@ def test_every_queried_metric_is_exported(registry_copy: Path, tmp_path: Path) -
     canary = publish_version(registry_copy, replace(m, version=0),
                              (registry_copy / "iris/1/model.onnx").read_bytes())
     shadow = publish_worse(registry_copy, "iris")
+    # The registry remembers finished rollouts (delivery metrics read them from there).
+    past = [
+        {"id": "a", "candidate": 2, "baseline": 1, "outcome": "promoted", "duration_s": 600.0,
+         "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:10:00+00:00"},
+        {"id": "b", "candidate": 3, "baseline": 1, "outcome": "rolled_back", "duration_s": 90.0,
+         "time_to_restore_s": 30.0, "started_at": "2026-01-02T00:00:00+00:00",
+         "finished_at": "2026-01-02T00:01:30+00:00"},
+    ]
     write_routing(registry_copy, "iris", RoutingState(
-        primary=1, canary=canary, canary_weight=50.0, shadows=[Shadow(shadow, 1.0)]))
+        primary=1, canary=canary, canary_weight=50.0, shadows=[Shadow(shadow, 1.0)],
+        past_rollouts=past))
     toml = registry_copy / "iris/model.toml"
     toml.write_text(toml.read_text().replace('policy = "latest"', 'policy = "all"'))
     body = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
