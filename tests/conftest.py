@@ -93,6 +93,14 @@ def run_server(
                 proc.wait(5)
 
 
+def wait_for(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    """Poll `predicate` until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.05)
+
+
 def wait_until_ready(url: str, path: str = "/v2/health/ready", timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=url, timeout=5) as c:

@@ -12,19 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serving.batching import _reference, kernels
+from tests.compiled import compiled as _kernels
+from tests.compiled import impls, needs_compiled
 
-try:
-    from serving import _kernels
-except ImportError:  # only the pure-Python run may lack the build; elsewhere it must fail loudly
-    if not os.environ.get("SERVING_PUREPYTHON"):
-        raise
-    _kernels = None
-
-needs_compiled = pytest.mark.skipif(_kernels is None, reason="serving._kernels is not built")
-IMPLS = [
-    pytest.param(_kernels, id="compiled", marks=needs_compiled),
-    pytest.param(_reference, id="reference"),
-]
+IMPLS = impls(_reference)
 
 
 @pytest.fixture(params=IMPLS)

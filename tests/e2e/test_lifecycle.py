@@ -16,7 +16,7 @@ import pytest
 
 from serving.packaging.publish import publish_version
 from serving.registry.manifest import read_manifest
-from tests.conftest import run_server
+from tests.conftest import run_server, wait_for
 
 GOOD = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
                                  "data": [5.1, 3.5, 1.4, 0.2]}]})
@@ -29,13 +29,6 @@ def _republish(registry: Path, model: str, corrupt: bool = False) -> int:
     if corrupt:
         data = data[:-10] + b"0123456789"  # checksum no longer matches the manifest
     return publish_version(registry, replace(m, version=0), data)
-
-
-def _wait(predicate, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.05)
 
 
 class Load:
@@ -84,24 +77,24 @@ def test_hot_swap_under_load_with_zero_failures(registry_copy: Path, tmp_path: P
         shutil.rmtree(registry_copy / other)
     with run_server(registry_copy, tmp_path, "--poll", "0.2") as s, \
             httpx.Client(base_url=s.url, timeout=10) as c, Load(s.url) as load:
-        _wait(lambda: load.seen("1") > 50)
+        wait_for(lambda: load.seen("1") > 50)
         assert _republish(registry_copy, "iris") == 2
-        _wait(lambda: load.seen("2") > 50)  # polling loaded v2, warmed it up, switched
+        wait_for(lambda: load.seen("2") > 50)  # polling loaded v2, warmed it up, switched
 
         def states() -> dict[tuple[str, str], str]:
             return {(e["name"], e["version"]): e["state"]
                     for e in c.post("/v2/repository/index").json()}
 
         # latest-1 policy: v1 drains (no new requests, in-flight ones finish), then goes
-        _wait(lambda: states()[("iris", "1")] == "UNAVAILABLE")
+        wait_for(lambda: states()[("iris", "1")] == "UNAVAILABLE")
         assert states()[("iris", "2")] == "READY"
         seen_v1 = load.seen("1")
 
         assert _republish(registry_copy, "iris", corrupt=True) == 3
-        _wait(lambda: any(e["version"] == "3" and e["state"] == "FAILED"
+        wait_for(lambda: any(e["version"] == "3" and e["state"] == "FAILED"
                           for e in c.post("/v2/repository/index").json()))
         before = load.seen("2")
-        _wait(lambda: load.seen("2") > before + 50)  # v2 still serves
+        wait_for(lambda: load.seen("2") > before + 50)  # v2 still serves
         assert c.get("/v2/health/ready").status_code == 200  # a failed newer version: still ready
         meta = c.get("/v2/models/iris/versions/3").json()
         assert meta["state"] == "FAILED" and "checksum mismatch" in meta["reason"]
@@ -165,7 +158,7 @@ def test_polling_applies_config_changes_and_removals(registry_copy: Path, tmp_pa
         assert c.get("/v2/models/iris/config").json()["max_batch_size"] == 64
         toml = registry_copy / "iris" / "model.toml"
         toml.write_text(toml.read_text().replace("max_batch_size = 64", "max_batch_size = 8"))
-        _wait(lambda: c.get("/v2/models/iris/config").json()["max_batch_size"] == 8)
+        wait_for(lambda: c.get("/v2/models/iris/config").json()["max_batch_size"] == 8)
         assert c.post("/v2/models/iris/infer", content=GOOD).status_code == 200
 
         toml.write_text(toml.read_text().replace("[batching]", "[batching]\nbogus = 1"))
@@ -174,6 +167,6 @@ def test_polling_applies_config_changes_and_removals(registry_copy: Path, tmp_pa
         assert "invalid model.toml" in s.log()
 
         shutil.rmtree(registry_copy / "diabetes")
-        _wait(lambda: c.get("/v2/models/diabetes/ready").status_code == 503)
+        wait_for(lambda: c.get("/v2/models/diabetes/ready").status_code == 503)
         r = c.post("/v1/models/diabetes:predict", content=b'{"instances": [[0,0,0,0,0,0,0,0,0,0]]}')
         assert r.status_code == 503

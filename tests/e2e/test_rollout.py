@@ -18,7 +18,7 @@ from serving.packaging.examples import publish_worse
 from serving.packaging.publish import publish_version
 from serving.registry.manifest import read_manifest
 from serving.registry.routing_state import RoutingState, Shadow, read_routing, write_routing
-from tests.conftest import run_server
+from tests.conftest import run_server, wait_for
 from tests.e2e.models import iris_like, publish
 
 ROW = [6.0, 2.9, 4.5, 1.5]  # versicolor: the good iris says 1
@@ -42,13 +42,6 @@ def _copy_of_v1(registry: Path) -> int:
     m = read_manifest(registry / "iris" / "1" / "manifest.json")
     return publish_version(registry, replace(m, version=0),
                            (registry / "iris" / "1" / "model.onnx").read_bytes())
-
-
-def _wait(predicate, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition never became true"
-        time.sleep(0.05)
 
 
 class Traffic:
@@ -98,7 +91,7 @@ def test_canary_weights_split_traffic_and_keys_stay_put(registry: Path, tmp_path
             httpx.Client(base_url=s.url, timeout=10) as c:
         keys = [f"user-{i}" for i in range(1500)]
         write_routing(registry, "iris", RoutingState(primary=1, canary=2, canary_weight=20.0))
-        _wait(lambda: any(_route_of(c, k) == "canary" for k in keys[:50]))
+        wait_for(lambda: any(_route_of(c, k) == "canary" for k in keys[:50]))
         at20 = {k: _route_of(c, k) for k in keys}
         share = sum(r == "canary" for r in at20.values()) / len(keys)
         # binomial, n=1500, p=0.2: sd 1.03%; 4 sd either way
@@ -106,7 +99,7 @@ def test_canary_weights_split_traffic_and_keys_stay_put(registry: Path, tmp_path
         assert all(_route_of(c, k) == at20[k] for k in keys[:200])  # the same key, same side
 
         write_routing(registry, "iris", RoutingState(primary=1, canary=2, canary_weight=50.0))
-        _wait(lambda: sum(_route_of(c, k) == "canary" for k in keys[:200]) > 70)
+        wait_for(lambda: sum(_route_of(c, k) == "canary" for k in keys[:200]) > 70)
         at50 = {k: _route_of(c, k) for k in keys}
         share = sum(r == "canary" for r in at50.values()) / len(keys)
         assert 0.45 < share < 0.55, share
@@ -127,7 +120,7 @@ def test_shadow_never_changes_the_answer(registry: Path, tmp_path: Path) -> None
         base = dict(t.seen)
         write_routing(registry, "iris",
                       RoutingState(primary=1, shadows=[Shadow(worse, 1.0)]))
-        _wait(lambda: "serving_shadow_requests_total" in c.get("/metrics").text)
+        wait_for(lambda: "serving_shadow_requests_total" in c.get("/metrics").text)
         with Traffic(s.url) as t2:
             time.sleep(2.0)
         metrics = c.get("/metrics").text
@@ -169,12 +162,12 @@ def test_healthy_candidate_is_promoted_step_by_step(registry: Path, tmp_path: Pa
             httpx.Client(base_url=s.url, timeout=10) as c, Traffic(s.url) as t:
         _start(c, candidate, "shadow,20,50")
         try:
-            _wait(lambda: _status(c)["rollout"]["state"] == "promoted")
+            wait_for(lambda: _status(c)["rollout"]["state"] == "promoted")
         except AssertionError:
             print(orjson.dumps(_status(c), option=orjson.OPT_INDENT_2).decode())
             raise
         doc = _status(c)
-        _wait(lambda: t.seen[(200, str(candidate), "primary")] > 20)
+        wait_for(lambda: t.seen[(200, str(candidate), "primary")] > 20)
     history = [(h["kind"], h["weight"], h["decision"]) for h in doc["rollout"]["history"]
                if h["decision"] != "wait"]
     assert history == [("shadow", 0.0, "pass"), ("canary", 20.0, "pass"),
@@ -198,10 +191,10 @@ def test_bad_candidate_is_rolled_back(registry: Path, tmp_path: Path, kind: str)
     with run_server(registry, tmp_path, "--poll", "0.2") as s, \
             httpx.Client(base_url=s.url, timeout=30) as c, Traffic(s.url) as t:
         _start(c, candidate, steps)
-        _wait(lambda: _status(c)["rollout"]["state"] != "running")
+        wait_for(lambda: _status(c)["rollout"]["state"] != "running")
         doc = _status(c)
         rolled_back_at = sum(t.seen.values())
-        _wait(lambda: sum(t.seen.values()) > rolled_back_at + 100)
+        wait_for(lambda: sum(t.seen.values()) > rolled_back_at + 100)
         after = Counter(k for k in t.seen)
     ro = doc["rollout"]
     assert ro["state"] == "rolled_back", ro
@@ -220,14 +213,14 @@ def test_server_restarted_mid_rollout_resumes_it(registry: Path, tmp_path: Path)
     with run_server(registry, tmp_path, "--poll", "0.2") as s, \
             httpx.Client(base_url=s.url, timeout=10) as c, Traffic(s.url):
         _start(c, candidate, "20,40", duration=2.0)
-        _wait(lambda: _status(c)["rollout"]["step"] == 1)
+        wait_for(lambda: _status(c)["rollout"]["step"] == 1)
     state = read_routing(registry, "iris")
     assert state.rollout["state"] == "running" and state.rollout["step"] == 1
     assert state.canary == candidate and state.canary_weight == 40.0
     with run_server(registry, tmp_path, "--poll", "0.2") as s, \
             httpx.Client(base_url=s.url, timeout=10) as c, Traffic(s.url):
         assert _status(c)["canary_weight"] == 40.0  # routing as the registry says, at once
-        _wait(lambda: _status(c)["rollout"]["state"] == "promoted")
+        wait_for(lambda: _status(c)["rollout"]["state"] == "promoted")
         assert _status(c)["primary"] == candidate
 
 

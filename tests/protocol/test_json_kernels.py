@@ -17,19 +17,10 @@ from hypothesis.extra import numpy as hnp
 
 from serving.protocol import _reference, kernels
 from serving.protocol.datatypes import NUMPY_DTYPES
+from tests.compiled import compiled as _kernels
+from tests.compiled import impls, needs_compiled
 
-try:
-    from serving import _kernels
-except ImportError:  # only the pure-Python run may lack the build; elsewhere it must fail loudly
-    if not os.environ.get("SERVING_PUREPYTHON"):
-        raise
-    _kernels = None
-
-needs_compiled = pytest.mark.skipif(_kernels is None, reason="serving._kernels is not built")
-IMPLS = [
-    pytest.param(_kernels, id="compiled", marks=needs_compiled),
-    pytest.param(_reference, id="reference"),
-]
+IMPLS = impls(_reference)
 NUMERIC = sorted(_reference.NUMERIC_DATATYPES)
 
 

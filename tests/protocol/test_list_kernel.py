@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -12,15 +11,10 @@ from hypothesis import strategies as st
 
 from serving.errors import BadRequest
 from serving.protocol._reference import RAGGED, finish_numbers
+from tests.compiled import compiled as _kernels
+from tests.compiled import needs_compiled
 
-try:
-    from serving import _kernels
-except ImportError:  # only the pure-Python run may lack the build; elsewhere it must fail loudly
-    if not os.environ.get("SERVING_PUREPYTHON"):
-        raise
-    _kernels = None
-
-pytestmark = pytest.mark.skipif(_kernels is None, reason="serving._kernels is not built")
+pytestmark = needs_compiled
 
 
 def general(data: object, datatype: str) -> tuple[str, object]:
