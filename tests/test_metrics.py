@@ -61,3 +61,33 @@ def test_triton_statistics_extension(client) -> None:
     names = {s["name"] for s in client.get("/v2/models/stats").json()["model_stats"]}
     assert {"iris", "diabetes", "digits"} <= names
     assert client.get("/v2/models/diabetes/versions/9/stats").status_code == 404
+
+
+def test_access_log_is_one_json_line_per_request(models_dir, tmp_path) -> None:
+    import json
+
+    import httpx
+
+    from tests.conftest import run_server
+
+    body = orjson.dumps({"id": "req-7", "inputs": [{"name": "input", "datatype": "FP32",
+                                                    "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]})
+    with run_server(models_dir, tmp_path, "--access-log") as s, httpx.Client(base_url=s.url) as c:
+        assert c.post("/v2/models/iris/infer", content=body).status_code == 200
+        assert c.post("/v2/models/iris/infer", content=b"{").status_code == 400
+        assert c.post("/v1/models/iris:predict",
+                      content=b'{"instances": [[5.1, 3.5, 1.4, 0.2]]}').status_code == 200
+        s.stop()
+        lines = [json.loads(line[line.index("{"):]) for line in s.log().splitlines()
+                 if "serving.access" in line]
+    assert len(lines) == 3
+    ok, bad, v1 = lines
+    assert ok["request_id"] == "req-7" and ok["model"] == "iris" and ok["version"] == "1"
+    assert ok["route"] == "primary" and ok["status"] == 200 and ok["batch_size"] == 1
+    assert {"latency_ms", "decode_ms", "queue_ms", "inference_ms", "encode_ms"} <= set(ok)
+    assert bad["status"] == 400 and "batch_size" not in bad
+    assert v1["protocol"] == "v1" and v1["status"] == 200
+
+
+def test_no_access_log_by_default(server) -> None:
+    assert "serving.access" not in server.log()
