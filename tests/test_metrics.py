@@ -70,8 +70,8 @@ def test_access_log_is_one_json_line_per_request(models_dir, tmp_path) -> None:
 
     from tests.conftest import run_server
 
-    body = orjson.dumps({"id": "req-7", "inputs": [{"name": "input", "datatype": "FP32",
-                                                    "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]})
+    body = orjson.dumps({"id": "req-7", "inputs": [{
+        "name": "input", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]})
     with run_server(models_dir, tmp_path, "--access-log") as s, httpx.Client(base_url=s.url) as c:
         assert c.post("/v2/models/iris/infer", content=body).status_code == 200
         assert c.post("/v2/models/iris/infer", content=b"{").status_code == 400
