@@ -204,6 +204,7 @@ class MonitoringConfig:
     window_rows: int = 10_000
     sample: float = 1.0  # share of batches accounted
     psi_threshold: float = 0.2
+    max_rows_per_batch: int = 8  # bigger batches are sampled (strided) down to this
 
     def __post_init__(self) -> None:
         if self.window_rows < 1:
@@ -212,6 +213,8 @@ class MonitoringConfig:
             raise ValueError("monitoring.sample must be in (0, 1]")
         if self.psi_threshold <= 0:
             raise ValueError("monitoring.psi_threshold must be > 0")
+        if self.max_rows_per_batch < 1:
+            raise ValueError("monitoring.max_rows_per_batch must be >= 1")
 
 
 @dataclass(frozen=True)

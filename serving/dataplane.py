@@ -59,13 +59,14 @@ class DataPlane:
     # ---- inference -------------------------------------------------------------------------
 
     def _route(
-        self, model: str, version: str | None, key: str | None, request_id: str | None
+        self, model: str, version: str | None, key: str | None, request_id: str | None,
+        mv: ModelVersion,
     ) -> tuple[ModelVersion, str, Model | None]:
-        """(version, route, model when shadows may apply). Naming a version bypasses routing."""
+        """(version, route, model when shadows may apply). `mv` is what the request addressed
+        (the primary when unversioned); naming a version bypasses routing."""
         if version:
-            return self.manager.get_version(model, version), "primary", None
+            return mv, "primary", None
         m = self.manager.models.get(model)
-        mv = self.manager.get_version(model, None)
         if m is None:
             return mv, "primary", None
         canary = m.canary
@@ -142,7 +143,7 @@ class DataPlane:
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req = v2.decode_request(body, header_length, first.session.signature)
-        mv, route, routed = self._route(model, version, routing_key, req.id)
+        mv, route, routed = self._route(model, version, routing_key, req.id, first)
         session = mv.session
         scheduler = mv.scheduler
         assert session is not None and scheduler is not None
@@ -205,7 +206,7 @@ class DataPlane:
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req, row_form = v1.decode_request(body, first.session.signature)
-        mv, route, routed = self._route(model, version, routing_key, None)
+        mv, route, routed = self._route(model, version, routing_key, None, first)
         assert mv.session is not None and mv.scheduler is not None
         sig = mv.session.signature
         feeds, rows = self._checked(mv, req.inputs)

@@ -314,7 +314,8 @@ class ModelManager:
         if manifest.reference and mon.drift:
             try:
                 mv.monitor = DriftMonitor(manifest.reference, manifest.created_at,
-                                          mon.window_rows, mon.sample, mon.psi_threshold)
+                                          mon.window_rows, mon.sample, mon.psi_threshold,
+                                          mon.max_rows_per_batch)
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("model %s: drift monitoring off: bad reference: %s", mv.label, exc)
         mv.scheduler = Scheduler(
