@@ -93,6 +93,31 @@ def run_server(
                 proc.wait(5)
 
 
+class ClientThreads:
+    """Clients that send requests from threads until the block ends; subclasses define `run`."""
+
+    def __init__(self, url: str, clients: int = 4) -> None:
+        import threading
+
+        self.url = url
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(clients)]
+
+    def run(self, index: int) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+
 def wait_for(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
     """Poll `predicate` until it is true; fail the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -4,7 +4,6 @@ version leaves the old one serving, and model control sits behind the admin toke
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from collections import Counter
 from dataclasses import replace
@@ -16,7 +15,7 @@ import pytest
 
 from serving.packaging.publish import publish_version
 from serving.registry.manifest import read_manifest
-from tests.conftest import run_server, wait_for
+from tests.conftest import ClientThreads, run_server, wait_for
 
 GOOD = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
                                  "data": [5.1, 3.5, 1.4, 0.2]}]})
@@ -31,19 +30,16 @@ def _republish(registry: Path, model: str, corrupt: bool = False) -> int:
     return publish_version(registry, replace(m, version=0), data)
 
 
-class Load:
+class Load(ClientThreads):
     """Several clients sending requests continuously; counts statuses and serving versions."""
 
     def __init__(self, url: str, clients: int = 4) -> None:
-        self.url = url
-        self.stop = threading.Event()
+        super().__init__(url, clients)
         self.statuses: Counter[int] = Counter()
         self.versions: Counter[str] = Counter()
         self.errors: list[str] = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
 
-    def _run(self) -> None:
+    def run(self, index: int) -> None:
         with httpx.Client(base_url=self.url, timeout=10) as c:
             while not self.stop.is_set():
                 r = c.post("/v2/models/iris/infer", content=GOOD)
@@ -56,16 +52,6 @@ class Load:
                             self.errors.append(r.text)
                     else:
                         self.errors.append(r.text)
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(30)
 
     def seen(self, version: str) -> int:
         with self.lock:
