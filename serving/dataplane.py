@@ -81,22 +81,33 @@ class DataPlane:
     def _mirror(
         self, m: Model, feeds: dict[str, Any], rows: int, primary: asyncio.Future[Any]
     ) -> None:
-        """Send copies to the shadows; shed first when a shadow's queue is busy."""
-        for smv, fraction in m.shadows:
-            stats = self.metrics.shadow_stats(m.name, smv.version_str)
-            if fraction < 1.0 and random.random() >= fraction:
-                continue
-            sched = smv.scheduler
-            if sched is None or sched.queued * 2 >= sched.policy.max_queue_size:
-                stats.shed += 1
-                continue
-            try:
-                shadow = sched.submit(feeds, rows)
-            except ServingError:
-                stats.shed += 1
-                continue
-            stats.mirrored += 1
-            Mirror(stats, primary, shadow)
+        """Send copies to the shadows once the primary has answered, so the copies run after
+        the client's response is on its way (the waiting request's wake-up is queued before the
+        shadow's dispatch); shed first when a shadow's queue is busy."""
+        shadows = list(m.shadows)
+        loop = primary.get_loop()
+
+        def send(done: asyncio.Future[Any]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            for smv, fraction in shadows:
+                stats = self.metrics.shadow_stats(m.name, smv.version_str)
+                if fraction < 1.0 and random.random() >= fraction:
+                    continue
+                sched = smv.scheduler
+                if sched is None or sched.queued * 2 >= sched.policy.max_queue_size:
+                    stats.shed += 1
+                    continue
+                try:
+                    shadow = sched.submit(feeds, rows)
+                except ServingError:
+                    stats.shed += 1
+                    continue
+                stats.mirrored += 1
+                Mirror(stats, done, shadow)
+
+        # call_soon: behind the request's own wake-up, which the done-callback would precede
+        primary.add_done_callback(lambda done: loop.call_soon(send, done))
 
     def _checked(self, mv: ModelVersion, inputs: list[Tensor]) -> tuple[dict[str, Any], int]:
         """Signature checks, then the per-feature invariants when the model enforces them."""

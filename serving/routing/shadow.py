@@ -70,7 +70,7 @@ def compare(stats: ShadowStats, primary: Outputs, shadow: Outputs) -> None:
 class Mirror:
     """Waits for both answers of one mirrored request (done-callbacks, no task), then compares."""
 
-    __slots__ = ("finished", "primary", "shadow", "started", "stats")
+    __slots__ = ("finished", "late", "primary", "shadow", "started", "stats")
 
     def __init__(self, stats: ShadowStats, primary: asyncio.Future[Any],
                  shadow: asyncio.Future[Any]) -> None:
@@ -79,7 +79,10 @@ class Mirror:
         self.shadow = shadow
         self.started = time.perf_counter()
         self.finished = False
-        primary.add_done_callback(self._done)
+        # Mirrored after the primary answered: only the shadow's own latency is measured.
+        self.late = primary.done()
+        if not self.late:
+            primary.add_done_callback(self._done)
         shadow.add_done_callback(self._done)
 
     def _done(self, fut: asyncio.Future[Any]) -> None:
