@@ -8,16 +8,16 @@
 # (--input-tensor-format json --output-tensor-format json, zero-filled inputs), and prints
 # perf_analyzer's summary for each. It installs nothing; it expects a server already running, e.g.
 #
-#     python -m serving examples --registry /tmp/reg
-#     taskset -c 0 python -m serving serve --registry /tmp/reg --port 8000 &
+#     python -m serving examples --registry models
+#     taskset -c 0 python -m serving serve --registry models --port 8000 &
 #
 # perf_analyzer itself ships in the `tritonclient[all]` wheel (tested with 2.41.1) and needs
 # libcudart.so.12 at load time even for CPU-only HTTP runs; the `nvidia-cuda-runtime-cu12` wheel
 # provides it. Install both into a venv of their own (not the project's), plus Debian's libb64-0d:
 #
-#     python3 -m venv /tmp/pa && /tmp/pa/bin/pip install 'tritonclient[all]==2.41.1' nvidia-cuda-runtime-cu12
+#     python3 -m venv .venv-pa && .venv-pa/bin/pip install 'tritonclient[all]==2.41.1' nvidia-cuda-runtime-cu12
 #     apt-get install -y libb64-0d
-#     PERF_ANALYZER=/tmp/pa/bin/perf_analyzer benchmarks/perf_analyzer.sh 127.0.0.1:8000
+#     PERF_ANALYZER=.venv-pa/bin/perf_analyzer benchmarks/perf_analyzer.sh 127.0.0.1:8000
 #
 # When libcudart is not already on LD_LIBRARY_PATH, the script looks for it in the
 # nvidia/cuda_runtime/lib folder of the venv that holds $PERF_ANALYZER.

@@ -120,9 +120,8 @@ def main() -> int:
         (out / "bench_e2e.json").unlink()
         results.update({
             "date_utc": stamp.isoformat(timespec="seconds"),
-            "command": shlex.join([sys.executable, *sys.argv]),
-            "cwd": os.getcwd(),
-            "bench_e2e_command": shlex.join(bench_cmd),
+            "command": portable([sys.executable, *sys.argv], tmp),
+            "bench_e2e_command": portable(bench_cmd, tmp),
             "models": models,
             "machine": {**machine_info(), "cpu_busy_pct_before": busy_before},
         })
@@ -157,6 +156,21 @@ def parse_args() -> argparse.Namespace:
                     help="MLServer virtualenv, relative to the repository root "
                          "(default: .venv-mlserver; made by benchmarks/setup_mlserver.sh)")
     return ap.parse_args()
+
+
+def portable(argv: list[str], tmp: Path) -> str:
+    """The command as a reader would type it: paths relative to the repository root, the
+    temporary folder as $TMPDIR, so no report names a path of the machine it ran on."""
+    out = []
+    for arg in argv:
+        if arg.startswith(str(tmp)):
+            arg = "$TMPDIR" + arg[len(str(tmp)):]
+        elif arg.startswith(str(ROOT) + os.sep):
+            arg = os.path.relpath(arg, ROOT)
+        elif os.path.isabs(arg) and Path(arg).name.startswith("python"):
+            arg = "python"
+        out.append(arg if arg.startswith("$TMPDIR") else shlex.quote(arg))
+    return " ".join(out)
 
 
 def run_bench(cmd: list[str], log: Path) -> None:
@@ -455,7 +469,7 @@ def markdown(results: Results, plots: list[str]) -> str:
                         "during them (other processes, kernel network work)")
         lines += [f"- **Quiet machine?** {'; '.join(said)}."]
     if "command" in results:
-        lines += ["- **Command** (from `" + results.get("cwd", "?") + "`):", "",
+        lines += ["- **Command** (from the repository root):", "",
                   "  ```", "  " + results["command"], "  ```", "",
                   "  which ran (`--registry`: the example models, built by report.py into a "
                   "temporary folder that MLServer served too):", "",
