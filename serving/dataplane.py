@@ -10,6 +10,7 @@ from time import perf_counter
 from typing import Any, NamedTuple
 
 from serving import __version__
+from serving.batching.scheduler import Result
 from serving.errors import BadRequest, NotFound, ServingError, Unavailable
 from serving.lifecycle.manager import Model, ModelManager
 from serving.lifecycle.states import ModelVersion, State
@@ -139,6 +140,37 @@ class DataPlane:
         doc.update(mv.monitor.report())
         return doc
 
+    async def _serve(
+        self,
+        model: str,
+        version: str | None,
+        first: ModelVersion,
+        inputs: list[Tensor],
+        routing_key: str | None,
+        request_id: str | None,
+        timeout: int | None = None,
+        disconnected: Callable[[], bool] | None = None,
+        check: Callable[[ModelVersion], None] | None = None,
+    ) -> tuple[ModelVersion, str, float, Result]:
+        """What both protocols share once a request is decoded: route it, validate it for the
+        chosen version, queue it, mirror it to the shadows, and wait for its answer. Also
+        returns when it was queued (perf_counter), where the decode phase ends."""
+        mv, route, routed = self._route(model, version, routing_key, request_id, first)
+        scheduler = mv.scheduler
+        assert scheduler is not None
+        feeds, rows = self._checked(mv, inputs)
+        if check is not None:
+            check(mv)
+        try:
+            future = scheduler.submit(feeds, rows, timeout, disconnected)
+            queued = perf_counter()
+            if routed is not None and routed.shadows and route == "primary":
+                self._mirror(routed, feeds, rows, future)
+            return mv, route, queued, await future
+        except ServingError as exc:
+            exc.served = (mv.version_str, route)  # the failure counts against this version
+            raise
+
     async def infer_v2(
         self,
         model: str,
@@ -154,30 +186,24 @@ class DataPlane:
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req = v2.decode_request(body, header_length, first.session.signature)
-        mv, route, routed = self._route(model, version, routing_key, req.id, first)
-        session = mv.session
-        scheduler = mv.scheduler
-        assert session is not None and scheduler is not None
-        sig = session.signature
-        feeds, rows = self._checked(mv, req.inputs)
         requested = req.outputs
-        if requested is not None:
-            for o in requested:
-                sig.output(o.name)
         timeout = req.parameters.get("timeout") if req.parameters else None
         if timeout is not None and (type(timeout) is not int or timeout < 0):
             raise BadRequest("parameter timeout must be a non-negative integer (microseconds)")
-        try:
-            future = scheduler.submit(feeds, rows, timeout, disconnected)
-            decode_s = perf_counter() - t0
-            if routed is not None and routed.shadows and route == "primary":
-                self._mirror(routed, feeds, rows, future)
-            outs, batch_size, queue_s, run_s = await future
-        except ServingError as exc:
-            exc.served = (mv.version_str, route)  # the failure counts against this version
-            raise
-        t2 = perf_counter()
 
+        def check_outputs(mv: ModelVersion) -> None:
+            assert mv.session is not None and requested is not None
+            for o in requested:
+                mv.session.signature.output(o.name)
+
+        mv, route, queued, (outs, batch_size, queue_s, run_s) = await self._serve(
+            model, version, first, req.inputs, routing_key, req.id, timeout, disconnected,
+            check_outputs if requested is not None else None,
+        )
+        t2 = perf_counter()
+        decode_s = queued - t0
+        assert mv.session is not None
+        sig = mv.session.signature
         tensors: list[Tensor] = []
         binary: set[str] | None = None
         if requested is None:
@@ -214,27 +240,27 @@ class DataPlane:
     async def predict_v1(
         self, model: str, version: str | None, body: bytes, routing_key: str | None = None
     ) -> tuple[bytes, Served]:
+        t0 = perf_counter()
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req, row_form = v1.decode_request(body, first.session.signature)
-        mv, route, routed = self._route(model, version, routing_key, None, first)
-        assert mv.session is not None and mv.scheduler is not None
-        sig = mv.session.signature
-        feeds, rows = self._checked(mv, req.inputs)
-        try:
-            future = mv.scheduler.submit(feeds, rows)
-            if routed is not None and routed.shadows and route == "primary":
-                self._mirror(routed, feeds, rows, future)
-            outs, batch_size, queue_s, run_s = await future
-        except ServingError as exc:
-            exc.served = (mv.version_str, route)
-            raise
-        tensors = [
-            Tensor(s.name, s.datatype, outs[s.name].shape, outs[s.name]) for s in sig.outputs
-        ]
-        return v1.encode_response(tensors, row_form), Served(
-            mv.version_str, route, batch_size, None, 0.0, queue_s, run_s, 0.0
+        mv, route, queued, (outs, batch_size, queue_s, run_s) = await self._serve(
+            model, version, first, req.inputs, routing_key, None
         )
+        t2 = perf_counter()
+        decode_s = queued - t0
+        assert mv.session is not None
+        tensors = [
+            Tensor(s.name, s.datatype, outs[s.name].shape, outs[s.name])
+            for s in mv.session.signature.outputs
+        ]
+        out = v1.encode_response(tensors, row_form)
+        encode_s = perf_counter() - t2
+        phases = self.metrics.phases(mv.name, mv.version_str)
+        phases.decode.observe(decode_s)
+        phases.encode.observe(encode_s)
+        return out, Served(mv.version_str, route, batch_size, None, decode_s, queue_s, run_s,
+                           encode_s)
 
     # ---- health and metadata ---------------------------------------------------------------
 
@@ -295,7 +321,7 @@ class DataPlane:
                 {"name": t.name, "data_type": _triton_type(t.datatype), "dims": dims(t.shape)}
                 for t in mv.manifest.outputs
             ],
-            "version_policy": _version_policy(cfg.versions.kind, cfg.versions),
+            "version_policy": _version_policy(cfg.versions),
             "instance_group": [
                 {"count": cfg.batching.workers, "kind": _instance_kind(mv.session.providers)}
             ],
@@ -349,10 +375,10 @@ def _no_version(model: str, version: str) -> ServingError:
     return NotFound(f"model {model!r} has no version {version}")
 
 
-def _version_policy(kind: str, policy: Any) -> dict[str, Any]:
-    if kind == "all":
+def _version_policy(policy: Any) -> dict[str, Any]:
+    if policy.kind == "all":
         return {"all": {}}
-    if kind == "specific":
+    if policy.kind == "specific":
         return {"specific": {"versions": list(policy.versions)}}
     return {"latest": {"num_versions": policy.latest}}
 
