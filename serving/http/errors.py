@@ -25,8 +25,7 @@ def error_parts(exc: BaseException) -> tuple[int, bytes, dict[str, str]]:
 
 
 def json_response(doc: object, status: int = 200) -> Response:
-    return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
-                    media_type=JSON)
+    return Response(orjson.dumps(doc), status_code=status, media_type=JSON)
 
 
 async def serving_error_handler(request: Request, exc: Exception) -> Response:

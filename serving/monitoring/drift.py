@@ -222,7 +222,7 @@ class DriftMonitor:
         features = []
         for i, name in enumerate(self.names):
             seen = w.bins[i, : self._nbins[i]]
-            total = seen.sum()
+            total = int(seen.sum())
             shares = seen / total if total else np.zeros(self._nbins[i])
             p = psi(self._ref[i], shares) if total else 0.0
             d = ks(self._ref[i], shares) if total else 0.0
@@ -237,7 +237,7 @@ class DriftMonitor:
         features.sort(key=lambda f: -f["psi"])
         outputs = {}
         for (name, spec), counts in zip(self.outputs, w.out, strict=True):
-            total = counts.sum()
+            total = int(counts.sum())
             ref = np.asarray(spec["shares"], np.float64)
             seen = counts[: len(ref)] / total if total else np.zeros(len(ref))
             p = psi(ref, seen) if total else 0.0
