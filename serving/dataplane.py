@@ -19,6 +19,7 @@ from serving.protocol import v1, v2
 from serving.registry.layout import parse_version
 from serving.routing.canary import goes_to_canary
 from serving.routing.shadow import Mirror
+from serving.runtime.signature import Signature
 from serving.types import InferResponse, Tensor
 
 EXTENSIONS = (
@@ -151,13 +152,16 @@ class DataPlane:
         timeout: int | None = None,
         disconnected: Callable[[], bool] | None = None,
         check: Callable[[ModelVersion], None] | None = None,
-    ) -> tuple[ModelVersion, str, float, Result]:
+    ) -> tuple[ModelVersion, Signature, str, float, Result]:
         """What both protocols share once a request is decoded: route it, validate it for the
         chosen version, queue it, mirror it to the shadows, and wait for its answer. Also
-        returns when it was queued (perf_counter), where the decode phase ends."""
+        returns the version's signature, taken before the wait (a version retired meanwhile
+        releases its session once its queue drains, while this request still encodes), and
+        when it was queued (perf_counter), where the decode phase ends."""
         mv, route, routed = self._route(model, version, routing_key, request_id, first)
         scheduler = mv.scheduler
-        assert scheduler is not None
+        assert scheduler is not None and mv.session is not None
+        sig = mv.session.signature
         feeds, rows = self._checked(mv, inputs)
         if check is not None:
             check(mv)
@@ -166,7 +170,7 @@ class DataPlane:
             queued = perf_counter()
             if routed is not None and routed.shadows and route == "primary":
                 self._mirror(routed, feeds, rows, future)
-            return mv, route, queued, await future
+            return mv, sig, route, queued, await future
         except ServingError as exc:
             exc.served = (mv.version_str, route)  # the failure counts against this version
             raise
@@ -196,14 +200,12 @@ class DataPlane:
             for o in requested:
                 mv.session.signature.output(o.name)
 
-        mv, route, queued, (outs, batch_size, queue_s, run_s) = await self._serve(
+        mv, sig, route, queued, (outs, batch_size, queue_s, run_s) = await self._serve(
             model, version, first, req.inputs, routing_key, req.id, timeout, disconnected,
             check_outputs if requested is not None else None,
         )
         t2 = perf_counter()
         decode_s = queued - t0
-        assert mv.session is not None
-        sig = mv.session.signature
         tensors: list[Tensor] = []
         binary: set[str] | None = None
         if requested is None:
@@ -244,15 +246,13 @@ class DataPlane:
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req, row_form = v1.decode_request(body, first.session.signature)
-        mv, route, queued, (outs, batch_size, queue_s, run_s) = await self._serve(
+        mv, sig, route, queued, (outs, batch_size, queue_s, run_s) = await self._serve(
             model, version, first, req.inputs, routing_key, None
         )
         t2 = perf_counter()
         decode_s = queued - t0
-        assert mv.session is not None
         tensors = [
-            Tensor(s.name, s.datatype, outs[s.name].shape, outs[s.name])
-            for s in mv.session.signature.outputs
+            Tensor(s.name, s.datatype, outs[s.name].shape, outs[s.name]) for s in sig.outputs
         ]
         out = v1.encode_response(tensors, row_form)
         encode_s = perf_counter() - t2
