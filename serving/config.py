@@ -77,6 +77,26 @@ class ServerConfig:
         default=False,
         metadata={"help": "build the example models into the registry if it has none"},
     )
+    workers: str = field(
+        default="1",
+        metadata={"help": "worker processes sharing the port (SO_REUSEPORT), each with its own "
+                          "models and batchers; 'auto': one per CPU this process may use"},
+    )
+    drain_grace: float = field(
+        default=5.0,
+        metadata={"help": "seconds to keep serving after SIGTERM with readiness false, before "
+                          "in-flight requests finish and the process exits 0"},
+    )
+    saturation_fraction: float = field(
+        default=0.8,
+        metadata={"help": "readiness turns false while a model's queue stays past this fraction "
+                          "of its max_queue_size (0: never)"},
+    )
+    saturation_seconds: float = field(
+        default=1.0,
+        metadata={"help": "how long a queue must stay past (or below) the fraction before "
+                          "readiness flips"},
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -89,8 +109,26 @@ class ServerConfig:
             raise ValueError("switch_interval_us must be 10..100000")
         if self.poll < 0:
             raise ValueError("poll must be >= 0 seconds")
+        if self.worker_count() < 1:
+            raise ValueError("workers must be a positive integer or 'auto'")
+        if self.drain_grace < 0:
+            raise ValueError("drain_grace must be >= 0 seconds")
+        if not 0.0 <= self.saturation_fraction <= 1.0:
+            raise ValueError("saturation_fraction must be 0..1 (0: never saturated)")
+        if self.saturation_seconds < 0:
+            raise ValueError("saturation_seconds must be >= 0")
         if self.intra_op_threads < 0:
             raise ValueError("intra_op_threads must be >= 0 (0: ONNX Runtime decides)")
+
+    def worker_count(self) -> int:
+        """--workers as a number: 'auto' is the CPUs this process may run on."""
+        text = str(self.workers).strip().lower()
+        if text == "auto":
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+                os.cpu_count() or 1)
+        if not text.isdigit():
+            raise ValueError(f"workers must be a positive integer or 'auto', got {self.workers!r}")
+        return int(text)
 
 
 def _coerce(kind: Any, value: Any) -> Any:

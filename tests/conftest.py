@@ -66,7 +66,8 @@ def run_server(
         sys.executable, "-m", "serving", "serve", "--registry", str(registry),
         "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready_file), *args,
     ]
-    full_env = {**os.environ, **(env or {})}
+    # Test servers stop at once on SIGTERM unless a test asks for a drain grace period.
+    full_env = {**os.environ, "SERVING_DRAIN_GRACE": "0", **(env or {})}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     server = None

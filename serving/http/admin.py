@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import logging
 from collections.abc import Callable
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving.errors import BadRequest, Unauthorized
+from serving.errors import BadRequest, ServingError, Unauthorized, Unavailable
 from serving.http.errors import json_response
+from serving.http.workers import WorkerSpec, call_worker, forwarded_headers
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.states import State
+
+log = logging.getLogger("serving.admin")
 
 
 def make_authorizer(token: str) -> Callable[[Request], None]:
@@ -29,8 +35,37 @@ def make_authorizer(token: str) -> Callable[[Request], None]:
     return authorize
 
 
-def admin_routes(manager: ModelManager, token: str) -> list[Route]:
-    """POST /v2/repository/index, /v2/repository/models/{m}/load and .../unload."""
+async def fan_out(worker: WorkerSpec | None, request: Request, body: bytes) -> None:
+    """Repeat a model-control request on every sibling worker (each has its own models); a
+    sibling's failure fails the request, with the sibling's reason."""
+    if worker is None or worker.is_internal(request.headers):
+        return
+    headers = forwarded_headers(request.headers)
+    results = await asyncio.gather(
+        *(call_worker(worker, i, request.method, request.url.path, headers, body)
+          for i in worker.siblings),
+        return_exceptions=True,
+    )
+    for i, result in zip(worker.siblings, results, strict=True):
+        if isinstance(result, BaseException):
+            log.error("worker %d did not take %s: %r", i, request.url.path, result)
+            raise Unavailable(f"worker {i} did not answer: {result!r}")
+        status, payload = result
+        if status != 200:
+            try:
+                message = str(orjson.loads(payload)["error"])
+            except (ValueError, KeyError, TypeError):
+                message = payload.decode(errors="replace")[:500]
+            err = ServingError(f"worker {i}: {message}")
+            err.status = status
+            raise err
+
+
+def admin_routes(
+    manager: ModelManager, token: str, worker: WorkerSpec | None = None
+) -> list[Route]:
+    """POST /v2/repository/index, /v2/repository/models/{m}/load and .../unload. With worker
+    processes, load and unload apply to every worker."""
     authorize = make_authorizer(token)
 
     async def index(request: Request) -> Response:
@@ -50,17 +85,21 @@ def admin_routes(manager: ModelManager, token: str) -> list[Route]:
     async def load(request: Request) -> Response:
         authorize(request)
         name = request.path_params["model"]
+        body = await request.body()
         model = await manager.load_model(name)
         if model.primary is None:
             failed = [v.reason for v in model.versions.values() if v.state is State.FAILED]
             raise BadRequest(
                 f"failed to load model {name!r}: " + (model.reason or "; ".join(failed))
             )
+        await fan_out(worker, request, body)
         return json_response({})
 
     async def unload(request: Request) -> Response:
         authorize(request)
+        body = await request.body()
         await manager.unload_model(request.path_params["model"])
+        await fan_out(worker, request, body)
         return json_response({})
 
     post = ["POST"]

@@ -22,20 +22,25 @@ from serving.http.admin import admin_routes, make_authorizer
 from serving.http.errors import http_exception_handler, json_response, serving_error_handler
 from serving.http.infer import InferEndpoint, Receive, Scope, Send, match_infer
 from serving.http.rollout import rollout_routes
+from serving.http.workers import WorkerSpec
+from serving.lifecycle.health import Readiness
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.rollout import InProcessSource, RolloutController
 from serving.monitoring.metrics import ServingMetrics
+from serving.monitoring.multiprocess import MultiProcessView, write_snapshot
 
 log = logging.getLogger("serving.http")
+SNAPSHOT_INTERVAL_S = 1.0
 
 
-def _routes(dp: DataPlane, metrics: ServingMetrics, strict_readiness: bool) -> list[Route]:
+def _routes(dp: DataPlane, metrics: ServingMetrics, readiness: Readiness) -> list[Route]:
     async def live(request: Request) -> Response:
         return json_response({"live": True})
 
     async def ready(request: Request) -> Response:
-        ok = dp.manager.ready(strict_readiness)
-        return json_response({"ready": ok}, 200 if ok else 503)
+        ok, why = readiness.check()
+        return json_response({"ready": True} if ok else {"ready": False, "reason": why},
+                             200 if ok else 503)
 
     async def server_metadata(request: Request) -> Response:
         return json_response(dp.server_metadata())
@@ -92,15 +97,29 @@ def _routes(dp: DataPlane, metrics: ServingMetrics, strict_readiness: bool) -> l
 class ServingApp:
     """The ASGI app: inference routes go straight to InferEndpoint, the rest to Starlette."""
 
-    def __init__(self, config: ServerConfig, manager: ModelManager) -> None:
+    def __init__(
+        self, config: ServerConfig, manager: ModelManager, worker: WorkerSpec | None = None
+    ) -> None:
         self.config = config
         self.manager = manager
+        self.worker = worker
         self.metrics = ServingMetrics(manager)
+        self.readiness = Readiness(
+            manager, config.strict_readiness, config.saturation_fraction,
+            config.saturation_seconds,
+        )
+        # With worker processes, worker 0 runs rollouts; the others send rollout requests there.
+        leads = worker is None or worker.index == 0
         self.controller = (
             RolloutController(manager, InProcessSource(self.metrics))
-            if config.rollout_controller
+            if config.rollout_controller and leads
             else None
         )
+        self._scrape_registry = self.metrics.registry
+        if worker is not None:
+            self._scrape_registry = MultiProcessView(
+                self.metrics.registry, worker.metrics_dir, worker.index
+            ).registry()
         self.dataplane = DataPlane(manager, self.metrics)
         self._infer = InferEndpoint(
             self.dataplane, config.max_body_bytes, self.metrics, config.routing_header,
@@ -109,9 +128,12 @@ class ServingApp:
         self._loading: asyncio.Task[None] | None = None
         self.starlette = Starlette(
             routes=[
-                *_routes(self.dataplane, self.metrics, config.strict_readiness),
-                *admin_routes(manager, config.admin_token),
-                *rollout_routes(self.controller, make_authorizer(config.admin_token)),
+                *_routes(self.dataplane, self.metrics, self.readiness),
+                *admin_routes(manager, config.admin_token, worker),
+                *rollout_routes(
+                    self.controller, make_authorizer(config.admin_token),
+                    worker if worker is not None and not leads else None,
+                ),
                 Route("/metrics", self._metrics, methods=["GET"]),
             ],
             exception_handlers={
@@ -122,21 +144,32 @@ class ServingApp:
         )
 
     async def _metrics(self, request: Request) -> Response:
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(self._scrape_registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def _snapshots(self, worker: WorkerSpec) -> None:
+        """Write this worker's metrics where its siblings' scrapes read them."""
+        try:
+            while True:
+                write_snapshot(self.metrics.registry, worker.metrics_dir, worker.index)
+                await asyncio.sleep(SNAPSHOT_INTERVAL_S)
+        finally:
+            write_snapshot(self.metrics.registry, worker.metrics_dir, worker.index)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         # Load in the background: /v2/health/live answers while models load, ready says when.
         self._loading = asyncio.create_task(self.manager.load_all())
-        poller = ticker = None
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(self.readiness.watch())]
         if self.config.poll > 0:
-            poller = asyncio.create_task(self.manager.poll(self.config.poll))
+            tasks.append(asyncio.create_task(self.manager.poll(self.config.poll)))
         if self.controller is not None:
-            ticker = asyncio.create_task(self.controller.run())
+            tasks.append(asyncio.create_task(self.controller.run()))
+        if self.worker is not None:
+            tasks.append(asyncio.create_task(self._snapshots(self.worker)))
         try:
             yield
         finally:
-            for task in (self._loading, poller, ticker):
+            for task in (self._loading, *tasks):
                 if task is not None and not task.done():
                     task.cancel()
             await self.manager.shutdown()
@@ -150,8 +183,10 @@ class ServingApp:
         await self.starlette(scope, receive, send)
 
 
-def create_app(config: ServerConfig, manager: ModelManager | None = None) -> ServingApp:
+def create_app(
+    config: ServerConfig, manager: ModelManager | None = None, worker: WorkerSpec | None = None
+) -> ServingApp:
     """The server's ASGI application over the registry in `config`."""
     if manager is None:
         manager = ModelManager(config.registry, config.intra_op_threads)
-    return ServingApp(config, manager)
+    return ServingApp(config, manager, worker)

@@ -8,11 +8,16 @@ from starlette.routing import Route
 
 from serving.errors import BadRequest, Unavailable
 from serving.http.errors import json_response
+from serving.http.workers import WorkerSpec, call_worker, forwarded_headers
 from serving.lifecycle.rollout import RolloutController, parse_steps
 from serving.protocol.jsondata import loads
 
 
-def rollout_routes(controller: RolloutController | None, authorize) -> list[Route]:  # type: ignore[no-untyped-def]
+def rollout_routes(  # type: ignore[no-untyped-def]
+    controller: RolloutController | None, authorize, leader: WorkerSpec | None = None
+) -> list[Route]:
+    """The rollout routes; `leader` set: this is a worker process other than worker 0, and every
+    rollout request is answered by worker 0, which runs the controller."""
     def ctl() -> RolloutController:
         if controller is None:
             raise Unavailable("this replica runs no rollout controller (--no-rollout-controller)")
@@ -43,6 +48,16 @@ def rollout_routes(controller: RolloutController | None, authorize) -> list[Rout
 
     async def history(request: Request) -> Response:
         return json_response(ctl().history(request.path_params["model"]))
+
+    if leader is not None:
+        async def forward(request: Request) -> Response:  # worker 0 checks the token
+            status, payload = await call_worker(
+                leader, 0, request.method, request.url.path,
+                forwarded_headers(request.headers), await request.body(),
+            )
+            return Response(payload, status, media_type="application/json")
+
+        start = status = act = history = forward
 
     return [
         Route("/v2/models/{model}/rollout/history", history, methods=["GET"]),

@@ -1,4 +1,9 @@
-"""Run the app under uvicorn (uvloop + httptools); SIGTERM drains in-flight requests, exits 0."""
+"""Run the app under uvicorn (uvloop + httptools).
+
+SIGTERM: readiness turns false at once, the server keeps serving for `drain_grace` seconds (load
+balancers take a moment to stop sending), then stops accepting, finishes in-flight requests and
+exits 0. SIGINT (Ctrl-C) skips the grace period. With `--workers N` a supervisor runs N of these.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,39 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from serving.config import ServerConfig
-from serving.http.app import create_app
+from serving.http.app import ServingApp, create_app
+
+if TYPE_CHECKING:
+    from serving.http.workers import WorkerSpec
 
 log = logging.getLogger("serving")
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling scripts the bound port once it listens (port 0 picks one)."""
+    """uvicorn's server with a drain grace period, telling scripts the bound port once it
+    listens (port 0 picks one)."""
+
+    def __init__(
+        self, config: uvicorn.Config, app: ServingApp, ready_file: str, grace_s: float
+    ) -> None:
+        super().__init__(config)
+        self._app = app
+        self._ready_file = ready_file
+        self._grace_s = grace_s
+        self._drain_at: float | None = None
+        self._drain_logged = False
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -37,14 +60,30 @@ class _Server(uvicorn.Server):
             for sig, handler in original.items():
                 signal.signal(sig, handler)
 
-    def __init__(self, config: uvicorn.Config, ready_file: str) -> None:
-        super().__init__(config)
-        self._ready_file = ready_file
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: set flags only; on_tick (on the loop, every 0.1 s) acts on them.
+        self._app.readiness.draining = True
+        if sig == signal.SIGTERM and self._grace_s > 0 and self._drain_at is None:
+            self._drain_at = time.monotonic() + self._grace_s
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_at is not None:
+            if not self._drain_logged:
+                self._drain_logged = True
+                log.info("SIGTERM: not ready; serving %.1f s more, then draining in-flight "
+                         "requests", self._grace_s)
+            if time.monotonic() >= self._drain_at:
+                self.should_exit = True
+        return await super().on_tick(counter)
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
         await super().startup(sockets)
         if self.started and self.servers:
-            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            tcp = [s for srv in self.servers for s in srv.sockets
+                   if s.family in (socket.AF_INET, socket.AF_INET6)]
+            host, port = tcp[0].getsockname()[:2]
             log.info("serving on http://%s:%d", host, port)
             if self._ready_file:
                 tmp = Path(self._ready_file + ".tmp")
@@ -52,12 +91,16 @@ class _Server(uvicorn.Server):
                 os.replace(tmp, self._ready_file)
 
 
-def run_server(config: ServerConfig) -> int:
+def run_server(config: ServerConfig, worker: WorkerSpec | None = None) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
+    if worker is None and config.worker_count() > 1:
+        from serving.http.workers import supervise
+
+        return supervise(config)
     # An inference thread that finished its batch waits for the GIL while the event loop
     # decodes; Python's default 5 ms switch interval made that wait the p99. 250 us bounds it.
     sys.setswitchinterval(config.switch_interval_us * 1e-6)
-    app = create_app(config)
+    app = create_app(config, worker=worker)
     uv_config = uvicorn.Config(
         app,
         host=config.host,
@@ -72,6 +115,14 @@ def run_server(config: ServerConfig) -> int:
         server_header=False,
         date_header=False,
     )
-    server = _Server(uv_config, config.ready_file)
-    server.run()
+    ready_file = str(worker.ready_path(worker.index)) if worker else config.ready_file
+    server = _Server(uv_config, app, ready_file, config.drain_grace)
+    if worker is None:
+        server.run()
+    else:
+        from serving.http.workers import listen_socket, unix_socket
+
+        sockets = [listen_socket(config.host, config.port),
+                   unix_socket(worker.socket_path(worker.index))]
+        server.run(sockets=sockets)
     return 0 if server.started else 1
