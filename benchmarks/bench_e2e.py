@@ -60,9 +60,10 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def start(cmd: list[str], ready_url: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def start(cmd: list[str], ready_url: str, log: Path, cpus: str = SERVER_CPU
+          ) -> Iterator[subprocess.Popen[bytes]]:
     with log.open("wb") as f:
-        proc = subprocess.Popen(pinned(SERVER_CPU, cmd), stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(pinned(cpus, cmd), stdout=f, stderr=subprocess.STDOUT)
     try:
         wait_http(ready_url)
         yield proc
@@ -173,7 +174,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--registry", help="registry with the example models (default: build one)")
     ap.add_argument("--servers", default="batching,nobatch,naive",
-                    help="any of batching, nobatch, nomonitor, naive")
+                    help="any of batching, nobatch, nomonitor, naive, workers1, workers2 "
+                         "(workersN: --workers N on every core, the generator on its core too)")
     ap.add_argument("--rows64", action="store_true",
                     help="also run the 64-rows-per-request MLP case at 16 clients")
     ap.add_argument("--soak", type=int, default=0, metavar="SECONDS",
@@ -204,7 +206,7 @@ def main() -> int:
 
     def ours(reg: Path, port: int) -> list[str]:
         return [sys.executable, "-m", "serving", "serve", "--registry", str(reg),
-                "--port", str(port), "--log-level", "warning"]
+                "--port", str(port), "--log-level", "warning", "--drain-grace", "0"]
 
     specs = {
         "batching": lambda port: ours(registry, port),
@@ -213,10 +215,17 @@ def main() -> int:
         "nomonitor": lambda port: ours(nomonitor, port),
         "naive": lambda port: [sys.executable, str(HERE / "naive_server.py"), str(registry),
                                str(port)],
+        "workers1": lambda port: [*ours(registry, port), "--workers", "1"],
+        "workers2": lambda port: [*ours(registry, port), "--workers", "2"],
     }
+    all_cpus = f"0-{NCPU - 1}"
+    cpus = {n: all_cpus if n.startswith("workers") else SERVER_CPU for n in specs}
     names = args.servers.split(",")
     print(f"# cores: {NCPU}; server on core {SERVER_CPU}, wrk (1 thread) on core {LOAD_CPU}; "
           f"{args.duration:g}s per run, median of {args.repeats}")
+    if any(n.startswith("workers") for n in names):
+        print(f"# workersN servers may use cores {all_cpus}: they share core {LOAD_CPU} "
+              "with wrk")
     results: dict[str, object] = {"cores": NCPU, "server_cpu": SERVER_CPU, "load_cpu": LOAD_CPU,
                                   "duration_s": args.duration, "repeats": args.repeats,
                                   "cells": [], "raw_ort": {}, "rss_mb": {}}
@@ -253,7 +262,8 @@ def main() -> int:
                 # the naive server has no health route: wait until it answers an inference
                 procs[n] = stack.enter_context(_start_naive(specs[n](ports[n]), url, tmp))
             else:
-                procs[n] = stack.enter_context(start(specs[n](ports[n]), ready, tmp / f"{n}.log"))
+                procs[n] = stack.enter_context(
+                    start(specs[n](ports[n]), ready, tmp / f"{n}.log", cpus[n]))
         for n in names:
             results["rss_mb"][n] = {"start": rss_mb(procs[n].pid)}  # type: ignore[index]
         cases = [(m, c, 1) for m in models for c in clients]
