@@ -15,6 +15,7 @@ SIGTERM and SIGINT to all workers, waits for them to drain, and exits 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -129,7 +130,22 @@ def forwarded_headers(headers: Any) -> dict[str, str]:
 # ---- the worker process ------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the supervisor dies, even of SIGKILL, so no orphan
+    keeps serving the port."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def worker_main() -> int:
+    parent = os.getppid()
+    _die_with_parent()
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
+        return 1
     doc = json.loads(os.environ.pop(SPEC_ENV))
     spec = WorkerSpec(**doc["spec"])
     config = ServerConfig(**doc["config"])
@@ -167,8 +183,10 @@ class Supervisor:
         doc = {"spec": dataclasses.asdict(spec), "config": dataclasses.asdict(worker_config)}
         spec.ready_path(index).unlink(missing_ok=True)
         env = {**os.environ, SPEC_ENV: json.dumps(doc)}
+        # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which passes
+        # it on once (a second SIGINT would make uvicorn skip finishing in-flight requests).
         self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "serving.http.workers"], env=env
+            [sys.executable, "-m", "serving.http.workers"], env=env, start_new_session=True
         )
         log.info("worker %d started (pid %d)", index, self.procs[index].pid)
 
