@@ -55,10 +55,16 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if config.build_examples:
-        from serving.registry.layout import Layout
+    from serving.registry.s3 import is_s3_url
 
-        if not Layout(config.registry).model_names():
+    if is_s3_url(config.registry) and config.poll <= 0 and config.worker_count() == 1:
+        logging.getLogger("serving").warning(
+            "registry %s with --poll 0: synced once at start; versions published later are not "
+            "seen (set --poll SECONDS to follow the bucket)", config.registry)
+    if config.build_examples:
+        from serving.registry.store import open_registry
+
+        if not open_registry(config.registry).model_names():
             from serving.packaging.examples import build_examples
 
             build_examples(config.registry, only_missing=True)
@@ -68,6 +74,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _examples(args: argparse.Namespace) -> int:
+    from serving.registry.s3 import S3RegistryError
+
+    try:
+        return _build_examples(args)
+    except S3RegistryError as exc:
+        print(f"serving examples: {exc}", file=sys.stderr)
+        return 1
+
+
+def _build_examples(args: argparse.Namespace) -> int:
     from serving.packaging.examples import build_examples
 
     if args.worse:
@@ -95,15 +111,18 @@ def _package(args: argparse.Namespace) -> int:
             print(f"serving package: --meta takes key=value, got {item!r}", file=sys.stderr)
             return 2
         meta[key] = value
+    from serving.registry.s3 import S3RegistryError, is_s3_url
+
     try:
         result = package(
-            Path(args.model_file), args.name, Path(args.registry),
+            Path(args.model_file), args.name,
+            args.registry if is_s3_url(args.registry) else Path(args.registry),
             sample_data=Path(args.sample_data) if args.sample_data else None,
             datatype=args.datatype, n_features=args.n_features, atol=args.tolerance,
             allow_parity_failure=args.allow_parity_failure, metadata=meta,
             feature_names=args.feature_names.split(",") if args.feature_names else None,
         )
-    except (PackageError, ServingError) as exc:
+    except (PackageError, ServingError, S3RegistryError, ValueError) as exc:
         print(f"serving package: {exc}", file=sys.stderr)
         return 1
     p = result.parity
@@ -122,10 +141,18 @@ def _package(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from serving.registry.layout import Layout
-    from serving.registry.manifest import read_manifest
+    from serving.registry.s3 import S3RegistryError
+    from serving.registry.store import open_registry
 
-    layout = Layout(args.registry)
+    try:
+        registry = open_registry(args.registry)
+        return _print_models(args, registry)
+    except (S3RegistryError, ValueError) as exc:
+        print(f"serving models: {exc}", file=sys.stderr)
+        return 1
+
+
+def _print_models(args: argparse.Namespace, registry: Any) -> int:
     states: dict[tuple[str, str], str] = {}
     if args.url:
         import urllib.request
@@ -144,14 +171,14 @@ def _models(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"serving models: cannot read {args.url}: {exc}", file=sys.stderr)
             return 1
-    names = layout.model_names() if args.action == "list" else [args.name]
-    if args.action == "show" and not layout.model_dir(args.name).is_dir():
+    names = registry.model_names() if args.action == "list" else [args.name]
+    if args.action == "show" and not registry.has_model(args.name):
         print(f"serving models: no model {args.name!r} in {args.registry}", file=sys.stderr)
         return 1
     for name in names:
-        for version in layout.versions(name):
+        for version in registry.versions(name):
             try:
-                m = read_manifest(layout.version_dir(name, version) / "manifest.json")
+                m = registry.manifest(name, version)
             except ValueError as exc:
                 print(f"{name}\t{version}\tinvalid manifest: {exc}")
                 continue
@@ -304,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
             "convert them to ONNX, check parity and publish them (iris, forest, digits, diabetes)."
         ),
     )
-    ex.add_argument("--registry", default="models", help="registry directory (default: models)")
+    ex.add_argument("--registry", default="models",
+                    help="registry directory or s3://bucket/prefix (default: models)")
     ex.add_argument(
         "--force", action="store_true", help="publish new versions even if the models exist"
     )
@@ -324,7 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pk.add_argument("model_file", help="a .joblib/.pkl estimator or an .onnx file")
     pk.add_argument("--name", required=True, help="model name in the registry")
-    pk.add_argument("--registry", default="models", help="registry directory (default: models)")
+    pk.add_argument("--registry", default="models",
+                    help="registry directory or s3://bucket/prefix (default: models)")
     pk.add_argument("--sample-data", help=".npy or .csv rows for the parity check")
     pk.add_argument("--datatype", default="FP32", choices=["FP32", "FP64"],
                     help="input datatype (default: FP32)")
@@ -340,7 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     md = sub.add_parser("models", help="list or show the registry's models")
     md.add_argument("action", choices=["list", "show"])
     md.add_argument("name", nargs="?", help="model name (for show)")
-    md.add_argument("--registry", default="models", help="registry directory (default: models)")
+    md.add_argument("--registry", default="models",
+                    help="registry directory or s3://bucket/prefix (default: models)")
     md.add_argument("--url", help="a running server, to show each version's state")
     md.add_argument("--token", help="admin token for --url, if the server has one")
     ro = sub.add_parser(

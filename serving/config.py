@@ -31,7 +31,14 @@ def _bool(value: Any) -> bool:
 class ServerConfig:
     """Everything `serving serve` can be told. `help` metadata doubles as `--help` text."""
 
-    registry: str = field(default="models", metadata={"help": "registry directory"})
+    registry: str = field(
+        default="models", metadata={"help": "registry directory, or s3://bucket/prefix"}
+    )
+    registry_cache: str = field(
+        default="",
+        metadata={"help": "local cache an s3:// registry is synced into (empty: "
+                          "$XDG_CACHE_HOME/serving/s3/<bucket>/<prefix>)"},
+    )
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=8000, metadata={"help": "TCP port (0 picks a free one)"})
     admin_token: str = field(

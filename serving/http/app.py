@@ -188,5 +188,5 @@ def create_app(
 ) -> ServingApp:
     """The server's ASGI application over the registry in `config`."""
     if manager is None:
-        manager = ModelManager(config.registry, config.intra_op_threads)
+        manager = ModelManager(config.registry, config.intra_op_threads, config.registry_cache)
     return ServingApp(config, manager, worker)

@@ -16,12 +16,9 @@ from serving.lifecycle.states import ModelVersion, State
 from serving.monitoring.drift import DriftMonitor
 from serving.registry.layout import MANIFEST_FILE, Layout, parse_version
 from serving.registry.manifest import read_manifest
-from serving.registry.routing_state import (
-    RoutingState,
-    read_routing,
-    routing_stat,
-    write_routing,
-)
+from serving.registry.routing_state import RoutingState
+from serving.registry.s3 import S3Mirror, S3Registry, S3Url, default_cache_dir, is_s3_url
+from serving.registry.store import LocalRoutingStore, RoutingStore, S3RoutingStore
 from serving.runtime.session import LoadError, load_session
 
 log = logging.getLogger("serving.lifecycle")
@@ -70,8 +67,22 @@ class Model:
 class ModelManager:
     """Owns every loaded version. Lookups are dict reads; loading runs in threads."""
 
-    def __init__(self, registry: str, default_intra_op_threads: int = 1) -> None:
-        self.layout = Layout(registry)
+    def __init__(
+        self, registry: str, default_intra_op_threads: int = 1, registry_cache: str = ""
+    ) -> None:
+        self.registry = str(registry)
+        # An S3 registry is synced into a local cache, and loaded from there like a directory.
+        self.mirror: S3Mirror | None = None
+        self.routing_store: RoutingStore
+        if is_s3_url(registry):
+            url = S3Url.parse(registry)
+            cache = registry_cache or default_cache_dir(url)
+            self.mirror = S3Mirror(S3Registry(url), cache)
+            self.layout = Layout(self.mirror.root)
+            self.routing_store = S3RoutingStore(self.mirror)
+        else:
+            self.layout = Layout(registry)
+            self.routing_store = LocalRoutingStore(self.layout.root)
         self.default_intra_op_threads = default_intra_op_threads
         self.models: dict[str, Model] = {}
         self.loading_done = False
@@ -130,16 +141,25 @@ class ModelManager:
     def index(self) -> list[dict[str, str]]:
         """Triton's repository index: every model and version in the registry, with its state."""
         out: list[dict[str, str]] = []
-        for name in sorted(set(self.layout.model_names()) | set(self.models)):
+        refused = self.mirror.refused() if self.mirror is not None else {}
+        names = set(self.layout.model_names()) | set(self.models) | {n for n, _ in refused}
+        for name in sorted(names):
             model = self.models.get(name)
             published = self.layout.versions(name) if self.layout.model_dir(name).is_dir() else []
             loaded = model.versions if model else {}
-            for version in sorted(set(published) | set(loaded)):
+            not_synced = {v: why for (n, v), why in refused.items() if n == name}
+            for version in sorted(set(published) | set(loaded) | set(not_synced)):
                 mv = loaded.get(version)
+                if mv is None and version in not_synced:
+                    out.append({"name": name, "version": str(version), "state": "FAILED",
+                                "reason": f"not synced from {self.registry}: "
+                                          f"{not_synced[version]}"})
+                    continue
                 entry = {"name": name, "version": str(version),
                          "state": mv.state.value if mv else "UNAVAILABLE",
                          "reason": mv.reason if mv else "not loaded (version policy or unloaded)"}
                 out.append(entry)
+            published = published or list(not_synced)
             if not published and not loaded:
                 out.append({"name": name, "version": "", "state": "UNAVAILABLE",
                             "reason": model.reason if model else "no published versions"})
@@ -147,8 +167,28 @@ class ModelManager:
 
     # ---- loading and unloading ---------------------------------------------------------------
 
+    async def sync(self) -> bool:
+        """An S3 registry: bring the local cache up to date (in a thread: the event loop never
+        waits on the network). When the bucket cannot be read, what the cache holds serves.
+        False when the sync failed."""
+        if self.mirror is None:
+            return True
+        try:
+            await asyncio.to_thread(self.mirror.sync)
+        except Exception as exc:
+            log.error("registry sync from %s failed: %s (serving what the cache at %s holds)",
+                      self.registry, exc, self.mirror.root)
+            return False
+        return True
+
     async def load_all(self) -> None:
-        """Load every model the registry holds, one version at a time (bounded memory)."""
+        """Load every model the registry holds, one version at a time (bounded memory). An S3
+        registry that cannot be read while the cache is empty is retried (not ready till then)."""
+        delay = 0.5
+        while not await self.sync() and not self.layout.model_names():
+            log.warning("nothing cached from %s yet: retrying in %g s", self.registry, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
         for name in self.layout.model_names():
             await self.load_model(name)
         self.loading_done = True
@@ -171,13 +211,21 @@ class ModelManager:
             cfg: tuple[object, ...] = (st.st_mtime_ns, st.st_size)
         except OSError:
             cfg = ()
-        return (cfg, tuple(self.layout.versions(name)), routing_stat(self.layout.root, name))
+        return (cfg, tuple(self.layout.versions(name)), self.routing_store.stat(name))
 
     async def set_routing(self, name: str, state: RoutingState) -> Model:
         """Write a model's routing state to the registry and apply it here (loading what it
         needs first)."""
-        write_routing(self.layout.root, name, state)
+        await self._write_routing(name, state)
         return await self.load_model(name)
+
+    async def _write_routing(self, name: str, state: RoutingState) -> None:
+        if self.mirror is None:
+            # A small local file, written in place: no await between a caller's change and
+            # the reload that applies it (the rollout controller relies on that).
+            self.routing_store.write(name, state)
+        else:  # the network: never on the event loop
+            await asyncio.to_thread(self.routing_store.write, name, state)
 
     async def load_model(self, name: str) -> Model:
         """(Re)load a model from the registry: new versions are loaded and warmed up before they
@@ -204,7 +252,7 @@ class ModelManager:
             config_changed = model.config != config
             model.config, model.reason = config, ""
             try:
-                model.routing = read_routing(self.layout.root, name)
+                model.routing = self.routing_store.read(name)
             except ValueError as exc:
                 log.error("model %s: %s (routing unchanged)", name, exc)
             published = self.layout.versions(name)
@@ -237,7 +285,10 @@ class ModelManager:
             if not config.auto_promote and model.routing is None and model.primary is not None:
                 # Pin what serves now: from here on only a rollout moves the primary.
                 model.routing = RoutingState(primary=model.primary.version)
-                write_routing(self.layout.root, name, model.routing)
+                try:
+                    await self._write_routing(name, model.routing)
+                except Exception as exc:  # the pin holds here; the next load writes it again
+                    log.error("model %s: could not save the pinned primary: %s", name, exc)
                 model.refresh_primary()
             # Retire versions the policy no longer wants, once something wanted serves.
             if any(v in model.versions and model.versions[v].state is State.READY for v in wanted):
@@ -281,6 +332,7 @@ class ModelManager:
         while True:
             await asyncio.sleep(interval_s)
             try:
+                await self.sync()
                 names = set(self.layout.model_names())
                 for name in sorted(names):
                     model = self.models.get(name)

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from serving.registry.layout import Layout
 from serving.registry.manifest import Manifest
 
 MODEL_TOML = """\
@@ -141,11 +140,12 @@ def build_examples(registry: Path | str, only_missing: bool = True,
                    log: Callable[[str], None] = print) -> list[str]:
     """Build every example model into `registry`; with only_missing, skip models already there."""
     from serving.packaging.publish import publish_version
+    from serving.registry.store import open_registry
 
-    layout = Layout(registry)
+    view = open_registry(registry)
     built = []
     for example in EXAMPLES:
-        if only_missing and layout.versions(example.name):
+        if only_missing and view.versions(example.name):
             continue
         manifest, onnx_bytes = build_example(example)
         version = publish_version(

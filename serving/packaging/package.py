@@ -84,7 +84,7 @@ def generated_data(estimator: Any, n_features: int, rows: int = 256) -> np.ndarr
 def package(
     source: Path,
     name: str,
-    registry: Path,
+    registry: Path | str,
     *,
     sample_data: Path | None = None,
     datatype: str = "FP32",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from serving.registry.layout import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, Layout
 from serving.registry.manifest import Manifest, write_manifest
+from serving.registry.s3 import is_s3_url
 
 
 def publish_version(
@@ -22,8 +23,13 @@ def publish_version(
     """Write `onnx_bytes` + manifest as the model's next integer version; return that version.
 
     The version directory appears whole or not at all: a crash leaves only a `.tmp-*` directory,
-    which the registry ignores (its name is not an integer).
+    which the registry ignores (its name is not an integer). `s3://bucket/prefix` publishes to
+    object storage: model.onnx first, manifest.json last, never over an existing version.
     """
+    if is_s3_url(registry):
+        from serving.registry.s3 import S3Registry
+
+        return S3Registry(str(registry)).publish_version(manifest, onnx_bytes, model_toml)
     layout = Layout(registry)
     model_dir = layout.model_dir(manifest.name)
     model_dir.mkdir(parents=True, exist_ok=True)

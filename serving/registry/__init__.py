@@ -1,1 +1,1 @@
-"""The registry on disk: models, versions, manifests and serving configs."""
+"""The registry, on disk or in S3: models, versions, manifests and serving configs."""

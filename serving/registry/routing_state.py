@@ -8,6 +8,7 @@ history). `_state` is not a valid model name, so the registry never mistakes it 
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,12 +104,17 @@ def read_routing(registry: Path | str, model: str) -> RoutingState | None:
         raise ValueError(f"invalid routing state {path.name}: {exc}") from None
 
 
+def routing_bytes(state: RoutingState) -> bytes:
+    """The state file's content."""
+    return orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2)
+
+
 def write_routing(registry: Path | str, model: str, state: RoutingState) -> None:
     """Write the whole state atomically (temp file, then rename)."""
     path = state_path(registry, model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(orjson.dumps(state.to_json(), option=orjson.OPT_INDENT_2))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(routing_bytes(state))
     os.replace(tmp, path)
 
 

@@ -1,0 +1,632 @@
+"""A registry in S3-compatible object storage, and its mirror in a local cache directory.
+
+The bucket holds, under a prefix, the same tree as a registry directory:
+
+    <prefix>/<model>/model.toml
+    <prefix>/<model>/<version>/model.onnx      (and any other files of the version)
+    <prefix>/<model>/<version>/manifest.json   written LAST: a version is complete once it exists
+    <prefix>/_state/<model>.json               routing and rollout state, shared by every replica
+
+The server never reads the bucket on the request path: `S3Mirror.sync` copies complete versions,
+model.toml files and routing state into a cache directory, and the manager loads from there with
+the same code as for a local registry. Every key is parsed into validated names before a path is
+built from it; anything else under the prefix is ignored.
+
+boto3 is imported on first use (the `s3` extra); endpoint and credentials come from the standard
+AWS environment variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+AWS_DEFAULT_REGION, AWS_PROFILE ...), as boto3 reads them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from serving.registry.layout import (
+    _VERSION,
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    check_model_name,
+    is_model_name,
+)
+from serving.registry.manifest import Manifest
+from serving.registry.routing_state import (
+    STATE_DIR,
+    RoutingState,
+    routing_bytes,
+    state_path,
+    write_routing,
+)
+
+log = logging.getLogger("serving.registry")
+
+SCHEME = "s3://"
+TMP_DIR = ".tmp"  # inside the cache: downloads land here, then are renamed into place
+LOCK_FILE = ".lock"
+_STALE_TMP_S = 3600.0
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
+_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # files inside a version
+_CHUNK = 1 << 20
+
+
+class S3RegistryError(Exception):
+    """An S3 registry could not be read or written; the message says what and where."""
+
+
+def is_s3_url(registry: object) -> bool:
+    """True for `s3://bucket[/prefix]` strings (a Path never is one: it folds the `//`)."""
+    return isinstance(registry, str) and registry.startswith(SCHEME)
+
+
+@dataclass(frozen=True)
+class S3Url:
+    """`s3://bucket/prefix`, split and checked."""
+
+    bucket: str
+    prefix: str  # no leading or trailing slash; "" is the bucket's root
+
+    @classmethod
+    def parse(cls, url: str) -> S3Url:
+        if not is_s3_url(url):
+            raise ValueError(f"not an s3:// URL: {url!r}")
+        bucket, _, prefix = url[len(SCHEME):].partition("/")
+        prefix = prefix.strip("/")
+        if _BUCKET.fullmatch(bucket) is None or ".." in bucket:
+            raise ValueError(f"invalid bucket name in {url!r}")
+        if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+            raise ValueError(f"invalid prefix in {url!r}: empty, '.' or '..' path segments")
+        return cls(bucket, prefix)
+
+    def key(self, *parts: str) -> str:
+        return "/".join((self.prefix, *parts)) if self.prefix else "/".join(parts)
+
+    @property
+    def list_prefix(self) -> str:
+        return f"{self.prefix}/" if self.prefix else ""
+
+    def __str__(self) -> str:
+        return f"{SCHEME}{self.bucket}/{self.prefix}" if self.prefix else f"{SCHEME}{self.bucket}"
+
+
+def default_cache_dir(url: S3Url) -> Path:
+    """`$XDG_CACHE_HOME/serving/s3/<bucket>/<prefix>` (else `~/.cache/...`), the prefix written
+    as one directory name (`/` as `+`, the bucket root as `+`) so that nested prefixes never
+    share a cache; a prefix with other characters is named by its hash."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    parts = url.prefix.split("/") if url.prefix else []
+    if all(_FILE.fullmatch(p) for p in parts):
+        leaf = "+".join(parts) or "+"
+    else:
+        leaf = "=" + hashlib.sha256(url.prefix.encode()).hexdigest()[:24]
+    return base / "serving" / "s3" / url.bucket / leaf
+
+
+@dataclass(frozen=True)
+class Obj:
+    """One listed object: what tells versions of it apart."""
+
+    key: str
+    etag: str
+    size: int
+
+
+@dataclass
+class ModelObjects:
+    config: Obj | None = None
+    versions: dict[int, dict[str, Obj]] = field(default_factory=dict)  # file name -> object
+
+    def complete(self) -> dict[int, dict[str, Obj]]:
+        """Versions whose manifest.json exists: publishing writes it last."""
+        return {v: files for v, files in self.versions.items() if MANIFEST_FILE in files}
+
+
+@dataclass
+class Snapshot:
+    """What one listing of the prefix found, names validated; everything else is dropped."""
+
+    models: dict[str, ModelObjects] = field(default_factory=dict)
+    states: dict[str, Obj] = field(default_factory=dict)  # model -> its _state/<model>.json
+
+
+def parse_listing(objects: list[Obj], url: S3Url) -> Snapshot:
+    snap = Snapshot()
+    start = len(url.list_prefix)
+    for obj in objects:
+        parts = obj.key[start:].split("/")
+        if len(parts) == 2 and parts[0] == STATE_DIR:
+            name = parts[1].removesuffix(".json")
+            if parts[1].endswith(".json") and is_model_name(name):
+                snap.states[name] = obj
+            continue
+        if not is_model_name(parts[0]):
+            continue
+        if len(parts) == 2 and parts[1] == CONFIG_FILE:
+            snap.models.setdefault(parts[0], ModelObjects()).config = obj
+        elif (len(parts) == 3 and _VERSION.fullmatch(parts[1])
+              and _FILE.fullmatch(parts[2]) and ".." not in parts[2]):
+            model = snap.models.setdefault(parts[0], ModelObjects())
+            model.versions.setdefault(int(parts[1]), {})[parts[2]] = obj
+    return snap
+
+
+class S3Registry:
+    """Reads and publishes a registry in a bucket. Thread-safe; calls block (run them in
+    threads from async code)."""
+
+    def __init__(self, url: str | S3Url, client: Any = None) -> None:
+        self.url = url if isinstance(url, S3Url) else S3Url.parse(url)
+        self._client = client
+        self._client_lock = threading.Lock()
+        self._snapshot: Snapshot | None = None  # for the read helpers below
+
+    def __str__(self) -> str:
+        return str(self.url)
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = _make_client()
+        return self._client
+
+    # ---- raw access --------------------------------------------------------------------------
+
+    def list_objects(self) -> list[Obj]:
+        out = []
+        with _errors(f"list {self.url}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.url.bucket, Prefix=self.url.list_prefix
+            )
+            for page in pages:
+                for o in page.get("Contents", ()):
+                    out.append(Obj(o["Key"], str(o.get("ETag", "")), int(o.get("Size", 0))))
+        return out
+
+    def snapshot(self) -> Snapshot:
+        return parse_listing(self.list_objects(), self.url)
+
+    def get_bytes(self, key: str) -> tuple[bytes, str]:
+        """An object's content and ETag."""
+        with _errors(f"get s3://{self.url.bucket}/{key}"):
+            r = self.client.get_object(Bucket=self.url.bucket, Key=key)
+            return r["Body"].read(), str(r.get("ETag", ""))
+
+    def download(self, key: str, dest: Path) -> tuple[int, str]:
+        """Stream an object into `dest`; returns (size, sha256 hex)."""
+        h = hashlib.sha256()
+        size = 0
+        with _errors(f"get s3://{self.url.bucket}/{key}"):
+            body = self.client.get_object(Bucket=self.url.bucket, Key=key)["Body"]
+            with dest.open("wb") as f:
+                for chunk in body.iter_chunks(_CHUNK):
+                    f.write(chunk)
+                    h.update(chunk)
+                    size += len(chunk)
+        return size, h.hexdigest()
+
+    def put(self, key: str, data: bytes) -> str:
+        """Write an object (overwriting); returns its ETag."""
+        with _errors(f"put s3://{self.url.bucket}/{key}"):
+            r = self.client.put_object(Bucket=self.url.bucket, Key=key, Body=data)
+            return str(r.get("ETag", ""))
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            with _errors(f"head s3://{self.url.bucket}/{key}", passthrough=ClientError):
+                self.client.head_object(Bucket=self.url.bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if _status(exc) == 404 or _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise S3RegistryError(f"head s3://{self.url.bucket}/{key}: {exc}") from None
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Create an object only if none exists; False when one does. A conditional put
+        (If-None-Match: *), after a check that also covers stores that ignore the condition;
+        stores that refuse it (501) get check-then-put, which a racing writer can beat."""
+        from botocore.exceptions import ClientError
+
+        if self.exists(key):
+            return False
+        where = f"put s3://{self.url.bucket}/{key}"
+        try:
+            with _errors(where, passthrough=ClientError):
+                self.client.put_object(Bucket=self.url.bucket, Key=key, Body=data,
+                                       IfNoneMatch="*")
+            return True
+        except ClientError as exc:
+            if _status(exc) in (409, 412) or _code(exc) in ("PreconditionFailed",
+                                                              "ConditionalRequestConflict"):
+                return False
+            if _status(exc) == 501 or _code(exc) == "NotImplemented":
+                log.warning("%s does not support conditional writes: check-then-put", self.url)
+                self.put(key, data)
+                return True
+            raise S3RegistryError(f"{where}: {exc}") from None
+
+    # ---- what `serving models` and `serving examples` read -----------------------------------
+
+    def _snap(self) -> Snapshot:
+        if self._snapshot is None:
+            self._snapshot = self.snapshot()
+        return self._snapshot
+
+    def model_names(self) -> list[str]:
+        """Models with at least one object under the prefix (as of this object's first read)."""
+        return sorted(self._snap().models)
+
+    def has_model(self, name: str) -> bool:
+        return check_model_name(name) in self._snap().models
+
+    def versions(self, name: str) -> list[int]:
+        """Complete versions (manifest.json present), ascending."""
+        model = self._snap().models.get(check_model_name(name))
+        return sorted(model.complete()) if model else []
+
+    def manifest(self, name: str, version: int) -> Manifest:
+        key = self.url.key(check_model_name(name), str(int(version)), MANIFEST_FILE)
+        data, _ = self.get_bytes(key)
+        try:
+            return Manifest.from_json(orjson.loads(data))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"invalid manifest {MANIFEST_FILE}: {exc}") from None
+
+    # ---- publishing --------------------------------------------------------------------------
+
+    def publish_version(
+        self, manifest: Manifest, onnx_bytes: bytes, model_toml: str | None = None
+    ) -> int:
+        """Upload `onnx_bytes` + manifest as the model's next version; return that version.
+
+        Readers see the version whole or not at all: model.onnx goes first, manifest.json last.
+        The version number is claimed by creating model.onnx with a conditional put, so two
+        publishers never share a number; an existing version is never overwritten.
+        """
+        name = check_model_name(manifest.name)
+        self._snapshot = None
+        if model_toml is not None:
+            self.put_if_absent(self.url.key(name, CONFIG_FILE), model_toml.encode())
+        for _ in range(50):
+            model = self.snapshot().models.get(name)
+            taken = set(model.versions) if model else set()  # half-published ones too
+            version = max(taken, default=0) + 1
+            if not self.put_if_absent(self.url.key(name, str(version), MODEL_FILE), onnx_bytes):
+                continue  # another publisher took this number: take the next one
+            doc = orjson.dumps(replace(manifest, version=version).to_json(),
+                               option=orjson.OPT_INDENT_2)
+            if not self.put_if_absent(self.url.key(name, str(version), MANIFEST_FILE), doc):
+                raise S3RegistryError(
+                    f"{name} version {version} got a manifest from another publisher while this "
+                    "one uploaded; nothing was overwritten"
+                )
+            return version
+        raise S3RegistryError(f"could not claim a version number for {name} in {self.url}")
+
+    def state_key(self, model: str) -> str:
+        return self.url.key(STATE_DIR, f"{check_model_name(model)}.json")
+
+
+@dataclass
+class SyncReport:
+    """What one sync changed in the cache."""
+
+    added: list[tuple[str, int]] = field(default_factory=list)
+    removed: list[tuple[str, int | None]] = field(default_factory=list)  # None: the whole model
+    refused: list[tuple[str, int, str]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # model.toml and state files updated
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.refused or self.files)
+
+
+class _Refused(Exception):
+    """A version failed verification: not installed until its objects change."""
+
+
+class S3Mirror:
+    """Keeps a cache directory equal to the bucket's complete versions, model.toml files and
+    routing state. Several processes may share one cache: syncs take a file lock, everything
+    lands in `.tmp` first and is renamed into place, and a rename that finds its target already
+    there drops its own copy."""
+
+    def __init__(self, registry: S3Registry, cache: Path | str) -> None:
+        self.registry = registry
+        self.root = Path(cache)
+        self._lock = threading.Lock()
+        # small files as this process last wrote them: key -> (ETag, (mtime_ns, size) in cache)
+        self._etags: dict[str, tuple[str, tuple[int, int] | None]] = {}
+        self._refused: dict[tuple[str, int], tuple[tuple[object, ...], str]] = {}
+
+    def refused(self) -> dict[tuple[str, int], str]:
+        """Versions that failed verification, with the reason (until their objects change)."""
+        return {k: reason for k, (_, reason) in self._refused.items()}
+
+    def sync(self) -> SyncReport:
+        """Bring the cache up to date with the bucket. Blocking: run it in a thread."""
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with _file_lock(self.root / LOCK_FILE):
+                # Small files written after this instant may be newer than the listing.
+                listed_at = time.time() - 1.0
+                snap = self.registry.snapshot()
+                report = SyncReport()
+                self._apply(snap, listed_at, report)
+        for model, version in report.added:
+            log.info("synced %s v%d from %s", model, version, self.registry)
+        for model, version in report.removed:
+            what = model if version is None else f"{model} v{version}"
+            log.info("removed %s from the cache: no longer in %s", what, self.registry)
+        for model, version, reason in report.refused:
+            log.error("refused %s v%d from %s: %s", model, version, self.registry, reason)
+        return report
+
+    def write_state(self, model: str, state: RoutingState) -> None:
+        """Write routing state to the bucket, then to the cache (so this replica reads it back
+        at once). Blocking: run it in a thread."""
+        key = self.registry.state_key(model)
+        etag = self.registry.put(key, routing_bytes(state))
+        write_routing(self.root, model, state)
+        self._etags[key] = (etag, _fstat(state_path(self.root, model)))
+
+    # ---- the sync itself ---------------------------------------------------------------------
+
+    def _apply(self, snap: Snapshot, listed_at: float, report: SyncReport) -> None:
+        tmp = self.root / TMP_DIR
+        tmp.mkdir(exist_ok=True)
+        _clean_stale(tmp)
+        wanted = {name: m for name, m in snap.models.items() if m.complete()}
+        for path in sorted(self.root.iterdir()):  # models that left the bucket
+            if path.is_dir() and is_model_name(path.name) and path.name not in wanted:
+                self._remove(path)
+                report.removed.append((path.name, None))
+        for name, model in sorted(wanted.items()):
+            self._sync_model(name, model, listed_at, report)
+        self._refused = {k: v for k, v in self._refused.items()
+                         if k[0] in wanted and k[1] in wanted[k[0]].complete()}
+        state_dir = self.root / STATE_DIR
+        for name, obj in sorted(snap.states.items()):
+            self._sync_file(obj, state_dir / f"{name}.json", listed_at, report)
+        if state_dir.is_dir():
+            for path in state_dir.iterdir():
+                name = path.name.removesuffix(".json")
+                if (path.name.endswith(".json") and is_model_name(name)
+                        and name not in snap.states and _older_than(path, listed_at)):
+                    path.unlink(missing_ok=True)
+                    report.files.append(f"{STATE_DIR}/{path.name} (removed)")
+
+    def _sync_model(self, name: str, model: ModelObjects, listed_at: float,
+                    report: SyncReport) -> None:
+        final = self.root / name
+        complete = model.complete()
+        if not final.is_dir():
+            # A new model appears whole: its model.toml and versions, then one rename.
+            staging = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root / TMP_DIR))
+            try:
+                os.chmod(staging, 0o755)
+                if model.config is not None:
+                    self._sync_file(model.config, staging / CONFIG_FILE, listed_at, report)
+                added = [v for v in sorted(complete)
+                         if self._install(name, v, complete[v], staging, report)]
+                if added and _rename_into_place(staging, final):
+                    report.added.extend((name, v) for v in added)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            return
+        if model.config is not None:
+            self._sync_file(model.config, final / CONFIG_FILE, listed_at, report)
+        elif (final / CONFIG_FILE).is_file() and _older_than(final / CONFIG_FILE, listed_at):
+            (final / CONFIG_FILE).unlink(missing_ok=True)
+            report.files.append(f"{name}/{CONFIG_FILE} (removed)")
+        for path in sorted(final.iterdir()):  # versions deleted from the bucket
+            if path.is_dir() and _VERSION.fullmatch(path.name) and int(path.name) not in complete:
+                self._remove(path)
+                report.removed.append((name, int(path.name)))
+        for version, files in sorted(complete.items()):
+            target = final / str(version)
+            if (target / MANIFEST_FILE).is_file():
+                continue
+            if target.exists():  # not something a sync leaves behind: replace it
+                self._remove(target)
+            if self._install(name, version, files, final, report):
+                report.added.append((name, version))
+
+    def _install(self, name: str, version: int, files: dict[str, Obj], parent: Path,
+                 report: SyncReport) -> bool:
+        """Download, verify and rename one version into `parent`; False if it is not there."""
+        signature = tuple(sorted((f, o.etag, o.size) for f, o in files.items()))
+        seen = self._refused.get((name, version))
+        if seen is not None and seen[0] == signature:
+            return False  # refused before and unchanged since
+        work = Path(tempfile.mkdtemp(prefix=f"{name}-{version}-", dir=self.root / TMP_DIR))
+        try:
+            os.chmod(work, 0o755)
+            try:
+                self._download_version(files, work)
+            except _Refused as exc:
+                self._refused[(name, version)] = (signature, str(exc))
+                report.refused.append((name, version, str(exc)))
+                return False
+            except (S3RegistryError, OSError) as exc:  # transient: tried again next sync
+                log.warning("could not sync %s v%d from %s: %s", name, version,
+                            self.registry, exc)
+                return False
+            self._refused.pop((name, version), None)
+            _check_inside(self.root, parent / str(version))
+            return _rename_into_place(work, parent / str(version)) or (
+                parent / str(version) / MANIFEST_FILE).is_file()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _download_version(self, files: dict[str, Obj], work: Path) -> None:
+        data, _ = self.registry.get_bytes(files[MANIFEST_FILE].key)
+        try:
+            manifest = Manifest.from_json(orjson.loads(data))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise _Refused(f"invalid {MANIFEST_FILE}: {exc}") from None
+        if MODEL_FILE not in files:
+            raise _Refused(f"{MODEL_FILE} is missing")
+        for fname, obj in sorted(files.items()):
+            if fname == MANIFEST_FILE:
+                continue
+            size, digest = self.registry.download(obj.key, work / fname)
+            if size != obj.size:
+                raise _Refused(f"{fname} has {size} bytes, the listing said {obj.size}")
+            if fname == MODEL_FILE and digest != manifest.sha256:
+                raise _Refused(f"checksum mismatch: manifest says sha256 "
+                               f"{manifest.sha256[:16]}..., {MODEL_FILE} has {digest[:16]}...")
+        (work / MANIFEST_FILE).write_bytes(data)  # last, as when publishing
+
+    def _sync_file(self, obj: Obj, dest: Path, listed_at: float, report: SyncReport) -> None:
+        """Copy a small mutable file (model.toml, routing state) if it changed. A cached file
+        written after the listing (by this replica or another) is left for the next sync."""
+        if dest.is_file() and self._etags.get(obj.key) == (obj.etag, _fstat(dest)):
+            return  # as this process left it, and unchanged in the bucket
+        if dest.is_file() and not _older_than(dest, listed_at):
+            return
+        try:
+            data, etag = self.registry.get_bytes(obj.key)
+        except S3RegistryError as exc:
+            log.warning("could not sync %s: %s", obj.key, exc)
+            return
+        _check_inside(self.root, dest)
+        with contextlib.suppress(OSError):
+            if dest.read_bytes() == data:  # unchanged: keep its mtime (pollers compare it)
+                self._etags[obj.key] = (etag, _fstat(dest))
+                return
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="file-", dir=self.root / TMP_DIR)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._etags[obj.key] = (etag, _fstat(dest))
+        report.files.append(str(dest.relative_to(self.root)))
+
+    def _remove(self, path: Path) -> None:
+        """Rename out of sight first (readers never see half a directory), then delete."""
+        _check_inside(self.root, path)
+        trash = self.root / TMP_DIR / f"del-{uuid.uuid4().hex}"
+        try:
+            os.rename(path, trash)
+        except FileNotFoundError:
+            return  # another process removed it
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _rename_into_place(src: Path, dst: Path) -> bool:
+    """Rename a finished directory into place; False (and nothing changed) if `dst` exists,
+    e.g. because another process sharing the cache installed it first."""
+    if dst.exists():
+        return False
+    try:
+        os.rename(src, dst)  # fails on a non-empty target directory
+    except OSError:
+        if dst.exists():
+            return False
+        raise
+    return True
+
+
+def _check_inside(root: Path, path: Path) -> None:
+    """Names are validated before paths are built; this is the belt to those braces."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise S3RegistryError(f"refusing to write outside the cache: {path}")
+
+
+def _fstat(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _older_than(path: Path, t: float) -> bool:
+    try:
+        return path.stat().st_mtime < t
+    except OSError:
+        return False
+
+
+def _clean_stale(tmp: Path) -> None:
+    """Leftovers of processes that died mid-download."""
+    cutoff = time.time() - _STALE_TMP_S
+    for path in tmp.iterdir():
+        if _older_than(path, cutoff):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock shared by the processes using one cache (no-op without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _make_client() -> Any:
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        raise S3RegistryError(
+            "s3:// registries need boto3: pip install 'serving[s3]'"
+        ) from None
+    config = Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=10,
+                    read_timeout=60)
+    return boto3.session.Session().client("s3", config=config)
+
+
+@contextlib.contextmanager
+def _errors(what: str, passthrough: type[BaseException] | None = None) -> Iterator[None]:
+    """boto3's errors as S3RegistryError naming the operation and the object."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        if passthrough is not None and isinstance(exc, passthrough):
+            raise
+        raise S3RegistryError(f"{what}: {exc}") from None
+
+
+def _status(exc: Any) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+
+
+def _code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
