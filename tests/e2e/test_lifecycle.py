@@ -156,3 +156,23 @@ def test_polling_applies_config_changes_and_removals(registry_copy: Path, tmp_pa
         wait_for(lambda: c.get("/v2/models/diabetes/ready").status_code == 503)
         r = c.post("/v1/models/diabetes:predict", content=b'{"instances": [[0,0,0,0,0,0,0,0,0,0]]}')
         assert r.status_code == 503
+
+
+def test_unloading_under_load_never_fails_a_request_with_a_500(
+    registry_copy: Path, tmp_path: Path
+) -> None:
+    """Requests already answered by a version that is unloaded before they are encoded still
+    get their answer (or a clean 404/503 when they arrive after it); never a 500 because the
+    version's session was released under them."""
+    for other in ("forest", "digits", "alltypes"):
+        shutil.rmtree(registry_copy / other)
+    with run_server(registry_copy, tmp_path) as s, httpx.Client(base_url=s.url, timeout=10) as c, \
+            Load(s.url) as load:
+        wait_for(lambda: load.seen("1") > 50)
+        for _ in range(30):
+            assert c.post("/v2/repository/models/iris/unload").status_code == 200
+            assert c.post("/v2/repository/models/iris/load").status_code == 200
+            before = load.seen("1")
+            wait_for(lambda before=before: load.seen("1") > before + 5)
+    assert set(load.statuses) <= {200, 404, 503}, (load.statuses, load.errors[:3])
+    assert not any("internal error" in e for e in load.errors), load.errors[:3]
