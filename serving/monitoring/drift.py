@@ -83,9 +83,11 @@ class DriftMonitor:
         self.created_at = created_at
         self._lock = threading.Lock()
         self._current = _Half(n, self._width, self._out_widths)
-        self._buf_x = np.empty((CHUNK, n), np.float64)
-        self._buf_out = [np.empty(CHUNK, np.float64) for _ in self.outputs]
-        self._buffered = 0
+        self._n_features = n
+        self._out_names = [name for name, _ in self.outputs]
+        self._pending_x: list[np.ndarray] = []
+        self._pending_out: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        self._buffered = 0  # rows pending
         self._classes = {name: np.asarray(spec["classes"], np.float64)
                          for name, spec in self.outputs if spec["kind"] == "classes"}
         self._out_edges = {name: np.asarray(spec["edges"], np.float64)
@@ -95,44 +97,56 @@ class DriftMonitor:
     # ---- per batch (worker thread) ------------------------------------------------------------
 
     def observe(self, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
-        """Buffer a batch's rows (a copy, a few microseconds); every CHUNK rows are counted in
-        one vectorised pass, so numpy's per-call overhead is paid per chunk, not per batch."""
+        """Keep a batch's rows for counting (about a microsecond: a small copy of the inputs,
+        references to the outputs); every CHUNK rows are counted in one vectorised pass, so
+        numpy's per-call overhead is paid per chunk, not per batch."""
         if self.sample < 1.0 and random.random() >= self.sample:
             return
         x = feeds.get(self.input_name)
-        if x is None or x.ndim != 2 or x.shape[1] != len(self.names):
+        if x is None or x.ndim != 2 or x.shape[1] != self._n_features:
             return
-        outs = [outputs.get(name) for name, _ in self.outputs]
-        if len(x) > self.max_rows_per_batch:
+        outs = [outputs.get(name) for name in self._out_names]
+        n = len(x)
+        if n > self.max_rows_per_batch:
             # a strided sample of big batches: the window stays representative and a 64-row
             # request costs what an 8-row one does
-            step = -(-len(x) // self.max_rows_per_batch)
+            step = -(-n // self.max_rows_per_batch)
             x = x[::step]
             outs = [None if a is None else a[::step] for a in outs]
-        with self._lock:
-            start = 0
             n = len(x)
-            while start < n:
-                take = min(n - start, CHUNK - self._buffered)
-                end = self._buffered + take
-                self._buf_x[self._buffered : end] = x[start : start + take]
-                for buf, arr in zip(self._buf_out, outs, strict=True):
-                    if arr is not None:
-                        buf[self._buffered : end] = arr.reshape(len(arr), -1)[
-                            start : start + take, 0
-                        ]
-                self._buffered = end
-                start += take
-                if self._buffered == CHUNK:
-                    self._count()
+        # The inputs may sit in a batch buffer the next batch reuses: copy them (a few rows).
+        # ONNX Runtime's outputs are fresh arrays per run: a reference is enough.
+        x = x.copy()
+        with self._lock:
+            self._pending_x.append(x)
+            for pend, arr in zip(self._pending_out, outs, strict=True):
+                pend.append(np.full(n, np.nan) if arr is None or len(arr) != n else arr)
+            self._buffered += n
+            if self._buffered >= CHUNK:
+                self._count()
+
+    def _gather(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The pending rows as one float64 input block and one column per output (the first
+        value of each row); caller holds the lock."""
+        x = np.concatenate(self._pending_x, dtype=np.float64)
+        cols = []
+        for pend in self._pending_out:
+            try:
+                block = np.concatenate(pend)
+            except ValueError:  # a missing output (NaN column) beside 2-D ones
+                block = np.concatenate([a.reshape(len(a), -1)[:, 0] for a in pend])
+            cols.append(block.reshape(len(block), -1)[:, 0].astype(np.float64, copy=False))
+        self._pending_x = []
+        self._pending_out = [[] for _ in self.outputs]
+        return x, cols
 
     def _count(self) -> None:
         """Fold the buffered rows into the window (caller holds the lock)."""
-        n = self._buffered
-        if not n:
+        if not self._pending_x:
             return
         self._buffered = 0
-        x = self._buf_x[:n]
+        x, cols = self._gather()
+        n = len(x)
         finite = np.isfinite(x)
         nan = n - finite.sum(axis=0)
         with np.errstate(invalid="ignore"):
@@ -153,10 +167,9 @@ class DriftMonitor:
         cur.bins += counts
         cur.nan += nan
         cur.oor += oor
-        for (_name, spec), width, buf, acc in zip(
-            self.outputs, self._out_widths, self._buf_out, cur.out, strict=True
+        for (_name, spec), width, vals, acc in zip(
+            self.outputs, self._out_widths, cols, cur.out, strict=True
         ):
-            vals = buf[:n]
             if spec["kind"] == "classes":
                 classes = self._classes[_name]
                 pos = np.searchsorted(classes, vals)

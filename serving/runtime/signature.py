@@ -17,7 +17,8 @@ def _shape_text(shape: Sequence[int]) -> str:
 class Signature:
     """Inputs and outputs of a model version, with the per-request validation."""
 
-    __slots__ = ("_in", "_out", "batched", "input_names", "inputs", "output_names", "outputs")
+    __slots__ = ("_in", "_out", "_tails", "batched", "input_names", "inputs", "output_names",
+                 "outputs")
 
     def __init__(self, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
         self.inputs = tuple(inputs)
@@ -26,6 +27,12 @@ class Signature:
         self._out = {t.name: t for t in self.outputs}
         self.input_names = tuple(self._in)
         self.output_names = tuple(self._out)
+        # Inputs whose only variable dimension is the first: their shape check is one tuple
+        # comparison of the rest.
+        self._tails = {
+            t.name: tuple(t.shape[1:]) for t in self.inputs
+            if t.shape and t.shape[0] == -1 and -1 not in t.shape[1:]
+        }
         # Batched when every input and output has a variable first dimension.
         self.batched = all(len(t.shape) >= 1 and t.shape[0] == -1 for t in self.inputs) and all(
             len(t.shape) >= 1 and t.shape[0] == -1 for t in self.outputs
@@ -59,9 +66,15 @@ class Signature:
                     f"input {t.name!r}: expected datatype {spec.datatype}, got {t.datatype}"
                 )
             shape = t.shape
-            if len(shape) != len(spec.shape) or any(
-                want != -1 and want != got for want, got in zip(spec.shape, shape, strict=True)
-            ):
+            tail = self._tails.get(t.name)
+            if len(shape) != len(spec.shape):
+                bad = True
+            elif tail is not None:
+                bad = shape[1:] != tail
+            else:
+                bad = any(want != -1 and want != got
+                          for want, got in zip(spec.shape, shape, strict=True))
+            if bad:
                 raise BadRequest(
                     f"input {t.name!r}: expected shape {_shape_text(spec.shape)}, "
                     f"got {_shape_text(shape)}"
