@@ -28,7 +28,9 @@ ENV PATH=/opt/serving/bin:$PATH \
     SERVING_REGISTRY=/models
 USER serving
 EXPOSE 8000
+# Liveness, not readiness: /v2/health/ready turns 503 while saturated or draining, and an
+# orchestrator that replaces unhealthy containers (ECS, Swarm) must not kill a busy server.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status == 200 else 1)"]
+  CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/v2/health/live', timeout=2).status == 200 else 1)"]
 ENTRYPOINT ["serving", "serve"]
 CMD ["--registry", "/models", "--port", "8000"]
