@@ -185,6 +185,9 @@ def test_sigterm_unreadies_at_once_serves_through_the_grace_and_exits_0(
             ok_at_unready = load.ok
             time.sleep(1.0)  # the load balancer's reaction time, inside the 3 s grace
             assert s.proc.poll() is None
+        print(f"\ndrain with {workers} worker(s): {load.ok} requests answered, "
+              f"{load.ok - ok_at_unready} after readiness went false, "
+              f"{len(load.failures)} failed")
         assert load.ok > ok_at_unready  # served after readiness went false
         assert load.failures == []
         assert s.proc.wait(30) == 0
