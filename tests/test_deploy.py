@@ -3,9 +3,14 @@
 - Every Kubernetes object in deploy/k8s, as the base and each overlay render, validates offline
   against the Kubernetes JSON schemas (kubernetes-validate, strict: unknown fields fail). The
   overlays are rendered here in Python: resources, strategic-merge patches (the subset of the
-  Kubernetes merge keys the overlays use; anything else in a kustomization fails the render) and
-  `images:`. Where a `kubectl` with kustomize is on the PATH, its rendering must equal ours.
+  Kubernetes merge keys the overlays use; anything else in a kustomization fails the render),
+  `images:` and `replacements:` (one field copied between named objects). Where a `kubectl` with
+  kustomize is on the PATH, its rendering must equal ours.
   The ServiceMonitor (a Prometheus Operator CRD, not in those schemas) is checked structurally.
+- Selectors: no two Deployments' selectors overlap, the Service `serving` reaches every
+  Deployment's pods, the ServiceMonitor scrapes through that Service alone. Where replicas share
+  a registry (the s3 overlay) exactly one Deployment runs the rollout controller (one replica,
+  Recreate, no HPA, the server's pod otherwise) and the Service `serving-admin` reaches only it.
 - The KServe manifests load into the KServe SDK's model classes (kserve.models plus the
   kubernetes client's for the core types), strictly: an unknown field fails.
 - Ports, probe paths, settings and metric names are checked against the real server: a server
@@ -47,9 +52,14 @@ K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 # Kinds that are CRDs, absent from the Kubernetes schemas: checked by their own tests below.
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 SETTINGS = {f.name for f in fields(ServerConfig)}
+# The Deployment and Service every build has (the HPA scales this Deployment), and the s3
+# overlay's one-replica rollout controller and the Service in front of it alone.
+SERVER = "serving"
+CONTROLLER = "serving-rollout-controller"
+ADMIN = "serving-admin"
 
 
-# -- a small kustomize: resources, strategic-merge patches, images -----------------------------
+# -- a small kustomize: resources, strategic-merge patches, images, replacements ---------------
 
 # Strategic-merge keys of the lists the overlays patch (Kubernetes' patchMergeKey); any other list
 # is replaced whole, as Kubernetes does for lists without one (envFrom, command, args, ...).
@@ -62,7 +72,7 @@ MERGE_KEYS = {
     "ports": "containerPort",
     "imagePullSecrets": "name",
 }
-KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "patches", "images"}
+KUSTOMIZATION_KEYS = {"apiVersion", "kind", "resources", "patches", "images", "replacements"}
 
 
 def load_docs(path: Path) -> list[dict[str, Any]]:
@@ -103,6 +113,38 @@ def object_key(obj: dict[str, Any]) -> tuple[str, str]:
     return obj["kind"], obj["metadata"]["name"]
 
 
+def field_parent(obj: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
+    """The map holding the field at a kustomize fieldPath (`a.b.[name=x].c`: keys, and list items
+    chosen by one of their fields), and the field's key in it."""
+    *steps, last = path.split(".")
+    node: Any = obj
+    for step in steps:
+        if m := re.fullmatch(r"\[([^=\]]+)=([^\]]*)\]", step):
+            [node] = [x for x in node if x.get(m.group(1)) == m.group(2)]
+        else:
+            node = node[step]
+    assert last in node, f"{path}: no such field"
+    return node, last
+
+
+def replace(objects: list[dict[str, Any]], replacement: dict[str, Any]) -> None:
+    """kustomize `replacements:`, for a source and targets named by kind and name."""
+    assert set(replacement) == {"source", "targets"}, replacement
+    source = replacement["source"]
+    assert set(source) == {"kind", "name", "fieldPath"}, source
+    [obj] = [o for o in objects if object_key(o) == (source["kind"], source["name"])]
+    node, key = field_parent(obj, source["fieldPath"])
+    value = node[key]
+    for target in replacement["targets"]:
+        assert set(target) == {"select", "fieldPaths"} and set(target["select"]) == {
+            "kind", "name"}, target
+        select = target["select"]
+        [obj] = [o for o in objects if object_key(o) == (select["kind"], select["name"])]
+        for path in target["fieldPaths"]:
+            node, key = field_parent(obj, path)
+            node[key] = copy.deepcopy(value)
+
+
 def render(directory: Path) -> list[dict[str, Any]]:
     """What `kustomize build DIRECTORY` gives for the features our kustomizations use."""
     [kz] = load_docs(directory / "kustomization.yaml")
@@ -124,6 +166,8 @@ def render(directory: Path) -> list[dict[str, Any]]:
             for c in pod.get("initContainers", []) + pod["containers"]:
                 if c["image"].split(":")[0] == image["name"]:
                     c["image"] = new
+    for replacement in kz.get("replacements", []):  # kustomize runs them last
+        replace(objects, replacement)
     return objects
 
 
@@ -145,14 +189,25 @@ def only(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return obj
 
 
-def server_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    [c] = [c for c in pod_spec(only(objects, "Deployment"))["containers"] if c["name"] == "serving"]
+def named(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    [obj] = [o for o in objects if object_key(o) == (kind, name)]
+    return obj
+
+
+def deployments(objects: list[dict[str, Any]]) -> list[str]:
+    return [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"]
+
+
+def server_container(objects: list[dict[str, Any]], deployment: str = SERVER) -> dict[str, Any]:
+    pod = pod_spec(named(objects, "Deployment", deployment))
+    [c] = [c for c in pod["containers"] if c["name"] == "serving"]
     return c
 
 
-def settings_env(objects: list[dict[str, Any]]) -> dict[str, str]:
-    """The environment the server container gets from the ConfigMap and its literal env."""
-    container = server_container(objects)
+def settings_env(objects: list[dict[str, Any]], deployment: str = SERVER) -> dict[str, str]:
+    """The environment the server container gets from the ConfigMap and its literal env (which
+    outranks envFrom, as in Kubernetes)."""
+    container = server_container(objects, deployment)
     configmaps = {o["metadata"]["name"]: o["data"] for o in objects if o["kind"] == "ConfigMap"}
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
@@ -162,10 +217,29 @@ def settings_env(objects: list[dict[str, Any]]) -> dict[str, str]:
     return env
 
 
-def server_config(objects: list[dict[str, Any]]) -> ServerConfig:
-    env = {k: v for k, v in settings_env(objects).items()
+def server_config(objects: list[dict[str, Any]], deployment: str = SERVER) -> ServerConfig:
+    env = {k: v for k, v in settings_env(objects, deployment).items()
            if k.startswith("SERVING_") and k[len("SERVING_"):].lower() in SETTINGS}
     return load_server_config({}, env=env)
+
+
+def match_labels(selector: dict[str, Any]) -> dict[str, str]:
+    """A label selector's matchLabels; the manifests use no matchExpressions (not evaluated)."""
+    assert set(selector) == {"matchLabels"}, selector
+    return selector["matchLabels"]
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and selector.items() <= labels.items()
+
+
+def pod_labels(objects: list[dict[str, Any]], deployment: str) -> dict[str, str]:
+    return named(objects, "Deployment", deployment)["spec"]["template"]["metadata"]["labels"]
+
+
+def rollout_controllers(objects: list[dict[str, Any]]) -> list[str]:
+    """The Deployments whose server runs the rollout controller."""
+    return [d for d in deployments(objects) if server_config(objects, d).rollout_controller]
 
 
 # -- schemas ------------------------------------------------------------------------------------
@@ -197,6 +271,8 @@ def test_rendered_objects_validate_against_kubernetes_schemas(build: tuple) -> N
     assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler",
             "PodDisruptionBudget", "ServiceMonitor", "ServiceAccount"} <= kinds, name
     assert len({object_key(o) for o in objects}) == len(objects), "duplicate objects"
+    if name == "s3":  # validated below like the rest
+        assert {("Deployment", CONTROLLER), ("Service", ADMIN)} <= {object_key(o) for o in objects}
     for obj in objects:
         if (obj["apiVersion"], obj["kind"]) in CRD_KINDS:
             continue  # not in the Kubernetes schemas; test_service_monitor_scrapes_the_service
@@ -216,7 +292,7 @@ def test_every_other_yaml_file_in_deploy_k8s_is_a_valid_object() -> None:
 
 def test_a_broken_manifest_is_refused() -> None:
     """The validation is strict: a misspelt field or a wrong type fails."""
-    deployment = only(render(BUILDS["base"]), "Deployment")
+    deployment = named(render(BUILDS["base"]), "Deployment", SERVER)
     typo = copy.deepcopy(deployment)
     typo["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
     wrong = copy.deepcopy(deployment)
@@ -315,19 +391,23 @@ def test_ports_agree(build: tuple) -> None:
     [http] = [p for p in container["ports"] if p["name"] == "http"]
     assert http["containerPort"] == config.port == ServerConfig().port
     assert config.host == "0.0.0.0"  # reachable from the kubelet and the Service
-    [port] = only(objects, "Service")["spec"]["ports"]
+    [port] = named(objects, "Service", SERVER)["spec"]["ports"]
     assert port["name"] == "http"
     assert port_number(container, port["targetPort"]) == config.port
 
 
 def test_settings_are_real_server_settings(build: tuple) -> None:
     name, objects = build
-    keys = {k[len("SERVING_"):].lower() for k in settings_env(objects) if k.startswith("SERVING_")}
-    keys |= {e["name"][len("SERVING_"):].lower() for e in server_container(objects)["env"]
-             if e["name"].startswith("SERVING_")}  # the admin token, from a Secret
-    assert not keys - SETTINGS, f"{name}: not ServerConfig fields: {keys - SETTINGS}"
-    config = server_config(objects)  # every value parses and validates
-    assert config.worker_count() == 1
+    for deployment in deployments(objects):
+        env = settings_env(objects, deployment)
+        keys = {k[len("SERVING_"):].lower() for k in env if k.startswith("SERVING_")}
+        keys |= {e["name"][len("SERVING_"):].lower()
+                 for e in server_container(objects, deployment)["env"]
+                 if e["name"].startswith("SERVING_")}  # the admin token, from a Secret
+        unknown = keys - SETTINGS
+        assert not unknown, f"{name} {deployment}: not ServerConfig fields: {unknown}"
+        config = server_config(objects, deployment)  # every value parses and validates
+        assert config.worker_count() == 1
 
 
 def test_container_runs_the_image_entrypoint_without_its_flags(build: tuple) -> None:
@@ -336,10 +416,11 @@ def test_container_runs_the_image_entrypoint_without_its_flags(build: tuple) -> 
     _, objects = build
     dockerfile = (ROOT / "Dockerfile").read_text()
     entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M).group(1))
-    container = server_container(objects)
-    assert container["command"] == entrypoint
-    assert "args" not in container
-    assert container["image"] == "serving:latest"
+    for deployment in deployments(objects):
+        container = server_container(objects, deployment)
+        assert container["command"] == entrypoint
+        assert "args" not in container
+        assert container["image"] == "serving:latest"
 
 
 def test_security_context_matches_the_image(build: tuple) -> None:
@@ -347,16 +428,22 @@ def test_security_context_matches_the_image(build: tuple) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     uid = int(re.search(r"useradd .*--uid (\d+) .*\b(\w+)$", dockerfile, re.M).group(1))
     assert re.search(r"^USER serving$", dockerfile, re.M)
-    pod = pod_spec(only(objects, "Deployment"))
+    for deployment in deployments(objects):
+        check_security_context(objects, deployment, uid, f"{name} {deployment}")
+
+
+def check_security_context(objects: list[dict[str, Any]], deployment: str, uid: int,
+                           name: str) -> None:
+    pod = pod_spec(named(objects, "Deployment", deployment))
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == uid
-    container = server_container(objects)
+    container = server_container(objects, deployment)
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     # With a read-only root, whatever the server writes lives on a writable volume.
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    config, env = server_config(objects), settings_env(objects)
+    config, env = server_config(objects, deployment), settings_env(objects, deployment)
     writable = [env.get("SERVING_REGISTRY_CACHE", ""), "/tmp"]
     if "://" not in config.registry:
         writable.append(config.registry)
@@ -370,37 +457,49 @@ def test_security_context_matches_the_image(build: tuple) -> None:
 def test_drain_fits_in_the_termination_grace_period(build: tuple) -> None:
     """preStop sleep + SERVING_DRAIN_GRACE + the server's in-flight limit < the grace period."""
     _, objects = build
-    pod = pod_spec(only(objects, "Deployment"))
-    command = server_container(objects)["lifecycle"]["preStop"]["exec"]["command"]
-    assert command[0] == "sleep"
-    sleep = float(command[1])
     in_flight = 30.0  # uvicorn's timeout_graceful_shutdown in serving/http/server.py
     source = (ROOT / "serving/http/server.py").read_text()
     found = re.search(r"timeout_graceful_shutdown=(\d+(?:\.\d+)?)", source)
     if found:
         in_flight = float(found.group(1))
-    total = sleep + server_config(objects).drain_grace + in_flight
-    assert total < pod["terminationGracePeriodSeconds"], total
+    for deployment in deployments(objects):
+        pod = pod_spec(named(objects, "Deployment", deployment))
+        command = server_container(objects, deployment)["lifecycle"]["preStop"]["exec"]["command"]
+        assert command[0] == "sleep"
+        sleep = float(command[1])
+        total = sleep + server_config(objects, deployment).drain_grace + in_flight
+        assert total < pod["terminationGracePeriodSeconds"], (deployment, total)
 
 
 def test_pdb_hpa_service_and_monitor_select_the_pods(build: tuple) -> None:
     _, objects = build
-    deployment = only(objects, "Deployment")
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-
-    def selects(selector: dict[str, str]) -> bool:
-        return bool(selector) and selector.items() <= labels.items()
-
-    assert selects(deployment["spec"]["selector"]["matchLabels"])
-    assert selects(only(objects, "Service")["spec"]["selector"])
-    assert selects(only(objects, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"])
-    target = only(objects, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
-    sa = pod_spec(deployment)["serviceAccountName"]
-    assert ("ServiceAccount", sa) in {object_key(o) for o in objects}
-    hpa = only(objects, "HorizontalPodAutoscaler")["spec"]
+    names = deployments(objects)
+    assert SERVER in names
+    keys = {object_key(o) for o in objects}
+    for deployment in names:
+        obj = named(objects, "Deployment", deployment)
+        labels = pod_labels(objects, deployment)
+        selector = match_labels(obj["spec"]["selector"])
+        assert selects(selector, labels), deployment
+        # No two Deployments may claim the same pods: neither selector matches the other's.
+        for other in names:
+            if other != deployment:
+                assert not selects(selector, pod_labels(objects, other)), (deployment, other)
+        for spread in pod_spec(obj).get("topologySpreadConstraints", []):
+            assert selects(match_labels(spread["labelSelector"]), labels), deployment
+        assert ("ServiceAccount", pod_spec(obj)["serviceAccountName"]) in keys
+    # The Service `serving` and the PDB reach every serving pod, the rollout controller's too.
+    service = named(objects, "Service", SERVER)
     pdb = only(objects, "PodDisruptionBudget")["spec"]
+    for deployment in names:
+        assert selects(service["spec"]["selector"], pod_labels(objects, deployment)), deployment
+        assert selects(match_labels(pdb["selector"]), pod_labels(objects, deployment)), deployment
+    target = only(objects, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", SERVER)
+    hpa = only(objects, "HorizontalPodAutoscaler")["spec"]
     assert hpa["minReplicas"] > pdb.get("maxUnavailable", 0)  # a drain never empties it
+    # maxUnavailable, never minAvailable: a one-replica Deployment it covers can still be drained.
+    assert "minAvailable" not in pdb
 
 
 def test_service_monitor_scrapes_the_service(build: tuple, live_server: RunningServer) -> None:
@@ -411,9 +510,13 @@ def test_service_monitor_scrapes_the_service(build: tuple, live_server: RunningS
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
     assert set(monitor["spec"]) <= {"selector", "endpoints", "namespaceSelector", "jobLabel"}
-    service = only(objects, "Service")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
-        service["metadata"]["labels"].items())
+    # Through the Service `serving` alone, which reaches every pod: a pod behind two scraped
+    # Services (serving-admin's) would be scraped twice and count twice in the adapter's sums.
+    selector = match_labels(monitor["spec"]["selector"])
+    scraped = [o["metadata"]["name"] for o in objects
+               if o["kind"] == "Service" and selects(selector, o["metadata"]["labels"])]
+    assert scraped == [SERVER]
+    service = named(objects, "Service", SERVER)
     port_names = {p["name"] for p in service["spec"]["ports"]}
     [endpoint] = monitor["spec"]["endpoints"]
     assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "honorLabels"}
@@ -447,21 +550,77 @@ def test_hpa_metrics_are_exported_and_served_by_the_adapter_rules(
 
 def test_s3_overlay_reads_the_registry_from_s3() -> None:
     objects = render(BUILDS["s3"])
-    env = settings_env(objects)
-    assert server_config(objects).registry.startswith("s3://")
-    assert float(env["SERVING_POLL"]) > 0
-    pod = pod_spec(only(objects, "Deployment"))
-    assert "initContainers" not in pod or not pod["initContainers"]
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    assert "registry" not in volumes and "emptyDir" in volumes["registry-cache"]
-    container = server_container(objects)
-    assert {"name": "serving-config"} in [s.get("configMapRef") for s in container["envFrom"]]
-    secrets = [s["secretRef"] for s in container["envFrom"] if "secretRef" in s]
     [example] = [o for p in standalone_manifests() for o in load_docs(p) if o["kind"] == "Secret"]
-    assert secrets == [{"name": example["metadata"]["name"], "optional": True}]
     assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= example["stringData"].keys()
+    for deployment in deployments(objects):
+        env = settings_env(objects, deployment)
+        assert server_config(objects, deployment).registry.startswith("s3://")
+        assert float(env["SERVING_POLL"]) > 0  # routing written by the controller reaches all
+        pod = pod_spec(named(objects, "Deployment", deployment))
+        assert "initContainers" not in pod or not pod["initContainers"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "registry" not in volumes and "emptyDir" in volumes["registry-cache"]
+        container = server_container(objects, deployment)
+        assert {"name": "serving-config"} in [s.get("configMapRef") for s in container["envFrom"]]
+        secrets = [s["secretRef"] for s in container["envFrom"] if "secretRef" in s]
+        assert secrets == [{"name": example["metadata"]["name"], "optional": True}]
     sa = only(objects, "ServiceAccount")
     assert sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+
+
+def test_exactly_one_rollout_controller_where_replicas_share_a_registry(build: tuple) -> None:
+    """The server's own rollouts need one controller, writing routing state to a registry that
+    every replica reads. The base gives each pod its own registry copy: no controller at all."""
+    name, objects = build
+    controllers = rollout_controllers(objects)
+    if "://" not in server_config(objects).registry:
+        assert controllers == [], name
+        return
+    assert controllers == [CONTROLLER], name
+    deployment = named(objects, "Deployment", CONTROLLER)["spec"]
+    assert deployment["replicas"] == 1
+    assert deployment["strategy"] == {"type": "Recreate"}  # never two during an update
+    targets = {o["spec"]["scaleTargetRef"]["name"] for o in objects
+               if o["kind"] == "HorizontalPodAutoscaler"}
+    assert CONTROLLER not in targets
+    # The ConfigMap every pod reads says false; the controller's own env entry outranks it.
+    assert settings_env(objects, SERVER)["SERVING_ROLLOUT_CONTROLLER"] == "false"
+    env = server_container(objects, CONTROLLER)["env"]
+    assert {"name": "SERVING_ROLLOUT_CONTROLLER", "value": "true"} in env
+
+
+def test_s3_rollout_controller_runs_the_servers_pod() -> None:
+    """A full manifest, not a patch (kustomize cannot copy a resource): it must stay the server's
+    pod, differing only in its `component` label and SERVING_ROLLOUT_CONTROLLER."""
+    objects = render(BUILDS["s3"])
+    server, controller = (
+        copy.deepcopy(named(objects, "Deployment", d)["spec"]) for d in (SERVER, CONTROLLER))
+    for spec in (server, controller):
+        template = spec["template"]
+        template["metadata"]["labels"].pop("app.kubernetes.io/component")
+        for c in template["spec"]["containers"]:
+            c["env"] = [e for e in c.get("env", []) if e["name"] != "SERVING_ROLLOUT_CONTROLLER"]
+        if not template["spec"].get("initContainers"):  # the overlay's patch leaves []
+            template["spec"].pop("initContainers", None)
+    assert normalized(controller["template"]) == normalized(server["template"])
+    assert controller["revisionHistoryLimit"] == server["revisionHistoryLimit"]
+
+
+def test_s3_admin_service_reaches_only_the_rollout_controller() -> None:
+    """`serving rollout ... --url http://serving-admin:8000`: the other replicas answer 503."""
+    objects = render(BUILDS["s3"])
+    admin = named(objects, "Service", ADMIN)["spec"]
+    reached = [d for d in deployments(objects)
+               if selects(admin["selector"], pod_labels(objects, d))]
+    assert reached == rollout_controllers(objects) == [CONTROLLER]
+    assert admin.get("type", "ClusterIP") == "ClusterIP"  # internal: admin endpoints behind it
+    [port] = admin["ports"]
+    assert port == named(objects, "Service", SERVER)["spec"]["ports"][0]
+    container = server_container(objects, CONTROLLER)
+    assert port_number(container, port["targetPort"]) == server_config(objects, CONTROLLER).port
+    # The admin token reaches the controller from the Secret, as it does every replica.
+    [token] = [e for e in container["env"] if e["name"] == "SERVING_ADMIN_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"]["key"] == "token"
 
 
 # -- KServe --------------------------------------------------------------------------------------
