@@ -14,13 +14,13 @@ from serving.batching.scheduler import Result
 from serving.errors import BadRequest, NotFound, ServingError, Unavailable
 from serving.lifecycle.manager import Model, ModelManager
 from serving.lifecycle.states import ModelVersion, State
-from serving.monitoring.metrics import ServingMetrics
+from serving.monitoring.metrics import PhaseStats, ServingMetrics
 from serving.protocol import v1, v2
 from serving.registry.layout import parse_version
 from serving.routing.canary import goes_to_canary
 from serving.routing.shadow import Mirror
 from serving.runtime.signature import Signature
-from serving.types import InferResponse, Tensor
+from serving.types import InferResponse, RequestedOutput, Tensor
 
 EXTENSIONS = (
     "binary_tensor_data",
@@ -111,16 +111,6 @@ class DataPlane:
         # call_soon: behind the request's own wake-up, which the done-callback would precede
         primary.add_done_callback(lambda done: loop.call_soon(send, done))
 
-    def _checked(self, mv: ModelVersion, inputs: list[Tensor]) -> tuple[dict[str, Any], int]:
-        """Signature checks, then the per-feature invariants when the model enforces them."""
-        assert mv.session is not None
-        cfg = mv.config
-        if cfg.reject_out_of_range and mv.monitor is not None:
-            feeds, rows = mv.session.signature.check_inputs(inputs, True)
-            mv.monitor.enforce(feeds)
-            return feeds, rows
-        return mv.session.signature.check_inputs(inputs, cfg.allow_nonfinite)
-
     def drift(self, model: str, version: str | None) -> dict[str, Any]:
         """The drift and data-quality report of a version (default: the primary)."""
         mv = self.manager.find_version(model, version)
@@ -141,7 +131,7 @@ class DataPlane:
         doc.update(mv.monitor.report())
         return doc
 
-    async def _serve(
+    def _submit(
         self,
         model: str,
         version: str | None,
@@ -151,29 +141,42 @@ class DataPlane:
         request_id: str | None,
         timeout: int | None = None,
         disconnected: Callable[[], bool] | None = None,
-        check: Callable[[ModelVersion], None] | None = None,
-    ) -> tuple[ModelVersion, Signature, str, float, Result]:
+        requested: list[RequestedOutput] | None = None,
+    ) -> tuple[ModelVersion, Signature, str, float, asyncio.Future[Result]]:
         """What both protocols share once a request is decoded: route it, validate it for the
-        chosen version, queue it, mirror it to the shadows, and wait for its answer. Also
-        returns the version's signature, taken before the wait (a version retired meanwhile
-        releases its session once its queue drains, while this request still encodes), and
-        when it was queued (perf_counter), where the decode phase ends."""
+        chosen version, queue it and mirror it to the shadows. Returns the version, its
+        signature (taken now: a version retired while the request waits releases its session
+        once its queue drains, while the request still has to encode), the route, when it was
+        queued (perf_counter: the decode phase ends there) and the future to await. A plain
+        function, not a coroutine: one frame less per request."""
         mv, route, routed = self._route(model, version, routing_key, request_id, first)
-        scheduler = mv.scheduler
-        assert scheduler is not None and mv.session is not None
-        sig = mv.session.signature
-        feeds, rows = self._checked(mv, inputs)
-        if check is not None:
-            check(mv)
+        scheduler, session = mv.scheduler, mv.session
+        assert scheduler is not None and session is not None
+        sig = session.signature
+        cfg = mv.config
+        if cfg.reject_out_of_range and mv.monitor is not None:
+            feeds, rows = sig.check_inputs(inputs, True)
+            mv.monitor.enforce(feeds)
+        else:
+            feeds, rows = sig.check_inputs(inputs, cfg.allow_nonfinite)
+        if requested is not None:
+            for o in requested:
+                sig.output(o.name)  # 400 for an output the model does not have
         try:
             future = scheduler.submit(feeds, rows, timeout, disconnected)
-            queued = perf_counter()
-            if routed is not None and routed.shadows and route == "primary":
-                self._mirror(routed, feeds, rows, future)
-            return mv, sig, route, queued, await future
         except ServingError as exc:
-            exc.served = (mv.version_str, route)  # the failure counts against this version
+            exc.served = (mv.version_str, route)  # the refusal counts against this version
             raise
+        queued = perf_counter()
+        if routed is not None and routed.shadows and route == "primary":
+            self._mirror(routed, feeds, rows, future)
+        return mv, sig, route, queued, future
+
+    def _phases(self, mv: ModelVersion) -> PhaseStats:
+        ph = mv.phases
+        if ph is None:
+            ph = mv.phases = self.metrics.phases(mv.name, mv.version_str)
+        return ph
 
     async def infer_v2(
         self,
@@ -195,15 +198,15 @@ class DataPlane:
         if timeout is not None and (type(timeout) is not int or timeout < 0):
             raise BadRequest("parameter timeout must be a non-negative integer (microseconds)")
 
-        def check_outputs(mv: ModelVersion) -> None:
-            assert mv.session is not None and requested is not None
-            for o in requested:
-                mv.session.signature.output(o.name)
-
-        mv, sig, route, queued, (outs, batch_size, queue_s, run_s) = await self._serve(
+        mv, sig, route, queued, future = self._submit(
             model, version, first, req.inputs, routing_key, req.id, timeout, disconnected,
-            check_outputs if requested is not None else None,
+            requested,
         )
+        try:
+            outs, batch_size, queue_s, run_s = await future
+        except ServingError as exc:
+            exc.served = (mv.version_str, route)  # the failure counts against this version
+            raise
         t2 = perf_counter()
         decode_s = queued - t0
         tensors: list[Tensor] = []
@@ -232,9 +235,7 @@ class DataPlane:
         )
         out, header_length = v2.encode_response(response, binary)
         encode_s = perf_counter() - t2
-        phases = self.metrics.phases(mv.name, mv.version_str)
-        phases.decode.observe(decode_s)
-        phases.encode.observe(encode_s)
+        self._phases(mv).observe(decode_s, encode_s)
         return out, header_length, Served(
             mv.version_str, route, batch_size, req.id, decode_s, queue_s, run_s, encode_s
         )
@@ -246,9 +247,14 @@ class DataPlane:
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req, row_form = v1.decode_request(body, first.session.signature)
-        mv, sig, route, queued, (outs, batch_size, queue_s, run_s) = await self._serve(
+        mv, sig, route, queued, future = self._submit(
             model, version, first, req.inputs, routing_key, None
         )
+        try:
+            outs, batch_size, queue_s, run_s = await future
+        except ServingError as exc:
+            exc.served = (mv.version_str, route)
+            raise
         t2 = perf_counter()
         decode_s = queued - t0
         tensors = [
@@ -256,9 +262,7 @@ class DataPlane:
         ]
         out = v1.encode_response(tensors, row_form)
         encode_s = perf_counter() - t2
-        phases = self.metrics.phases(mv.name, mv.version_str)
-        phases.decode.observe(decode_s)
-        phases.encode.observe(encode_s)
+        self._phases(mv).observe(decode_s, encode_s)
         return out, Served(mv.version_str, route, batch_size, None, decode_s, queue_s, run_s,
                            encode_s)
 

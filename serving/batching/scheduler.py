@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -306,13 +307,16 @@ class Scheduler:
         stats.ran += len(batch)
         stats.last_at = time.time()
         stats.run_time.observe(run_s)
-        queue_time = stats.queue_time
+        q_counts, q_bounds = stats.queue_time.counts, stats.queue_time.bounds
+        total = 0.0
         for item, out in zip(batch, outputs, strict=True):
             waited = started - item.enqueued_at
-            stats.queue_seconds += waited
-            queue_time.observe(waited)
+            total += waited
+            q_counts[bisect_left(q_bounds, waited)] += 1
             if not item.future.done():
                 item.future.set_result((out, rows, waited, run_s))
+        stats.queue_seconds += total
+        stats.queue_time.total += total
 
     def _complete(
         self, batch: list[_Item], outputs: list[Outputs] | None, error: Exception | None,

@@ -9,6 +9,7 @@ from pathlib import Path
 from serving.batching.scheduler import Scheduler
 from serving.config import ModelConfig
 from serving.monitoring.drift import DriftMonitor
+from serving.monitoring.metrics import PhaseStats
 from serving.registry.manifest import Manifest
 from serving.runtime.session import Session
 
@@ -36,6 +37,7 @@ class ModelVersion:
     scheduler: Scheduler | None = None
     load_seconds: float = 0.0
     monitor: DriftMonitor | None = None
+    phases: PhaseStats | None = None  # decode/encode histograms, cached for the request path
     version_str: str = field(init=False)
 
     def __post_init__(self) -> None:

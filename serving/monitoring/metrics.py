@@ -82,6 +82,13 @@ class PhaseStats:
         self.decode = Histogram(LATENCY_BUCKETS)
         self.encode = Histogram(LATENCY_BUCKETS)
 
+    def observe(self, decode_s: float, encode_s: float) -> None:
+        d, e = self.decode, self.encode
+        d.counts[bisect_left(d.bounds, decode_s)] += 1
+        d.total += decode_s
+        e.counts[bisect_left(e.bounds, encode_s)] += 1
+        e.total += encode_s
+
 
 class ServingMetrics:
     """The server's metrics: cheap recording on the request path, families on scrape."""
