@@ -106,12 +106,6 @@ class Scheduler:
         self._inline_s = policy.inline_max_us * 1e-6
         self._loop_buffers: dict[tuple[str, Any], np.ndarray] = {}
         self._dispatch_pending = False
-        # Lone requests run at once from submit() while load is low: the last batch formed
-        # held one request and left the queue empty. Never with a queue delay (it waits for
-        # company on purpose).
-        self._solo_allowed = policy.max_queue_delay_us <= 0
-        self._solo = self._solo_allowed
-        self._ran_solo_this_turn = False
         self._closed = False
         self._idle: asyncio.Event | None = None
         sig = session.signature
@@ -168,38 +162,11 @@ class Scheduler:
         key = tuple(feeds[n].shape[1:] for n in self._input_names) if self._needs_key else None
         future: asyncio.Future[Result] = loop.create_future()
         deadline = self.policy.deadline(now, timeout_us)
-        item = _Item(feeds, rows, key, future, now, deadline, disconnected)
-        self.stats.requests += 1
-        if (
-            self._solo
-            and not self._queue
-            and not self._dispatch_pending
-            and not self._in_flight
-            and self._inline_s
-            and 0.0 < self._cpu_est[min(rows.bit_length(), 15)] <= self._inline_s
-            and (not deadline or now + self._estimate(rows) <= deadline)
-        ):
-            if self._ran_solo_this_turn:
-                # A second request in the same loop iteration: load is rising. Queue it and
-                # let the dispatch batch it with whatever else arrives now.
-                self._solo = False
-            else:
-                # Low load (the last batch held one request, nothing waits or runs) and a
-                # cheap run: this is the batch a dispatch would form now, so run it here and
-                # hand back a finished future, with no trip through the loop.
-                self._ran_solo_this_turn = True
-                loop.call_soon(self._end_turn)
-                outputs, error, run_s, cpu_s = self._run([item], rows, self._loop_buffers, True)
-                self._measured(rows, run_s, cpu_s)
-                self._finish([item], outputs, error, rows, now, run_s)
-                return future
-        self._queue.append(item)
+        self._queue.append(_Item(feeds, rows, key, future, now, deadline, disconnected))
         self._queued_rows += rows
+        self.stats.requests += 1
         self._schedule_dispatch()
         return future
-
-    def _end_turn(self) -> None:
-        self._ran_solo_this_turn = False
 
     def _drop(self, item: _Item, exc: Exception, reason: str) -> None:
         self._queued_rows -= item.rows
@@ -302,7 +269,6 @@ class Scheduler:
                     batch.append(queue.popleft())
                     rows += nxt.rows
             self._queued_rows -= rows
-            self._solo = self._solo_allowed and len(batch) == 1 and not queue
             # The inline decision uses the run's CPU time: a worker's wall time also counts its
             # wait for the GIL, which would keep a cheap model on threads for good.
             estimate = self._cpu_est[min(rows.bit_length(), 15)]
