@@ -457,11 +457,9 @@ def check_security_context(objects: list[dict[str, Any]], deployment: str, uid: 
 def test_drain_fits_in_the_termination_grace_period(build: tuple) -> None:
     """preStop sleep + SERVING_DRAIN_GRACE + the server's in-flight limit < the grace period."""
     _, objects = build
-    in_flight = 30.0  # uvicorn's timeout_graceful_shutdown in serving/http/server.py
-    source = (ROOT / "serving/http/server.py").read_text()
-    found = re.search(r"timeout_graceful_shutdown=(\d+(?:\.\d+)?)", source)
-    if found:
-        in_flight = float(found.group(1))
+    from serving.http.workers import GRACEFUL_SHUTDOWN_S
+
+    in_flight = float(GRACEFUL_SHUTDOWN_S)  # uvicorn's timeout_graceful_shutdown, server.py
     for deployment in deployments(objects):
         pod = pod_spec(named(objects, "Deployment", deployment))
         command = server_container(objects, deployment)["lifecycle"]["preStop"]["exec"]["command"]

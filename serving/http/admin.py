@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
 from collections.abc import Callable
 
 import orjson
@@ -12,13 +11,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving.errors import BadRequest, ServingError, Unauthorized, Unavailable
+from serving.errors import BadRequest, ServingError, Unauthorized
 from serving.http.errors import json_response
-from serving.http.workers import WorkerSpec, call_worker, forwarded_headers
+from serving.http.workers import WorkerSpec, ask_worker
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.states import State
-
-log = logging.getLogger("serving.admin")
 
 
 def make_authorizer(token: str) -> Callable[[Request], None]:
@@ -37,20 +34,12 @@ def make_authorizer(token: str) -> Callable[[Request], None]:
 
 async def fan_out(worker: WorkerSpec | None, request: Request, body: bytes) -> None:
     """Repeat a model-control request on every sibling worker (each has its own models); a
-    sibling's failure fails the request, with the sibling's reason."""
+    sibling's failure fails the request, with the sibling's status and reason."""
     if worker is None or worker.is_internal(request.headers):
         return
-    headers = forwarded_headers(request.headers)
-    results = await asyncio.gather(
-        *(call_worker(worker, i, request.method, request.url.path, headers, body)
-          for i in worker.siblings),
-        return_exceptions=True,
-    )
-    for i, result in zip(worker.siblings, results, strict=True):
-        if isinstance(result, BaseException):
-            log.error("worker %d did not take %s: %r", i, request.url.path, result)
-            raise Unavailable(f"worker {i} did not answer: {result!r}")
-        status, payload = result
+    results = await asyncio.gather(*(ask_worker(worker, i, request, body)
+                                     for i in worker.siblings))
+    for i, (status, payload) in zip(worker.siblings, results, strict=True):
         if status != 200:
             try:
                 message = str(orjson.loads(payload)["error"])

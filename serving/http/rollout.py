@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from serving.errors import BadRequest, Unavailable
 from serving.http.errors import json_response
-from serving.http.workers import WorkerSpec, call_worker, forwarded_headers
+from serving.http.workers import WorkerSpec, ask_worker
 from serving.lifecycle.rollout import RolloutController, parse_steps
 from serving.protocol.jsondata import loads
 
@@ -51,10 +51,7 @@ def rollout_routes(  # type: ignore[no-untyped-def]
 
     if leader is not None:
         async def forward(request: Request) -> Response:  # worker 0 checks the token
-            status, payload = await call_worker(
-                leader, 0, request.method, request.url.path,
-                forwarded_headers(request.headers), await request.body(),
-            )
+            status, payload = await ask_worker(leader, 0, request, await request.body())
             return Response(payload, status, media_type="application/json")
 
         start = status = act = history = forward

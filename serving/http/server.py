@@ -24,6 +24,7 @@ import uvicorn
 
 from serving.config import ServerConfig
 from serving.http.app import ServingApp, create_app
+from serving.http.workers import GRACEFUL_SHUTDOWN_S
 
 if TYPE_CHECKING:
     from serving.http.workers import WorkerSpec
@@ -111,7 +112,7 @@ def run_server(config: ServerConfig, worker: WorkerSpec | None = None) -> int:
         access_log=False,
         proxy_headers=False,  # nothing here reads client addresses; saves a wrapper per request
         log_level=config.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         server_header=False,
         date_header=False,
     )
@@ -120,9 +121,10 @@ def run_server(config: ServerConfig, worker: WorkerSpec | None = None) -> int:
     if worker is None:
         server.run()
     else:
-        from serving.http.workers import listen_socket, unix_socket
+        from serving.http.workers import reuseport_socket, unix_socket
 
-        sockets = [listen_socket(config.host, config.port),
-                   unix_socket(worker.socket_path(worker.index))]
+        tcp = reuseport_socket(config.host, config.port)
+        tcp.listen(uv_config.backlog)
+        sockets = [tcp, unix_socket(worker.socket_path(worker.index))]
         server.run(sockets=sockets)
     return 0 if server.started else 1

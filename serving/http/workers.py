@@ -33,12 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from serving.config import ServerConfig
+from serving.errors import Unavailable
 
 log = logging.getLogger("serving.workers")
 
 SPEC_ENV = "SERVING_WORKER_SPEC"
 INTERNAL_HEADER = "x-serving-worker"
 FOLLOWER_POLL_S = 1.0  # workers follow worker 0's routing changes at least this often
+GRACEFUL_SHUTDOWN_S = 30  # after the drain grace: how long in-flight requests may take
 
 
 @dataclass(frozen=True)
@@ -69,17 +71,28 @@ class WorkerSpec:
         return bool(given) and secrets.compare_digest(given, self.secret)
 
 
-def listen_socket(host: str, port: int, listen: bool = True) -> socket.socket:
-    """A TCP socket on (host, port) with SO_REUSEPORT, so several processes share the port."""
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) with SO_REUSEPORT, so several processes share the
+    port; the caller listens on it (or, the supervisor, only holds it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    if listen:
-        sock.listen(2048)
-        sock.set_inheritable(True)
     return sock
+
+
+def claim_port(host: str, port: int) -> socket.socket:
+    """Bind (host, port) for a set of workers, failing with EADDRINUSE as a single server
+    would when something already listens there (with SO_REUSEPORT alone, a second `serve
+    --workers` would silently share the port). Returns a socket that holds the port, bound
+    but not listening: the kernel hands connections only to listening sockets."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
+    return reuseport_socket(host, port)
 
 
 def unix_socket(path: str) -> socket.socket:
@@ -127,6 +140,16 @@ def forwarded_headers(headers: Any) -> dict[str, str]:
     return out
 
 
+async def ask_worker(spec: WorkerSpec, index: int, request: Any, body: bytes) -> tuple[int, bytes]:
+    """Repeat a Starlette request on worker `index`: (status, body); 503 when that worker does
+    not answer (it may be restarting)."""
+    try:
+        return await call_worker(spec, index, request.method, request.url.path,
+                                 forwarded_headers(request.headers), body)
+    except (OSError, TimeoutError, ValueError, IndexError) as exc:
+        raise Unavailable(f"worker {index} did not answer: {exc!r}") from exc
+
+
 # ---- the worker process ------------------------------------------------------------------------
 
 
@@ -165,18 +188,29 @@ class Supervisor:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.count = config.worker_count()
-        self.run_dir = tempfile.mkdtemp(prefix="serving-workers-")
         self.secret = secrets.token_hex(16)
+        self.run_dir = ""
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.stop_signal: int | None = None
-        self.failures = [0] * self.count
-        self.restart_at = [0.0] * self.count
+        self.started_at = [0.0] * self.count
+        self.failures = [0] * self.count  # deaths in a row, each within a minute of its start
+        self.restart_at: list[float | None] = [None] * self.count
+        self.received: list[int] = []  # signals not yet passed on to the workers
+        self.stopping = False
+
+    def _on_signal(self, sig: int, frame: Any) -> None:
+        self.received.append(sig)  # a signal handler: record only; the main loop acts
+
+    def _pass_on_signals(self) -> None:
+        while self.received:
+            sig = self.received.pop(0)
+            self.stopping = True
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    proc.send_signal(sig)
 
     def _spawn(self, index: int, port: int) -> None:
         spec = WorkerSpec(index, self.count, self.run_dir, self.secret)
-        poll = self.config.poll
-        if poll <= 0 or poll > FOLLOWER_POLL_S:
-            poll = FOLLOWER_POLL_S if poll <= 0 else poll
+        poll = min(self.config.poll, FOLLOWER_POLL_S) if self.config.poll > 0 else FOLLOWER_POLL_S
         worker_config = dataclasses.replace(
             self.config, port=port, workers="1", ready_file="", build_examples=False, poll=poll
         )
@@ -188,37 +222,42 @@ class Supervisor:
         self.procs[index] = subprocess.Popen(
             [sys.executable, "-m", "serving.http.workers"], env=env, start_new_session=True
         )
+        self.started_at[index] = time.monotonic()
         log.info("worker %d started (pid %d)", index, self.procs[index].pid)
 
-    def _on_signal(self, sig: int, frame: Any) -> None:
-        if self.stop_signal is None:
-            self.stop_signal = sig
-        for proc in list(self.procs.values()):
-            if proc.poll() is None:
-                proc.send_signal(sig)
-
     def run(self) -> int:
-        # Holding the port (bound, not listening: the kernel gives connections only to
-        # listening sockets) resolves port 0 and keeps it ours while workers come and go.
-        holder = listen_socket(self.config.host, self.config.port, listen=False)
+        try:
+            holder = claim_port(self.config.host, self.config.port)
+        except OSError as exc:
+            log.error("cannot serve on %s:%d: %s", self.config.host, self.config.port, exc)
+            return 1
         port = holder.getsockname()[1]
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        self.run_dir = tempfile.mkdtemp(prefix="serving-workers-")
         Path(self.run_dir, "metrics").mkdir()
         try:
             for i in range(self.count):
                 self._spawn(i, port)
-            if not self._wait_started():
+            started = self._wait_started()
+            if started is False:
+                self.received.append(signal.SIGTERM)
+                self._pass_on_signals()
+                self._stop()
                 return 1
-            log.info("%d workers serving on http://%s:%d", self.count, self.config.host, port)
-            if self.config.ready_file:
-                tmp = Path(self.config.ready_file + ".tmp")
-                tmp.write_text(f"{self.config.host} {port}\n")
-                os.replace(tmp, self.config.ready_file)
-            while self.stop_signal is None:
+            if started:
+                log.info("%d workers serving on http://%s:%d", self.count, self.config.host,
+                         port)
+                if self.config.ready_file:
+                    tmp = Path(self.config.ready_file + ".tmp")
+                    tmp.write_text(f"{self.config.host} {port}\n")
+                    os.replace(tmp, self.config.ready_file)
+            while True:
+                self._pass_on_signals()
+                if self.stopping:
+                    return self._stop()
                 self._restart_dead(port)
                 time.sleep(0.2)
-            return self._stop()
         finally:
             for proc in self.procs.values():
                 if proc.poll() is None:
@@ -227,56 +266,58 @@ class Supervisor:
             holder.close()
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def _wait_started(self) -> bool:
+    def _wait_started(self) -> bool | None:
+        """True once every worker is ready, False when one died first, None when a signal
+        came first."""
         spec = WorkerSpec(0, self.count, self.run_dir, self.secret)
-        while self.stop_signal is None:
+        while True:
+            self._pass_on_signals()
+            if self.stopping:
+                return None
             for i, proc in self.procs.items():
                 if proc.poll() is not None:
                     log.error("worker %d exited during startup (status %s); stopping",
                               i, proc.returncode)
-                    self._on_signal(signal.SIGTERM, None)
-                    self._stop()
                     return False
             if all(spec.ready_path(i).exists() for i in range(self.count)):
                 return True
             time.sleep(0.05)
-        self._stop()  # signalled while starting
-        return False
 
     def _restart_dead(self, port: int) -> None:
         now = time.monotonic()
-        for i, proc in list(self.procs.items()):
+        for i, proc in self.procs.items():
             if proc.poll() is None:
                 continue
-            if self.restart_at[i] == 0.0:
-                # Backoff: at once the first time, then 0.5 s doubling to 30 s while it keeps
-                # dying within a minute of its start.
-                delay = 0.0 if self.failures[i] == 0 else min(30.0, 0.5 * 2 ** self.failures[i])
+            at = self.restart_at[i]
+            if at is None:
+                # At once, then 0.5 s doubling to 30 s while it keeps dying within a minute of
+                # its start.
+                quick = now - self.started_at[i] < 60
+                n = self.failures[i] = self.failures[i] + 1 if quick else 1
+                delay = 0.0 if n == 1 else min(30.0, 0.5 * 2 ** (n - 2))
                 log.error("worker %d (pid %d) died with status %s; restarting in %.1f s",
                           i, proc.pid, proc.returncode, delay)
-                self.restart_at[i] = now + delay
-            if now >= self.restart_at[i]:
-                self.restart_at[i] = 0.0
-                self.failures[i] += 1
+                at = self.restart_at[i] = now + delay
+            if now >= at:
+                self.restart_at[i] = None
                 self._spawn(i, port)
-                self.procs[i].started_at = now  # type: ignore[attr-defined]
-        for i, proc in self.procs.items():
-            started = getattr(proc, "started_at", None)
-            if started is not None and now - started > 60 and proc.poll() is None:
-                self.failures[i] = 0
 
     def _stop(self) -> int:
-        """Wait for the signalled workers: their drain grace, then in-flight requests."""
-        deadline = time.monotonic() + self.config.drain_grace + 45
+        """Wait for the signalled workers (their drain grace, then in-flight requests), passing
+        on further signals (a second Ctrl-C); 1 if one had to be killed."""
+        deadline = time.monotonic() + self.config.drain_grace + GRACEFUL_SHUTDOWN_S + 15
+        status = 0
         for i, proc in self.procs.items():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            while proc.poll() is None and time.monotonic() < deadline:
+                self._pass_on_signals()
+                time.sleep(0.05)
+            if proc.poll() is None:
                 log.error("worker %d did not stop in time; killing it", i)
                 proc.kill()
                 proc.wait(5)
+                status = 1
         log.info("all workers stopped")
-        return 0
+        return status
 
 
 def supervise(config: ServerConfig) -> int:

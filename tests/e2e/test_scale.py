@@ -113,7 +113,8 @@ def test_rollout_requests_reach_worker_zero_and_every_worker_follows(
                     .replace('policy = "latest"', 'policy = "all"'))
     write_routing(iris_registry, "iris", RoutingState(primary=1))
     publish(iris_registry, "iris", (iris_registry / "iris" / "1" / "model.onnx").read_bytes())
-    with run_server(iris_registry, tmp_path, "--workers", "2") as s:
+    # --poll 30: workers still follow worker 0's routing within a second
+    with run_server(iris_registry, tmp_path, "--workers", "2", "--poll", "30") as s:
         for _ in range(6):  # fresh connections land on both workers; only worker 0 has rollouts
             with httpx.Client(base_url=s.url, timeout=10) as c:
                 assert c.get("/v2/models/iris/rollout/history").status_code == 200
@@ -217,6 +218,21 @@ def test_readiness_turns_false_while_saturated_and_recovers(
         wait_for(lambda: c.get("/v2/health/ready").status_code == 200, timeout=20)
         assert load.ok > 0
         assert "not ready: saturated" in s.log() and "ready again" in s.log()
+
+
+def test_workers_refuse_a_port_another_server_listens_on(
+    iris_registry: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    with run_server(iris_registry, tmp_path, "--workers", "2") as s:
+        r = subprocess.run([sys.executable, "-m", "serving", "serve", "--registry",
+                            str(iris_registry), "--host", "127.0.0.1", "--port", str(s.port),
+                            "--workers", "2"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "cannot serve on 127.0.0.1" in r.stderr, r.stderr
+        with httpx.Client(base_url=s.url, timeout=10) as c:  # the first server is unharmed
+            assert c.post("/v2/models/iris/infer", json=IRIS).status_code == 200
 
 
 def test_workers_setting_is_validated(iris_registry: Path, tmp_path: Path) -> None:
