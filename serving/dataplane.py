@@ -74,9 +74,9 @@ class DataPlane:
         canary = m.canary
         if canary is not None:
             k = key or request_id
-            if k is None:
-                k = str(random.random())  # no key: a fresh draw, weight-proportional
-            if goes_to_canary(k, m.canary_weight):
+            # no key: a fresh draw, weight-proportional (hashing a random string adds nothing)
+            if (goes_to_canary(k, m.canary_weight) if k is not None
+                    else random.random() * 100.0 < m.canary_weight):
                 return canary, "canary", m
         return mv, "primary", m
 
@@ -133,23 +133,20 @@ class DataPlane:
 
     def _submit(
         self,
-        model: str,
-        version: str | None,
-        first: ModelVersion,
+        mv: ModelVersion,
+        route: str,
+        routed: Model | None,
         inputs: list[Tensor],
-        routing_key: str | None,
-        request_id: str | None,
         timeout: int | None = None,
         disconnected: Callable[[], bool] | None = None,
         requested: list[RequestedOutput] | None = None,
-    ) -> tuple[ModelVersion, Signature, str, float, asyncio.Future[Result]]:
-        """What both protocols share once a request is decoded: route it, validate it for the
-        chosen version, queue it and mirror it to the shadows. Returns the version, its
-        signature (taken now: a version retired while the request waits releases its session
-        once its queue drains, while the request still has to encode), the route, when it was
-        queued (perf_counter: the decode phase ends there) and the future to await. A plain
-        function, not a coroutine: one frame less per request."""
-        mv, route, routed = self._route(model, version, routing_key, request_id, first)
+    ) -> tuple[Signature, float, asyncio.Future[Result]]:
+        """What both protocols share once a request is decoded and routed: validate it for the
+        chosen version, queue it and mirror it to the shadows. Returns the version's signature
+        (taken now: a version retired while the request waits releases its session once its
+        queue drains, while the request still has to encode), when it was queued
+        (perf_counter: the decode phase ends there) and the future to await. A plain function,
+        not a coroutine: one frame less per request."""
         scheduler, session = mv.scheduler, mv.session
         assert scheduler is not None and session is not None
         sig = session.signature
@@ -162,15 +159,11 @@ class DataPlane:
         if requested is not None:
             for o in requested:
                 sig.output(o.name)  # 400 for an output the model does not have
-        try:
-            future = scheduler.submit(feeds, rows, timeout, disconnected)
-        except ServingError as exc:
-            exc.served = (mv.version_str, route)  # the refusal counts against this version
-            raise
+        future = scheduler.submit(feeds, rows, timeout, disconnected)
         queued = perf_counter()
         if routed is not None and routed.shadows and route == "primary":
             self._mirror(routed, feeds, rows, future)
-        return mv, sig, route, queued, future
+        return sig, queued, future
 
     def _phases(self, mv: ModelVersion) -> PhaseStats:
         ph = mv.phases
@@ -198,14 +191,14 @@ class DataPlane:
         if timeout is not None and (type(timeout) is not int or timeout < 0):
             raise BadRequest("parameter timeout must be a non-negative integer (microseconds)")
 
-        mv, sig, route, queued, future = self._submit(
-            model, version, first, req.inputs, routing_key, req.id, timeout, disconnected,
-            requested,
-        )
+        mv, route, routed = self._route(model, version, routing_key, req.id, first)
         try:
+            sig, queued, future = self._submit(
+                mv, route, routed, req.inputs, timeout, disconnected, requested
+            )
             outs, batch_size, queue_s, run_s = await future
         except ServingError as exc:
-            exc.served = (mv.version_str, route)  # the failure counts against this version
+            exc.served = (mv.version_str, route)  # refused or failed: counts for this version
             raise
         t2 = perf_counter()
         decode_s = queued - t0
@@ -247,13 +240,12 @@ class DataPlane:
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req, row_form = v1.decode_request(body, first.session.signature)
-        mv, sig, route, queued, future = self._submit(
-            model, version, first, req.inputs, routing_key, None
-        )
+        mv, route, routed = self._route(model, version, routing_key, None, first)
         try:
+            sig, queued, future = self._submit(mv, route, routed, req.inputs)
             outs, batch_size, queue_s, run_s = await future
         except ServingError as exc:
-            exc.served = (mv.version_str, route)
+            exc.served = (mv.version_str, route)  # refused or failed: counts for this version
             raise
         t2 = perf_counter()
         decode_s = queued - t0

@@ -327,7 +327,10 @@ class Scheduler:
         self._in_flight -= len(batch)
         self._measured(rows, run_s, cpu_s)
         self._finish(batch, outputs, error, rows, started, run_s)
-        self._dispatch()
+        if self._queue:
+            self._dispatch()
+        elif self._idle is not None and not self._in_flight:
+            self._idle.set()  # a drain() is waiting for exactly this
 
     # ---- running a batch (a worker thread, or the loop for cheap batches) --------------------
 
@@ -359,21 +362,25 @@ class Scheduler:
                 t0 = time.perf_counter()
                 results = session.run(feeds, None)
                 run_s = cpu_s = time.perf_counter() - t0
-            else:
+            elif session.single_threaded:
                 t0, c0 = time.perf_counter(), thread_time()
                 results = session.run(feeds, None)
                 run_s, cpu_s = time.perf_counter() - t0, thread_time() - c0
-                if not session.single_threaded:
-                    cpu_s = run_s  # ORT's own threads did part of the work: wall time tells
+            else:
+                # ORT's own threads do part of the work: only wall time tells
+                t0 = time.perf_counter()
+                results = session.run(feeds, None)
+                run_s = cpu_s = time.perf_counter() - t0
             names = self._output_names
+            by_name = dict(zip(names, results, strict=True))
             if self.observer is not None:
                 try:
-                    self.observer(feeds, dict(zip(names, results, strict=True)))
+                    self.observer(feeds, by_name)
                 except Exception:
                     log.exception("monitoring failed for model %s (inference unaffected)",
                                   self.label)
             if len(batch) == 1:
-                return [dict(zip(names, results, strict=True))], None, run_s, cpu_s
+                return [by_name], None, run_s, cpu_s
             counts = [item.rows for item in batch]
             pieces = [scatter_rows(r, counts) for r in results]
             return (

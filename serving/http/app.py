@@ -169,9 +169,11 @@ class ServingApp:
         try:
             yield
         finally:
-            for task in (self._loading, *tasks):
-                if task is not None and not task.done():
-                    task.cancel()
+            everything = [t for t in (self._loading, *tasks) if t is not None]
+            for task in everything:
+                task.cancel()
+            # let them finish (the metrics task writes its last snapshot) before releasing
+            await asyncio.gather(*everything, return_exceptions=True)
             await self.manager.shutdown()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

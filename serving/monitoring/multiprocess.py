@@ -44,21 +44,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def snapshot(registry: CollectorRegistry, worker: int) -> bytes:
-    """This process's families as JSON."""
-    fams = []
-    for m in registry.collect():
-        fams.append({
-            "name": m.name, "doc": m.documentation, "type": m.type,
-            "samples": [[s.name, s.labels, s.value] for s in m.samples],
-        })
-    return orjson.dumps({"pid": os.getpid(), "worker": worker, "families": fams})
+def snapshot(registry: CollectorRegistry, worker: int) -> dict[str, Any]:
+    """This process's families as plain data (what a snapshot file holds)."""
+    fams = [
+        {"name": m.name, "doc": m.documentation, "type": m.type,
+         "samples": [[s.name, s.labels, s.value] for s in m.samples]}
+        for m in registry.collect()
+    ]
+    return {"pid": os.getpid(), "worker": worker, "families": fams}
 
 
 def write_snapshot(registry: CollectorRegistry, directory: Path, worker: int) -> None:
     path = directory / f"{worker}-{os.getpid()}.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(snapshot(registry, worker))
+    tmp.write_bytes(orjson.dumps(snapshot(registry, worker)))
     os.replace(tmp, path)
 
 
@@ -119,7 +118,7 @@ class MultiProcessView(Collector):
         self.worker = worker
 
     def _snapshots(self) -> Iterator[tuple[bool, dict[str, Any]]]:
-        yield True, orjson.loads(snapshot(self.live, self.worker))
+        yield True, snapshot(self.live, self.worker)
         own = f"{self.worker}-{os.getpid()}.json"
         for path in sorted(self.directory.glob("*.json")):
             if path.name == own:
