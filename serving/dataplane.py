@@ -18,7 +18,7 @@ from serving.monitoring.metrics import PhaseStats, ServingMetrics
 from serving.protocol import v1, v2
 from serving.registry.layout import parse_version
 from serving.routing.canary import goes_to_canary
-from serving.routing.shadow import Mirror
+from serving.routing.shadow import watch
 from serving.runtime.signature import Signature
 from serving.types import InferResponse, RequestedOutput, Tensor
 
@@ -86,7 +86,7 @@ class DataPlane:
         """Send copies to the shadows once the primary has answered, so the copies run after
         the client's response is on its way (the waiting request's wake-up is queued before the
         shadow's dispatch); shed first when a shadow's queue is busy."""
-        shadows = list(m.shadows)
+        shadows = m.shadows  # refresh_primary replaces the list, never changes it
         loop = primary.get_loop()
 
         def send(done: asyncio.Future[Any]) -> None:
@@ -106,7 +106,7 @@ class DataPlane:
                     stats.shed += 1
                     continue
                 stats.mirrored += 1
-                Mirror(stats, done, shadow)
+                watch(stats, done.result(), shadow)
 
         # call_soon: behind the request's own wake-up, which the done-callback would precede
         primary.add_done_callback(lambda done: loop.call_soon(send, done))

@@ -1,10 +1,9 @@
-"""Shadow mirroring: a copy of a request runs on a shadow version after the primary has been
-scheduled; the client only ever sees the primary's answer. The two answers are compared here."""
+"""Shadow mirroring: a copy of a request runs on a shadow version once the primary has
+answered; the client only ever sees the primary's answer. The two answers are compared here."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import numpy as np
@@ -32,8 +31,8 @@ class ShadowStats:
         self.abs_diff_max = 0.0
         self.errors = 0  # the shadow failed or timed out (never shown to the client)
         self.shed = 0  # not mirrored: the shadow's queue was busy (shadow work goes first)
-        self.primary_latency = Histogram(LATENCY_BUCKETS)  # submit -> result, primary
-        self.shadow_latency = Histogram(LATENCY_BUCKETS)  # submit -> result, shadow
+        self.primary_latency = Histogram(LATENCY_BUCKETS)  # queue + run, primary
+        self.shadow_latency = Histogram(LATENCY_BUCKETS)  # queue + run, shadow
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -67,38 +66,19 @@ def compare(stats: ShadowStats, primary: Outputs, shadow: Outputs) -> None:
         stats.disagreements += int(differs.sum())
 
 
-class Mirror:
-    """Waits for both answers of one mirrored request (done-callbacks, no task), then compares."""
+def watch(stats: ShadowStats, primary: Any, shadow: asyncio.Future[Any]) -> None:
+    """Compare a shadow's answer with the primary's, which is already known (copies are sent
+    once the primary has answered), when the shadow's comes. Both latencies are the
+    scheduler's time for the request: queue wait plus its batch's run."""
+    outputs, _rows, waited, run_s = primary
+    stats.primary_latency.observe(waited + run_s)
 
-    __slots__ = ("finished", "late", "primary", "shadow", "started", "stats")
+    def done(fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            stats.errors += 1
+            return
+        shadow_outputs, _rows, s_waited, s_run = fut.result()
+        stats.shadow_latency.observe(s_waited + s_run)
+        compare(stats, outputs, shadow_outputs)
 
-    def __init__(self, stats: ShadowStats, primary: asyncio.Future[Any],
-                 shadow: asyncio.Future[Any]) -> None:
-        self.stats = stats
-        self.primary = primary
-        self.shadow = shadow
-        self.started = time.perf_counter()
-        self.finished = False
-        # Mirrored after the primary answered: only the shadow's own latency is measured.
-        self.late = primary.done()
-        if not self.late:
-            primary.add_done_callback(self._done)
-        shadow.add_done_callback(self._done)
-
-    def _done(self, fut: asyncio.Future[Any]) -> None:
-        now = time.perf_counter()
-        if fut is self.primary:
-            self.stats.primary_latency.observe(now - self.started)
-        else:
-            if fut.cancelled() or fut.exception() is not None:
-                self.stats.errors += 1
-            else:
-                self.stats.shadow_latency.observe(now - self.started)
-        if self.finished or not (self.primary.done() and self.shadow.done()):
-            return
-        self.finished = True
-        if self.primary.cancelled() or self.primary.exception() is not None:
-            return
-        if self.shadow.cancelled() or self.shadow.exception() is not None:
-            return
-        compare(self.stats, self.primary.result()[0], self.shadow.result()[0])
+    shadow.add_done_callback(done)

@@ -199,6 +199,9 @@ def test_bad_candidate_is_rolled_back(registry: Path, tmp_path: Path, kind: str)
     assert failed in ro["reason"]
     last = ro["history"][-1]
     assert last["decision"] == "fail" and failed in last["reason"] and last["measured"]
+    if kind == "disagree":  # both sides' latency is measured in the shadow step
+        assert last["measured"]["primary_p99_ms"] is not None, last["measured"]
+        assert last["measured"]["shadow_p99_ms"] is not None, last["measured"]
     assert doc["primary"] == 1 and doc["canary"] is None
     assert read_routing(registry, "iris").primary == 1
     print(f"{kind}: {ro['reason']}")
