@@ -16,9 +16,13 @@ from serving.lifecycle.states import ModelVersion, State
 from serving.monitoring.drift import DriftMonitor
 from serving.registry.layout import MANIFEST_FILE, Layout, parse_version
 from serving.registry.manifest import read_manifest
-from serving.registry.routing_state import RoutingState
+from serving.registry.routing_state import (
+    RoutingState,
+    read_routing,
+    routing_stat,
+    write_routing,
+)
 from serving.registry.s3 import S3Mirror, S3Registry, S3Url, default_cache_dir, is_s3_url
-from serving.registry.store import LocalRoutingStore, RoutingStore, S3RoutingStore
 from serving.runtime.session import LoadError, load_session
 
 log = logging.getLogger("serving.lifecycle")
@@ -73,16 +77,13 @@ class ModelManager:
         self.registry = str(registry)
         # An S3 registry is synced into a local cache, and loaded from there like a directory.
         self.mirror: S3Mirror | None = None
-        self.routing_store: RoutingStore
         if is_s3_url(registry):
             url = S3Url.parse(registry)
             cache = registry_cache or default_cache_dir(url)
             self.mirror = S3Mirror(S3Registry(url), cache)
             self.layout = Layout(self.mirror.root)
-            self.routing_store = S3RoutingStore(self.mirror)
         else:
             self.layout = Layout(registry)
-            self.routing_store = LocalRoutingStore(self.layout.root)
         self.default_intra_op_threads = default_intra_op_threads
         self.models: dict[str, Model] = {}
         self.loading_done = False
@@ -211,7 +212,7 @@ class ModelManager:
             cfg: tuple[object, ...] = (st.st_mtime_ns, st.st_size)
         except OSError:
             cfg = ()
-        return (cfg, tuple(self.layout.versions(name)), self.routing_store.stat(name))
+        return (cfg, tuple(self.layout.versions(name)), routing_stat(self.layout.root, name))
 
     async def set_routing(self, name: str, state: RoutingState) -> Model:
         """Write a model's routing state to the registry and apply it here (loading what it
@@ -223,9 +224,9 @@ class ModelManager:
         if self.mirror is None:
             # A small local file, written in place: no await between a caller's change and
             # the reload that applies it (the rollout controller relies on that).
-            self.routing_store.write(name, state)
+            write_routing(self.layout.root, name, state)
         else:  # the network: never on the event loop
-            await asyncio.to_thread(self.routing_store.write, name, state)
+            await asyncio.to_thread(self.mirror.write_state, name, state)
 
     async def load_model(self, name: str) -> Model:
         """(Re)load a model from the registry: new versions are loaded and warmed up before they
@@ -252,10 +253,10 @@ class ModelManager:
             config_changed = model.config != config
             model.config, model.reason = config, ""
             try:
-                model.routing = self.routing_store.read(name)
+                model.routing = read_routing(self.layout.root, name)
             except ValueError as exc:
                 log.error("model %s: %s (routing unchanged)", name, exc)
-            published = self.layout.versions(name)
+            published = list(fingerprint[1])  # the versions the fingerprint just listed
             wanted = config.versions.select(published)
             if model.routing is not None:  # versions the routing needs stay loaded
                 pinned = model.routing.versions() & set(published)
@@ -281,7 +282,7 @@ class ModelManager:
                 else:
                     log.error("model %s: reload failed, version %d keeps serving", name, version)
                 model.refresh_primary()
-            model.refresh_primary()
+            model.refresh_primary()  # the routing read above may move the primary
             if not config.auto_promote and model.routing is None and model.primary is not None:
                 # Pin what serves now: from here on only a rollout moves the primary.
                 model.routing = RoutingState(primary=model.primary.version)
@@ -289,6 +290,8 @@ class ModelManager:
                     await self._write_routing(name, model.routing)
                 except Exception as exc:  # the pin holds here; the next load writes it again
                     log.error("model %s: could not save the pinned primary: %s", name, exc)
+                else:  # our own write: not a change for the next poll to reload for
+                    model.fingerprint = (*fingerprint[:2], routing_stat(self.layout.root, name))
                 model.refresh_primary()
             # Retire versions the policy no longer wants, once something wanted serves.
             if any(v in model.versions and model.versions[v].state is State.READY for v in wanted):
