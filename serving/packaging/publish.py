@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from serving.registry.layout import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, Layout
+from serving.registry.layout import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, Layout, write_atomic
 from serving.registry.manifest import Manifest, write_manifest
 from serving.registry.s3 import is_s3_url
 
@@ -34,7 +34,7 @@ def publish_version(
     model_dir = layout.model_dir(manifest.name)
     model_dir.mkdir(parents=True, exist_ok=True)
     if model_toml is not None and not (model_dir / CONFIG_FILE).exists():
-        _write_atomic(model_dir / CONFIG_FILE, model_toml.encode())
+        write_atomic(model_dir / CONFIG_FILE, model_toml.encode())
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=model_dir))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; servers under another user must read it
     try:
@@ -55,12 +55,6 @@ def publish_version(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -6,7 +6,9 @@ before any path is built from them.
 
 from __future__ import annotations
 
+import os
 import re
+import threading
 from pathlib import Path
 
 from serving.errors import BadRequest, NotFound
@@ -22,6 +24,24 @@ _VERSION = re.compile(r"[1-9][0-9]{0,8}")
 def is_model_name(name: str) -> bool:
     """True for names made of letters, digits, `_`, `-` and `.`, not starting with a dot."""
     return _NAME.fullmatch(name) is not None and ".." not in name
+
+
+def is_version(text: str) -> bool:
+    """True for a version directory's name: a positive integer without sign or leading zeros."""
+    return _VERSION.fullmatch(text) is not None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` whole: readers see the old bytes or the new, never half (a
+    temp file unique to this process and thread, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def check_model_name(name: str) -> str:

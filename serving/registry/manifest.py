@@ -70,16 +70,25 @@ class Manifest:
         )
 
 
+def parse_manifest(data: bytes, name: str = "manifest.json") -> Manifest:
+    """Parse a manifest's bytes; ValueError says what is wrong with them."""
+    try:
+        return Manifest.from_json(orjson.loads(data))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"invalid manifest {name}: {exc}") from None
+
+
+def manifest_bytes(manifest: Manifest) -> bytes:
+    return orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2)
+
+
 def read_manifest(path: Path) -> Manifest:
     """Parse a manifest file; ValueError says what is wrong with it."""
-    try:
-        return Manifest.from_json(orjson.loads(path.read_bytes()))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"invalid manifest {path.name}: {exc}") from None
+    return parse_manifest(path.read_bytes(), path.name)
 
 
 def write_manifest(path: Path, manifest: Manifest) -> None:
-    path.write_bytes(orjson.dumps(manifest.to_json(), option=orjson.OPT_INDENT_2))
+    path.write_bytes(manifest_bytes(manifest))
 
 
 def sha256_file(path: Path) -> str:

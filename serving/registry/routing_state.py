@@ -7,15 +7,13 @@ history). `_state` is not a valid model name, so the registry never mistakes it 
 
 from __future__ import annotations
 
-import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from serving.registry.layout import check_model_name
+from serving.registry.layout import check_model_name, is_model_name, write_atomic
 
 STATE_DIR = "_state"
 ACTIVE_ROLLOUT = ("running", "paused", "baking")
@@ -110,12 +108,14 @@ def routing_bytes(state: RoutingState) -> bytes:
 
 
 def write_routing(registry: Path | str, model: str, state: RoutingState) -> None:
-    """Write the whole state atomically (temp file, then rename)."""
-    path = state_path(registry, model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(routing_bytes(state))
-    os.replace(tmp, path)
+    """Write the whole state atomically."""
+    write_atomic(state_path(registry, model), routing_bytes(state))
+
+
+def state_model(filename: str) -> str | None:
+    """The model a state file (`<model>.json`) is for; None for any other name."""
+    name = filename.removesuffix(".json")
+    return name if filename.endswith(".json") and is_model_name(name) else None
 
 
 def routing_stat(registry: Path | str, model: str) -> tuple[int, int]:

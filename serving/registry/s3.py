@@ -34,23 +34,22 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from serving.registry.layout import (
-    _VERSION,
     CONFIG_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     check_model_name,
     is_model_name,
+    is_version,
+    write_atomic,
 )
-from serving.registry.manifest import Manifest
+from serving.registry.manifest import Manifest, manifest_bytes, parse_manifest
 from serving.registry.routing_state import (
     STATE_DIR,
     RoutingState,
     routing_bytes,
+    state_model,
     state_path,
-    write_routing,
 )
 
 log = logging.getLogger("serving.registry")
@@ -60,7 +59,6 @@ TMP_DIR = ".tmp"  # inside the cache: downloads land here, then are renamed into
 LOCK_FILE = ".lock"
 _STALE_TMP_S = 3600.0
 _BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
-_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # files inside a version
 _CHUNK = 1 << 20
 
 
@@ -109,7 +107,7 @@ def default_cache_dir(url: S3Url) -> Path:
     share a cache; a prefix with other characters is named by its hash."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     parts = url.prefix.split("/") if url.prefix else []
-    if all(_FILE.fullmatch(p) for p in parts):
+    if all(is_model_name(p) for p in parts):
         leaf = "+".join(parts) or "+"
     else:
         leaf = "=" + hashlib.sha256(url.prefix.encode()).hexdigest()[:24]
@@ -149,16 +147,15 @@ def parse_listing(objects: list[Obj], url: S3Url) -> Snapshot:
     for obj in objects:
         parts = obj.key[start:].split("/")
         if len(parts) == 2 and parts[0] == STATE_DIR:
-            name = parts[1].removesuffix(".json")
-            if parts[1].endswith(".json") and is_model_name(name):
+            name = state_model(parts[1])
+            if name is not None:
                 snap.states[name] = obj
             continue
         if not is_model_name(parts[0]):
             continue
         if len(parts) == 2 and parts[1] == CONFIG_FILE:
             snap.models.setdefault(parts[0], ModelObjects()).config = obj
-        elif (len(parts) == 3 and _VERSION.fullmatch(parts[1])
-              and _FILE.fullmatch(parts[2]) and ".." not in parts[2]):
+        elif len(parts) == 3 and is_version(parts[1]) and is_model_name(parts[2]):
             model = snap.models.setdefault(parts[0], ModelObjects())
             model.versions.setdefault(int(parts[1]), {})[parts[2]] = obj
     return snap
@@ -284,10 +281,7 @@ class S3Registry:
     def manifest(self, name: str, version: int) -> Manifest:
         key = self.url.key(check_model_name(name), str(int(version)), MANIFEST_FILE)
         data, _ = self.get_bytes(key)
-        try:
-            return Manifest.from_json(orjson.loads(data))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"invalid manifest {MANIFEST_FILE}: {exc}") from None
+        return parse_manifest(data)
 
     # ---- publishing --------------------------------------------------------------------------
 
@@ -310,8 +304,7 @@ class S3Registry:
             version = max(taken, default=0) + 1
             if not self.put_if_absent(self.url.key(name, str(version), MODEL_FILE), onnx_bytes):
                 continue  # another publisher took this number: take the next one
-            doc = orjson.dumps(replace(manifest, version=version).to_json(),
-                               option=orjson.OPT_INDENT_2)
+            doc = manifest_bytes(replace(manifest, version=version))
             if not self.put_if_absent(self.url.key(name, str(version), MANIFEST_FILE), doc):
                 raise S3RegistryError(
                     f"{name} version {version} got a manifest from another publisher while this "
@@ -382,9 +375,11 @@ class S3Mirror:
         """Write routing state to the bucket, then to the cache (so this replica reads it back
         at once). Blocking: run it in a thread."""
         key = self.registry.state_key(model)
-        etag = self.registry.put(key, routing_bytes(state))
-        write_routing(self.root, model, state)
-        self._etags[key] = (etag, _fstat(state_path(self.root, model)))
+        data = routing_bytes(state)
+        etag = self.registry.put(key, data)
+        path = state_path(self.root, model)
+        write_atomic(path, data)
+        self._etags[key] = (etag, _fstat(path))
 
     # ---- the sync itself ---------------------------------------------------------------------
 
@@ -406,9 +401,9 @@ class S3Mirror:
             self._sync_file(obj, state_dir / f"{name}.json", listed_at, report)
         if state_dir.is_dir():
             for path in state_dir.iterdir():
-                name = path.name.removesuffix(".json")
-                if (path.name.endswith(".json") and is_model_name(name)
-                        and name not in snap.states and _older_than(path, listed_at)):
+                name = state_model(path.name)
+                if (name is not None and name not in snap.states
+                        and _older_than(path, listed_at)):
                     path.unlink(missing_ok=True)
                     report.files.append(f"{STATE_DIR}/{path.name} (removed)")
 
@@ -436,7 +431,7 @@ class S3Mirror:
             (final / CONFIG_FILE).unlink(missing_ok=True)
             report.files.append(f"{name}/{CONFIG_FILE} (removed)")
         for path in sorted(final.iterdir()):  # versions deleted from the bucket
-            if path.is_dir() and _VERSION.fullmatch(path.name) and int(path.name) not in complete:
+            if path.is_dir() and is_version(path.name) and int(path.name) not in complete:
                 self._remove(path)
                 report.removed.append((name, int(path.name)))
         for version, files in sorted(complete.items()):
@@ -478,9 +473,9 @@ class S3Mirror:
     def _download_version(self, files: dict[str, Obj], work: Path) -> None:
         data, _ = self.registry.get_bytes(files[MANIFEST_FILE].key)
         try:
-            manifest = Manifest.from_json(orjson.loads(data))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise _Refused(f"invalid {MANIFEST_FILE}: {exc}") from None
+            manifest = parse_manifest(data)
+        except ValueError as exc:
+            raise _Refused(str(exc)) from None
         if MODEL_FILE not in files:
             raise _Refused(f"{MODEL_FILE} is missing")
         for fname, obj in sorted(files.items()):
@@ -511,17 +506,7 @@ class S3Mirror:
             if dest.read_bytes() == data:  # unchanged: keep its mtime (pollers compare it)
                 self._etags[obj.key] = (etag, _fstat(dest))
                 return
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix="file-", dir=self.root / TMP_DIR)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomic(dest, data)
         self._etags[obj.key] = (etag, _fstat(dest))
         report.files.append(str(dest.relative_to(self.root)))
 
