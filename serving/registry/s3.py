@@ -184,19 +184,20 @@ class S3Registry:
 
     # ---- raw access --------------------------------------------------------------------------
 
-    def list_objects(self) -> list[Obj]:
+    def list_objects(self, under: str = "") -> list[Obj]:
+        """Every object under the prefix (or under `under` inside it)."""
         out = []
         with _errors(f"list {self.url}"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.url.bucket, Prefix=self.url.list_prefix
+                Bucket=self.url.bucket, Prefix=self.url.list_prefix + under
             )
             for page in pages:
                 for o in page.get("Contents", ()):
                     out.append(Obj(o["Key"], str(o.get("ETag", "")), int(o.get("Size", 0))))
         return out
 
-    def snapshot(self) -> Snapshot:
-        return parse_listing(self.list_objects(), self.url)
+    def snapshot(self, under: str = "") -> Snapshot:
+        return parse_listing(self.list_objects(under), self.url)
 
     def get_bytes(self, key: str) -> tuple[bytes, str]:
         """An object's content and ETag."""
@@ -298,12 +299,12 @@ class S3Registry:
         self._snapshot = None
         if model_toml is not None:
             self.put_if_absent(self.url.key(name, CONFIG_FILE), model_toml.encode())
+        model = self.snapshot(f"{name}/").models.get(name)  # this model's objects only
+        version = max(model.versions, default=0) if model else 0  # half-published ones too
         for _ in range(50):
-            model = self.snapshot().models.get(name)
-            taken = set(model.versions) if model else set()  # half-published ones too
-            version = max(taken, default=0) + 1
+            version += 1
             if not self.put_if_absent(self.url.key(name, str(version), MODEL_FILE), onnx_bytes):
-                continue  # another publisher took this number: take the next one
+                continue  # another publisher took this number: try the next one
             doc = manifest_bytes(replace(manifest, version=version))
             if not self.put_if_absent(self.url.key(name, str(version), MANIFEST_FILE), doc):
                 raise S3RegistryError(
