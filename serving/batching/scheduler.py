@@ -69,7 +69,6 @@ class BatchStats:
     last_at: float = 0.0  # wall-clock time of the last batch
     batches: int = 0
     rows: int = 0
-    queue_seconds: float = 0.0
     run_seconds: float = 0.0
     failed_batches: int = 0
     rejected: dict[str, int] | None = None
@@ -315,7 +314,6 @@ class Scheduler:
             q_counts[bisect_left(q_bounds, waited)] += 1
             if not item.future.done():
                 item.future.set_result((out, rows, waited, run_s))
-        stats.queue_seconds += total
         stats.queue_time.total += total
 
     def _complete(

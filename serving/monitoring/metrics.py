@@ -167,7 +167,7 @@ class ServingMetrics:
                         "success": {"count": ok, "ns": ns(ok_s)},
                         "fail": {"count": fail, "ns": ns(fail_s)},
                         "queue": {"count": st.ran if st else 0,
-                                  "ns": ns(st.queue_seconds) if st else 0},
+                                  "ns": ns(st.queue_time.total) if st else 0},
                         "compute_input": zero,
                         "compute_infer": {"count": st.batches if st else 0,
                                           "ns": ns(st.run_seconds) if st else 0},
@@ -254,7 +254,7 @@ class ServingCollector(Collector):
                 rows.add_metric(key, st.rows)
                 failed.add_metric(key, st.failed_batches)
                 batch_size.add_metric(key, st.batch_sizes.family_buckets(), st.batch_sizes.total)
-                queue_s.add_metric(key, st.queue_seconds)
+                queue_s.add_metric(key, st.queue_time.total)  # the histogram's sum
                 run_s.add_metric(key, st.run_seconds)
                 for reason, n in list((st.rejected or {}).items()):
                     rejected.add_metric([*key, reason], n)
