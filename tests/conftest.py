@@ -17,6 +17,20 @@ import pytest
 
 from serving.packaging.examples import build_examples
 
+# Fixtures that build the example models or start a real server: a test that uses one belongs to
+# the slow lane whatever folder it lives in.
+_E2E_FIXTURES = frozenset({"models_dir", "server", "client", "registry_copy"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the slow lane: everything under tests/e2e/, and every test using a server fixture.
+    Tests elsewhere that start processes themselves carry `pytest.mark.e2e` explicitly."""
+    e2e_dir = Path(__file__).parent / "e2e"
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.path.is_relative_to(e2e_dir) or fixtures & _E2E_FIXTURES:
+            item.add_marker(pytest.mark.e2e)
+
 
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -25,6 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import RunningServer, run_server
 from tests.e2e.models import publish
 
+pytestmark = pytest.mark.e2e  # real server processes (the slow lane)
+
 T = TypeVar("T")
 Dim = int | str
 

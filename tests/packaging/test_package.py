@@ -19,6 +19,8 @@ from serving.packaging.package import PackageError, package
 from serving.registry.layout import Layout
 from serving.registry.manifest import read_manifest, sha256_file
 
+pytestmark = pytest.mark.e2e  # trains models and runs the CLI in processes (the slow lane)
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "serving", *args], capture_output=True,

@@ -24,6 +24,8 @@ from serving.registry.routing_state import RoutingState, routing_bytes
 from serving.registry.s3 import S3Mirror, S3Registry, S3Url, default_cache_dir
 from tests.conftest import run_server, wait_for
 
+pytestmark = pytest.mark.e2e  # real server processes (the slow lane)
+
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
 
