@@ -69,6 +69,122 @@ def _numeric_array_end(body: bytes, i: int) -> int:
     return _TRUNCATED
 
 
+_ABORT = -1  # a scanner step's answer for "give up: let orjson parse the whole body"
+
+
+class _Splitter:
+    """The scanner behind `split_tensor_data`: one method per kind of byte, each returning the
+    offset to go on from (or _ABORT)."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.stack: list[tuple[int, int]] = []  # (opening byte, context) of each open container
+        self.spans: list[Span] = []
+        self.key = _NO_KEY
+        self.expect_key = False  # in an object, after `{` or `,`: the next string is a key
+        self.seen_inputs = self.seen_data = False
+        self.index = 0  # element count in "inputs"
+        self.input_index = 0  # index of the input object we are in
+
+    def scan(self) -> list[Span] | None:
+        body, n = self.body, len(self.body)
+        i = _skip_ws(body, 0)
+        if i >= n or body[i] != 0x7B:
+            return None
+        while i < n:
+            c = body[i]
+            if c in _WHITESPACE or c == 0x3A:  # `:` keeps `key` for the value that follows
+                i += 1
+                continue
+            if c == 0x22:
+                i = self._string(i)
+            elif c == 0x5B and self.key == _DATA_KEY:
+                i = self._data(i)
+            elif c in (0x7B, 0x5B):
+                i = self._open(c, i)
+            elif c in (0x5D, 0x7D):
+                i = self._close(c, i)
+                if i != _ABORT and not self.stack:
+                    break
+            elif c == 0x2C:
+                i = self._comma(i)
+            else:  # a byte of a number, literal or junk: orjson judges the skeleton
+                i += 1
+            if i == _ABORT:
+                return None
+        if self.stack or _skip_ws(body, i) != n:
+            return None
+        return self.spans
+
+    def _string(self, i: int) -> int:
+        j = _string_end(self.body, i)
+        if j < 0:
+            return _ABORT
+        ctx = self.stack[-1][1]
+        key = _NO_KEY
+        if self.expect_key and ctx in (_TOP, _INPUT):
+            name = self.body[i + 1 : j]
+            if b"\\" in name:
+                return _ABORT
+            if ctx == _TOP and name == b"inputs":
+                if self.seen_inputs:
+                    return _ABORT
+                self.seen_inputs, key = True, _INPUTS_KEY
+            elif ctx == _INPUT and name == b"data":
+                if self.seen_data:
+                    return _ABORT
+                self.seen_data, key = True, _DATA_KEY
+        self.key = key
+        self.expect_key = False
+        return j + 1
+
+    def _data(self, i: int) -> int:
+        end = _numeric_array_end(self.body, i)
+        if end == _TRUNCATED:
+            return _ABORT
+        self.key = _NO_KEY
+        if end != _NOT_NUMERIC:
+            self.spans.append((self.input_index, i, end))
+            return end
+        if len(self.stack) >= _MAX_DEPTH:
+            return _ABORT
+        self.stack.append((0x5B, _OTHER))  # not numeric: scan it like any other array
+        return i + 1
+
+    def _open(self, c: int, i: int) -> int:
+        stack = self.stack
+        if len(stack) >= _MAX_DEPTH:
+            return _ABORT
+        if not stack:
+            ctx = _TOP
+        elif c == 0x5B and self.key == _INPUTS_KEY:
+            ctx, self.index = _INPUTS, 0
+        elif c == 0x7B and stack[-1][1] == _INPUTS:
+            ctx, self.input_index, self.seen_data = _INPUT, self.index, False
+        else:
+            ctx = _OTHER
+        stack.append((c, ctx))
+        self.key = _NO_KEY
+        self.expect_key = c == 0x7B
+        return i + 1
+
+    def _close(self, c: int, i: int) -> int:
+        if not self.stack or self.stack[-1][0] != c - 2:  # `]` and `}` are their opener + 2
+            return _ABORT
+        self.stack.pop()
+        self.key = _NO_KEY
+        self.expect_key = False
+        return i + 1
+
+    def _comma(self, i: int) -> int:
+        opener, ctx = self.stack[-1]
+        if ctx == _INPUTS:
+            self.index += 1
+        self.expect_key = opener == 0x7B
+        self.key = _NO_KEY
+        return i + 1
+
+
 def split_tensor_data(body: bytes) -> tuple[bytes, list[Span]] | None:
     """Cut the inputs' numeric `data` arrays out of a V2 request: (skeleton, spans), or None.
 
@@ -80,90 +196,8 @@ def split_tensor_data(body: bytes) -> tuple[bytes, list[Span]] | None:
     """
     if not isinstance(body, bytes):
         raise TypeError(f"body must be bytes, not {type(body).__name__}")
-    n = len(body)
-    i = _skip_ws(body, 0)
-    if i >= n or body[i] != 0x7B:
-        return None
-    stack: list[tuple[int, int]] = []  # (opening byte, context) of each open object or array
-    spans: list[Span] = []
-    key = _NO_KEY
-    expect_key = False  # in an object, after `{` or `,`: the next string is a key
-    seen_inputs = seen_data = False
-    index = input_index = 0  # element count in "inputs"; index of the input object we are in
-    while i < n:
-        c = body[i]
-        if c in _WHITESPACE or c == 0x3A:  # `:` keeps `key` for the value that follows
-            i += 1
-        elif c == 0x22:
-            j = _string_end(body, i)
-            if j < 0:
-                return None
-            ctx = stack[-1][1]
-            if expect_key and ctx in (_TOP, _INPUT):
-                name = body[i + 1 : j]
-                if b"\\" in name:
-                    return None
-                if ctx == _TOP and name == b"inputs":
-                    if seen_inputs:
-                        return None
-                    seen_inputs, key = True, _INPUTS_KEY
-                elif ctx == _INPUT and name == b"data":
-                    if seen_data:
-                        return None
-                    seen_data, key = True, _DATA_KEY
-                else:
-                    key = _NO_KEY
-            else:
-                key = _NO_KEY
-            expect_key = False
-            i = j + 1
-        elif c == 0x5B and key == _DATA_KEY:
-            end = _numeric_array_end(body, i)
-            if end == _TRUNCATED:
-                return None
-            key = _NO_KEY
-            if end != _NOT_NUMERIC:
-                spans.append((input_index, i, end))
-                i = end
-                continue
-            if len(stack) >= _MAX_DEPTH:
-                return None
-            stack.append((c, _OTHER))  # not numeric: scan it like any other array
-            i += 1
-        elif c in (0x7B, 0x5B):
-            if len(stack) >= _MAX_DEPTH:
-                return None
-            if not stack:
-                ctx = _TOP
-            elif c == 0x5B and key == _INPUTS_KEY:
-                ctx, index = _INPUTS, 0
-            elif c == 0x7B and stack[-1][1] == _INPUTS:
-                ctx, input_index, seen_data = _INPUT, index, False
-            else:
-                ctx = _OTHER
-            stack.append((c, ctx))
-            key = _NO_KEY
-            expect_key = c == 0x7B
-            i += 1
-        elif c in (0x5D, 0x7D):
-            if not stack or stack[-1][0] != c - 2:  # `]` and `}` are their opener + 2
-                return None
-            stack.pop()
-            key = _NO_KEY
-            expect_key = False
-            i += 1
-            if not stack:
-                break
-        elif c == 0x2C:
-            opener, ctx = stack[-1]
-            if ctx == _INPUTS:
-                index += 1
-            expect_key = opener == 0x7B
-            key = _NO_KEY
-            i += 1
-        else:  # a byte of a number, literal or junk: orjson judges the skeleton
-            i += 1
-    if stack or _skip_ws(body, i) != n:
+    spans = _Splitter(body).scan()
+    if spans is None:
         return None
     if not spans:
         return body, spans

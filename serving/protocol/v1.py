@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,39 +40,44 @@ def decode_request(body: bytes, signature: Signature) -> tuple[InferRequest, boo
         raise BadRequest("give exactly one of 'instances' (row form) or 'inputs' (columnar form)")
     specs = signature.inputs
     if has_rows:
-        rows = obj["instances"]
-        if not isinstance(rows, list) or not rows:
-            raise BadRequest("'instances' must be a non-empty list")
-        if len(specs) == 1 and not isinstance(rows[0], dict):
-            tensors = [_tensor(rows, specs[0])]
-        else:
-            columns: dict[str, list[Any]] = {s.name: [] for s in specs}
-            for row in rows:
-                if not isinstance(row, dict):
-                    raise BadRequest("each instance must be an object naming every input")
-                for key in row:
-                    if key not in columns:
-                        raise BadRequest(f"unknown input {str(key)[:64]!r} in an instance")
-                for s in specs:
-                    if s.name not in row:
-                        raise BadRequest(f"an instance is missing input {s.name!r}")
-                    columns[s.name].append(row[s.name])
-            tensors = [_tensor(columns[s.name], s) for s in specs]
-    else:
-        cols = obj["inputs"]
-        if isinstance(cols, dict):
-            for key in cols:
-                if key not in {s.name for s in specs}:
-                    raise BadRequest(f"unknown input {str(key)[:64]!r}")
-            missing = [s.name for s in specs if s.name not in cols]
-            if missing:
-                raise BadRequest(f"missing input {missing[0]!r}")
-            tensors = [_tensor(cols[s.name], s) for s in specs]
-        elif len(specs) == 1:
-            tensors = [_tensor(cols, specs[0])]
-        else:
-            raise BadRequest("'inputs' must be an object naming every input of this model")
-    return InferRequest(tensors), has_rows
+        return InferRequest(_row_tensors(obj["instances"], specs)), True
+    return InferRequest(_column_tensors(obj["inputs"], specs)), False
+
+
+def _row_tensors(rows: object, specs: Sequence[TensorSpec]) -> list[Tensor]:
+    """`instances`: a list of rows, each a value (one input) or an object naming every input."""
+    if not isinstance(rows, list) or not rows:
+        raise BadRequest("'instances' must be a non-empty list")
+    if len(specs) == 1 and not isinstance(rows[0], dict):
+        return [_tensor(rows, specs[0])]
+    columns: dict[str, list[Any]] = {s.name: [] for s in specs}
+    for row in rows:
+        if not isinstance(row, dict):
+            raise BadRequest("each instance must be an object naming every input")
+        for key in row:
+            if key not in columns:
+                raise BadRequest(f"unknown input {str(key)[:64]!r} in an instance")
+        for s in specs:
+            if s.name not in row:
+                raise BadRequest(f"an instance is missing input {s.name!r}")
+            columns[s.name].append(row[s.name])
+    return [_tensor(columns[s.name], s) for s in specs]
+
+
+def _column_tensors(cols: object, specs: Sequence[TensorSpec]) -> list[Tensor]:
+    """`inputs`: one input's values, or an object mapping every input's name to its values."""
+    if isinstance(cols, dict):
+        names = {s.name for s in specs}
+        for key in cols:
+            if key not in names:
+                raise BadRequest(f"unknown input {str(key)[:64]!r}")
+        missing = [s.name for s in specs if s.name not in cols]
+        if missing:
+            raise BadRequest(f"missing input {missing[0]!r}")
+        return [_tensor(cols[s.name], s) for s in specs]
+    if len(specs) == 1:
+        return [_tensor(cols, specs[0])]
+    raise BadRequest("'inputs' must be an object naming every input of this model")
 
 
 def encode_response(outputs: list[Tensor], row_form: bool) -> bytes:

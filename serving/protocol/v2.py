@@ -45,7 +45,7 @@ def decode_request(
 ) -> InferRequest:
     """Parse a V2 inference request (JSON, or JSON header + binary tensors)."""
     if header_length is None:
-        head, tail = body, b""
+        head, tail = body, memoryview(b"")
     else:
         if header_length < 0 or header_length > len(body):
             raise BadRequest(
@@ -70,43 +70,10 @@ def decode_request(
     inputs: list[Tensor] = []
     offset = 0
     for index, item in enumerate(inputs_obj):
-        if not isinstance(item, dict):
-            raise BadRequest("each input must be an object with name, datatype, shape and data")
-        name = item.get("name")
-        if not isinstance(name, str) or not name:
-            raise BadRequest("each input needs a 'name' string")
-        datatype = item.get("datatype")
-        if not isinstance(datatype, str):
-            raise BadRequest(f"input {name!r} needs a 'datatype' string")
-        numpy_dtype(datatype)
-        shape = _shape(item.get("shape"), name)
-        count = math.prod(shape)
-        params = _parameters(item, f"input {name!r}")
-        size = params.get("binary_data_size")
-        if size is not None:
-            if type(size) is not int or size < 0:
-                raise BadRequest(f"input {name!r}: binary_data_size must be a non-negative integer")
-            if offset + size > len(tail):
-                raise BadRequest(
-                    f"input {name!r}: binary_data_size {size} goes past the end of the binary "
-                    f"data ({len(tail) - offset} bytes left)"
-                )
-            data = binary.decode_binary_tensor(tail[offset : offset + size], datatype, count, name)
-            offset += size
-        else:
-            span = spans.get(index) if spans else None
-            if span is not None:
-                data = span(datatype, name)
-            elif "data" in item:
-                data = array_from_json(item["data"], datatype, name)
-            else:
-                raise BadRequest(f"input {name!r} has neither 'data' nor binary_data_size")
-            if data.size != count:
-                raise BadRequest(
-                    f"input {name!r}: 'data' has {data.size} elements but shape "
-                    f"{list(shape)} needs {count}"
-                )
-        inputs.append(Tensor(name, datatype, shape, data, params, size is None))
+        span = spans.get(index) if spans else None
+        tensor, used = _decode_input(item, tail, offset, span)
+        inputs.append(tensor)
+        offset += used
     if offset != len(tail):
         raise BadRequest(
             f"binary data has {len(tail) - offset} bytes that no input claims "
@@ -117,6 +84,53 @@ def decode_request(
     if not isinstance(binary_outputs, bool):
         raise BadRequest("parameter binary_data_output must be true or false")
     return InferRequest(inputs, req_id, outputs, req_params, binary_outputs)
+
+
+def _decode_input(
+    item: object, tail: memoryview, offset: int, span: Any
+) -> tuple[Tensor, int]:
+    """One entry of 'inputs', and the bytes of binary data it used from `tail` at `offset`."""
+    if not isinstance(item, dict):
+        raise BadRequest("each input must be an object with name, datatype, shape and data")
+    name = item.get("name")
+    if not isinstance(name, str) or not name:
+        raise BadRequest("each input needs a 'name' string")
+    datatype = item.get("datatype")
+    if not isinstance(datatype, str):
+        raise BadRequest(f"input {name!r} needs a 'datatype' string")
+    numpy_dtype(datatype)
+    shape = _shape(item.get("shape"), name)
+    count = math.prod(shape)
+    params = _parameters(item, f"input {name!r}")
+    size = params.get("binary_data_size")
+    if size is not None:
+        data = _binary_input(tail, offset, size, datatype, count, name)
+        return Tensor(name, datatype, shape, data, params, False), size
+    if span is not None:
+        data = span(datatype, name)
+    elif "data" in item:
+        data = array_from_json(item["data"], datatype, name)
+    else:
+        raise BadRequest(f"input {name!r} has neither 'data' nor binary_data_size")
+    if data.size != count:
+        raise BadRequest(
+            f"input {name!r}: 'data' has {data.size} elements but shape "
+            f"{list(shape)} needs {count}"
+        )
+    return Tensor(name, datatype, shape, data, params, True), 0
+
+
+def _binary_input(
+    tail: memoryview, offset: int, size: object, datatype: str, count: int, name: str
+) -> np.ndarray:
+    if type(size) is not int or size < 0:
+        raise BadRequest(f"input {name!r}: binary_data_size must be a non-negative integer")
+    if offset + size > len(tail):
+        raise BadRequest(
+            f"input {name!r}: binary_data_size {size} goes past the end of the binary "
+            f"data ({len(tail) - offset} bytes left)"
+        )
+    return binary.decode_binary_tensor(tail[offset : offset + size], datatype, count, name)
 
 
 def _requested_outputs(value: Any) -> list[RequestedOutput] | None:
