@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from serving.dataplane import DataPlane
+from serving.dataplane import DataPlane, Refused, Served
 from serving.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 from serving.http.errors import error_parts
 from serving.monitoring.metrics import ServingMetrics
@@ -150,28 +150,31 @@ class InferEndpoint:
                 elif key == routing_header:
                     routing_key = value[:256].decode("latin-1")
             body = await _read_body(receive, self.max_body_bytes, declared)
+            answer: tuple[bytes, int | None, Served] | Refused
             if proto == "v2":
-                out, out_header_length, info = await self.dataplane.infer_v2(
+                answer = await self.dataplane.infer_v2(
                     model, version, body, header_length, _disconnect_probe(receive), routing_key
                 )
-                served, served_route = info.version, info.route
-                if out_header_length is not None:
-                    headers = [
-                        _BINARY_TYPE,
-                        (b"inference-header-content-length", str(out_header_length).encode()),
-                    ]
             else:
                 if header_length is not None:
                     raise BadRequest("V1 predict takes JSON only (no binary tensors)")
-                out, info = await self.dataplane.predict_v1(model, version, body, routing_key)
-                served, served_route = info.version, info.route
+                answer = await self.dataplane.predict_v1(model, version, body, routing_key)
+            if isinstance(answer, Refused):  # routed, then refused: counts for that version
+                served, served_route = answer.version, answer.route
+                raise answer.error
+            out, out_header_length, info = answer
+            served, served_route = info.version, info.route
+            if out_header_length is not None:
+                headers = [
+                    _BINARY_TYPE,
+                    (b"inference-header-content-length", str(out_header_length).encode()),
+                ]
         except ClientGone:
             self.record(model, served, "primary", "cancelled", perf_counter() - started)
             return
         except Exception as exc:
             status, out, extra = error_parts(exc)
             outcome = getattr(exc, "reason", "server_error")
-            served, served_route = getattr(exc, "served", (served, served_route))
             headers = _JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         response_headers = [*headers, (b"content-length", str(len(out)).encode())]
         if status == 200:
