@@ -45,8 +45,8 @@ class FakeSource:
 
     def serve(self, version: int, route: str, n: int, errors: int = 0, ms: float = 2.0) -> None:
         w = self.windows[(str(version), route)]
-        self.windows[(str(version), route)] = Window(
-            w.requests + n, w.errors + errors, [a + b for a, b in zip(w.latency, lat(n, ms))])
+        counts = [a + b for a, b in zip(w.latency, lat(n, ms), strict=True)]
+        self.windows[(str(version), route)] = Window(w.requests + n, w.errors + errors, counts)
 
     def mirror(self, version: int, n: int, disagree: int = 0) -> None:
         s = self.shadows[str(version)]
