@@ -83,6 +83,8 @@ class DataPlane:
         if m is None:
             return mv, PRIMARY, ()
         table = m.table
+        if table.canary is None and not table.shadows:  # the common case: two attribute reads
+            return mv, PRIMARY, ()
         chosen, route = table.route(key or request_id)
         if route == PRIMARY:
             return mv, PRIMARY, table.mirror()
