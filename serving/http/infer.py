@@ -124,6 +124,19 @@ class InferEndpoint:
         self.routing_header = routing_header.lower().encode()
         self.access_log: Callable[..., None] | None = access_log_line if access_log else None
 
+    def _dispatch(
+        self, proto: str, model: str, version: str | None, body: bytes,
+        header_length: int | None, receive: Receive, routing_key: str | None,
+    ) -> Awaitable[tuple[bytes, int | None, Served] | Refused]:
+        """The dataplane call for the protocol (a plain function: no extra coroutine frame)."""
+        if proto == "v2":
+            return self.dataplane.infer_v2(
+                model, version, body, header_length, _disconnect_probe(receive), routing_key
+            )
+        if header_length is not None:
+            raise BadRequest("V1 predict takes JSON only (no binary tensors)")
+        return self.dataplane.predict_v1(model, version, body, routing_key)
+
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, route: tuple[str, str, str | None]
     ) -> None:
@@ -150,15 +163,9 @@ class InferEndpoint:
                 elif key == routing_header:
                     routing_key = value[:256].decode("latin-1")
             body = await _read_body(receive, self.max_body_bytes, declared)
-            answer: tuple[bytes, int | None, Served] | Refused
-            if proto == "v2":
-                answer = await self.dataplane.infer_v2(
-                    model, version, body, header_length, _disconnect_probe(receive), routing_key
-                )
-            else:
-                if header_length is not None:
-                    raise BadRequest("V1 predict takes JSON only (no binary tensors)")
-                answer = await self.dataplane.predict_v1(model, version, body, routing_key)
+            answer = await self._dispatch(
+                proto, model, version, body, header_length, receive, routing_key
+            )
             if isinstance(answer, Refused):  # routed, then refused: counts for that version
                 served, served_route = answer.version, answer.route
                 raise answer.error
