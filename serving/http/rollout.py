@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,8 +16,9 @@ from serving.lifecycle.rollout import RolloutController
 from serving.protocol.jsondata import loads
 
 
-def rollout_routes(  # type: ignore[no-untyped-def]
-    controller: RolloutController | None, authorize, leader: WorkerSpec | None = None
+def rollout_routes(
+    controller: RolloutController | None, authorize: Callable[[Request], None],
+    leader: WorkerSpec | None = None,
 ) -> list[Route]:
     """The rollout routes; `leader` set: this is a worker process other than worker 0, and every
     rollout request is answered by worker 0, which runs the controller."""
