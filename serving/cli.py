@@ -10,6 +10,7 @@ from typing import Any
 
 from serving import __version__
 from serving.config import ServerConfig, load_server_config
+from serving.registry.rollout_state import DeliverySummary, Rollout, RolloutSummary, StepKind
 
 
 def _serve_parser(sub: Any) -> None:
@@ -271,46 +272,44 @@ def _rollout(args: argparse.Namespace) -> int:
 
 def format_history(doc: dict[str, Any]) -> str:
     """Delivery metrics and one line per finished rollout."""
-    s = doc["summary"]
-    def num(v: Any, unit: str = "") -> str:
+    s = DeliverySummary.from_json(doc["summary"])
+    def num(v: float | None, unit: str = "") -> str:
         return "-" if v is None else f"{v:g}{unit}"
     lines = [
-        f"model {doc['model']}: {s['rollouts']} rollouts: {s['promoted']} promoted, "
-        f"{s['rolled_back']} rolled back, {s['aborted']} aborted "
-        f"(rollback share {s['rollback_share']:.0%})",
-        f"mean time to promote {num(s['mean_time_to_promote_s'], 's')}, mean time to restore "
-        f"{num(s['mean_time_to_restore_s'], 's')}, promotions per day "
-        f"{num(s['promotions_per_day'])}",
+        f"model {doc['model']}: {s.rollouts} rollouts: {s.promoted} promoted, "
+        f"{s.rolled_back} rolled back, {s.aborted} aborted "
+        f"(rollback share {s.rollback_share:.0%})",
+        f"mean time to promote {num(s.mean_time_to_promote_s, 's')}, mean time to restore "
+        f"{num(s.mean_time_to_restore_s, 's')}, promotions per day "
+        f"{num(s.promotions_per_day)}",
         "",
     ]
-    for r in doc["rollouts"]:
-        restore = f", restored in {r['time_to_restore_s']:g}s" if "time_to_restore_s" in r else ""
-        lines.append(f"{r['finished_at'][:19]}  v{r['baseline']} -> v{r['candidate']}  "
-                     f"{r['outcome']:<11} {r['duration_s']:g}s{restore}  {r['reason']}")
+    for r in map(RolloutSummary.from_json, doc["rollouts"]):
+        restore = "" if r.time_to_restore_s is None else f", restored in {r.time_to_restore_s:g}s"
+        lines.append(f"{r.finished_at[:19]}  v{r.baseline} -> v{r.candidate}  "
+                     f"{r.outcome.value:<11} {r.duration_s:g}s{restore}  {r.reason}")
     return "\n".join(lines)
 
 
 def format_rollout(doc: dict[str, Any]) -> str:
     """A readable timeline of a rollout's status document."""
-    ro = doc["rollout"]
+    ro = Rollout.from_json(doc["rollout"])
     lines = [
-        f"model {doc['model']}: candidate v{ro['candidate']} vs baseline v{ro['baseline']} — "
-        f"{ro['state'].upper()}" + (f" ({ro['reason']})" if ro.get("reason") else ""),
+        f"model {doc['model']}: candidate v{ro.candidate} vs baseline v{ro.baseline} — "
+        f"{ro.state.value.upper()}" + (f" ({ro.reason})" if ro.reason else ""),
         f"now: primary v{doc['primary']}"
         + (f", canary v{doc['canary']} at {doc['canary_weight']:g}%" if doc.get("canary") else "")
         + (f", shadows {doc['shadows']}" if doc.get("shadows") else ""),
         "plan: " + " -> ".join(
-            "shadow" if st["kind"] == "shadow" else f"{st['weight']:g}%" for st in ro["steps"]
-        ) + f" -> promote (bake {ro['bake_s']:g}s); each step {ro['steps'][0]['duration_s']:g}s",
+            "shadow" if st.kind is StepKind.SHADOW else f"{st.weight:g}%" for st in ro.steps
+        ) + f" -> promote (bake {ro.bake_s:g}s); each step {ro.steps[0].duration_s:g}s",
         "",
         f"{'time':<12} {'step':<12} {'decision':<9} {'by':<10} reason / measured",
     ]
-    for h in ro["history"]:
-        where = "bake" if h["kind"] == "bake" else (
-            "shadow" if h["kind"] == "shadow" else f"{h['kind']} {h['weight']:g}%")
-        measured = ", ".join(f"{k}={v}" for k, v in h["measured"].items() if v is not None)
-        lines.append(f"{h['at'][11:23]:<12} {where:<12} {h['decision']:<9} {h['by']:<10} "
-                     f"{h['reason']}")
+    for h in ro.history:
+        where = h.kind if h.kind in ("bake", "shadow") else f"{h.kind} {h.weight:g}%"
+        measured = ", ".join(f"{k}={v}" for k, v in h.measured.items() if v is not None)
+        lines.append(f"{h.at[11:23]:<12} {where:<12} {h.decision:<9} {h.by:<10} {h.reason}")
         if measured:
             lines.append(f"{'':<46}{measured}")
     return "\n".join(lines)

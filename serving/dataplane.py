@@ -4,8 +4,8 @@ validate, queue, and shape the answer. `serving/http/` only translates HTTP to t
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, NamedTuple
 
@@ -17,8 +17,8 @@ from serving.lifecycle.states import ModelVersion, State
 from serving.monitoring.metrics import PhaseStats, ServingMetrics
 from serving.protocol import v1, v2
 from serving.registry.layout import parse_version
-from serving.routing.canary import goes_to_canary
 from serving.routing.shadow import watch
+from serving.routing.table import PRIMARY
 from serving.runtime.signature import Signature
 from serving.types import InferResponse, RequestedOutput, Tensor
 
@@ -51,6 +51,16 @@ class Served(NamedTuple):
     encode_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A request that was routed, then refused or failed: the error to answer with, and the
+    version and route it counts for (returned, not raised, so the caller knows both)."""
+
+    error: ServingError
+    version: str
+    route: str
+
+
 class DataPlane:
     """The inference, health and metadata operations behind both V2 and V1."""
 
@@ -63,39 +73,37 @@ class DataPlane:
     def _route(
         self, model: str, version: str | None, key: str | None, request_id: str | None,
         mv: ModelVersion,
-    ) -> tuple[ModelVersion, str, Model | None]:
-        """(version, route, model when shadows may apply). `mv` is what the request addressed
-        (the primary when unversioned); naming a version bypasses routing."""
+    ) -> tuple[ModelVersion, str, tuple[ModelVersion, ...]]:
+        """(version, route, shadows to copy it to) by the model's routing table. `mv` is what
+        the request addressed (the primary when unversioned); naming a version bypasses
+        routing."""
         if version:
-            return mv, "primary", None
+            return mv, PRIMARY, ()
         m = self.manager.models.get(model)
         if m is None:
-            return mv, "primary", None
-        canary = m.canary
-        if canary is not None:
-            k = key or request_id
-            # no key: a fresh draw, weight-proportional (hashing a random string adds nothing)
-            if (goes_to_canary(k, m.canary_weight) if k is not None
-                    else random.random() * 100.0 < m.canary_weight):
-                return canary, "canary", m
-        return mv, "primary", m
+            return mv, PRIMARY, ()
+        table = m.table
+        if table.canary is None and not table.shadows:  # the common case: two attribute reads
+            return mv, PRIMARY, ()
+        chosen, route = table.route(key or request_id)
+        if route == PRIMARY:
+            return mv, PRIMARY, table.mirror()
+        return chosen or mv, route, ()
 
     def _mirror(
-        self, m: Model, feeds: dict[str, Any], rows: int, primary: asyncio.Future[Any]
+        self, name: str, shadows: tuple[ModelVersion, ...], feeds: dict[str, Any], rows: int,
+        primary: asyncio.Future[Any],
     ) -> None:
         """Send copies to the shadows once the primary has answered, so the copies run after
         the client's response is on its way (the waiting request's wake-up is queued before the
         shadow's dispatch); shed first when a shadow's queue is busy."""
-        shadows = m.shadows  # refresh_primary replaces the list, never changes it
         loop = primary.get_loop()
 
         def send(done: asyncio.Future[Any]) -> None:
             if done.cancelled() or done.exception() is not None:
                 return
-            for smv, fraction in shadows:
-                stats = self.metrics.shadow_stats(m.name, smv.version_str)
-                if fraction < 1.0 and random.random() >= fraction:
-                    continue
+            for smv in shadows:
+                stats = self.metrics.shadow_stats(name, smv.version_str)
                 sched = smv.scheduler
                 if sched is None or sched.queued * 2 >= sched.policy.max_queue_size:
                     stats.shed += 1
@@ -134,8 +142,7 @@ class DataPlane:
     def _submit(
         self,
         mv: ModelVersion,
-        route: str,
-        routed: Model | None,
+        shadows: tuple[ModelVersion, ...],
         inputs: list[Tensor],
         timeout: int | None = None,
         disconnected: Callable[[], bool] | None = None,
@@ -161,8 +168,8 @@ class DataPlane:
                 sig.output(o.name)  # 400 for an output the model does not have
         future = scheduler.submit(feeds, rows, timeout, disconnected)
         queued = perf_counter()
-        if routed is not None and routed.shadows and route == "primary":
-            self._mirror(routed, feeds, rows, future)
+        if shadows:
+            self._mirror(mv.name, shadows, feeds, rows, future)
         return sig, queued, future
 
     def _phases(self, mv: ModelVersion) -> PhaseStats:
@@ -179,9 +186,10 @@ class DataPlane:
         header_length: int | None,
         disconnected: Callable[[], bool] | None = None,
         routing_key: str | None = None,
-    ) -> tuple[bytes, int | None, Served]:
+    ) -> tuple[bytes, int | None, Served] | Refused:
         """A V2 request's body in; the response body, its binary header length, and what served
-        it (version, route, batch, phase timings) out."""
+        it (version, route, batch, phase timings) out, or Refused once it was routed. Errors
+        before routing (a bad request, an unknown model) are raised."""
         t0 = perf_counter()
         first = self.manager.get_version(model, version)
         assert first.session is not None
@@ -191,15 +199,14 @@ class DataPlane:
         if timeout is not None and (type(timeout) is not int or timeout < 0):
             raise BadRequest("parameter timeout must be a non-negative integer (microseconds)")
 
-        mv, route, routed = self._route(model, version, routing_key, req.id, first)
+        mv, route, shadows = self._route(model, version, routing_key, req.id, first)
         try:
             sig, queued, future = self._submit(
-                mv, route, routed, req.inputs, timeout, disconnected, requested
+                mv, shadows, req.inputs, timeout, disconnected, requested
             )
             outs, batch_size, queue_s, run_s = await future
         except ServingError as exc:
-            exc.served = (mv.version_str, route)  # refused or failed: counts for this version
-            raise
+            return Refused(exc, mv.version_str, route)  # counts for the version routed to
         t2 = perf_counter()
         decode_s = queued - t0
         tensors: list[Tensor] = []
@@ -235,18 +242,18 @@ class DataPlane:
 
     async def predict_v1(
         self, model: str, version: str | None, body: bytes, routing_key: str | None = None
-    ) -> tuple[bytes, Served]:
+    ) -> tuple[bytes, None, Served] | Refused:
+        """A V1 request: as infer_v2 (JSON only: no binary header length)."""
         t0 = perf_counter()
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req, row_form = v1.decode_request(body, first.session.signature)
-        mv, route, routed = self._route(model, version, routing_key, None, first)
+        mv, route, shadows = self._route(model, version, routing_key, None, first)
         try:
-            sig, queued, future = self._submit(mv, route, routed, req.inputs)
+            sig, queued, future = self._submit(mv, shadows, req.inputs)
             outs, batch_size, queue_s, run_s = await future
         except ServingError as exc:
-            exc.served = (mv.version_str, route)  # refused or failed: counts for this version
-            raise
+            return Refused(exc, mv.version_str, route)  # counts for the version routed to
         t2 = perf_counter()
         decode_s = queued - t0
         tensors = [
@@ -255,8 +262,8 @@ class DataPlane:
         out = v1.encode_response(tensors, row_form)
         encode_s = perf_counter() - t2
         self._phases(mv).observe(decode_s, encode_s)
-        return out, Served(mv.version_str, route, batch_size, None, decode_s, queue_s, run_s,
-                           encode_s)
+        return out, None, Served(mv.version_str, route, batch_size, None, decode_s, queue_s,
+                                 run_s, encode_s)
 
     # ---- health and metadata ---------------------------------------------------------------
 

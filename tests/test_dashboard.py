@@ -16,6 +16,7 @@ import yaml
 from serving.packaging.examples import publish_worse
 from serving.packaging.publish import publish_version
 from serving.registry.manifest import read_manifest
+from serving.registry.rollout_state import RolloutSummary
 from serving.registry.routing_state import RoutingState, Shadow, write_routing
 from tests.conftest import run_server
 
@@ -50,7 +51,7 @@ def test_every_queried_metric_is_exported(registry_copy: Path, tmp_path: Path) -
     ]
     write_routing(registry_copy, "iris", RoutingState(
         primary=1, canary=canary, canary_weight=50.0, shadows=[Shadow(shadow, 1.0)],
-        past_rollouts=past))
+        past_rollouts=[RolloutSummary.from_json(p) for p in past]))
     toml = registry_copy / "iris/model.toml"
     toml.write_text(toml.read_text().replace('policy = "latest"', 'policy = "all"'))
     body = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],

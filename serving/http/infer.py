@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from serving.dataplane import DataPlane
+from serving.dataplane import DataPlane, Refused, Served
 from serving.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 from serving.http.errors import error_parts
 from serving.monitoring.metrics import ServingMetrics
@@ -124,6 +124,19 @@ class InferEndpoint:
         self.routing_header = routing_header.lower().encode()
         self.access_log: Callable[..., None] | None = access_log_line if access_log else None
 
+    def _dispatch(
+        self, proto: str, model: str, version: str | None, body: bytes,
+        header_length: int | None, receive: Receive, routing_key: str | None,
+    ) -> Awaitable[tuple[bytes, int | None, Served] | Refused]:
+        """The dataplane call for the protocol (a plain function: no extra coroutine frame)."""
+        if proto == "v2":
+            return self.dataplane.infer_v2(
+                model, version, body, header_length, _disconnect_probe(receive), routing_key
+            )
+        if header_length is not None:
+            raise BadRequest("V1 predict takes JSON only (no binary tensors)")
+        return self.dataplane.predict_v1(model, version, body, routing_key)
+
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, route: tuple[str, str, str | None]
     ) -> None:
@@ -150,28 +163,25 @@ class InferEndpoint:
                 elif key == routing_header:
                     routing_key = value[:256].decode("latin-1")
             body = await _read_body(receive, self.max_body_bytes, declared)
-            if proto == "v2":
-                out, out_header_length, info = await self.dataplane.infer_v2(
-                    model, version, body, header_length, _disconnect_probe(receive), routing_key
-                )
-                served, served_route = info.version, info.route
-                if out_header_length is not None:
-                    headers = [
-                        _BINARY_TYPE,
-                        (b"inference-header-content-length", str(out_header_length).encode()),
-                    ]
-            else:
-                if header_length is not None:
-                    raise BadRequest("V1 predict takes JSON only (no binary tensors)")
-                out, info = await self.dataplane.predict_v1(model, version, body, routing_key)
-                served, served_route = info.version, info.route
+            answer = await self._dispatch(
+                proto, model, version, body, header_length, receive, routing_key
+            )
+            if isinstance(answer, Refused):  # routed, then refused: counts for that version
+                served, served_route = answer.version, answer.route
+                raise answer.error
+            out, out_header_length, info = answer
+            served, served_route = info.version, info.route
+            if out_header_length is not None:
+                headers = [
+                    _BINARY_TYPE,
+                    (b"inference-header-content-length", str(out_header_length).encode()),
+                ]
         except ClientGone:
             self.record(model, served, "primary", "cancelled", perf_counter() - started)
             return
         except Exception as exc:
             status, out, extra = error_parts(exc)
             outcome = getattr(exc, "reason", "server_error")
-            served, served_route = getattr(exc, "served", (served, served_route))
             headers = _JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in extra.items()]
         response_headers = [*headers, (b"content-length", str(len(out)).encode())]
         if status == 200:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving.errors import BadRequest, Unavailable
+from serving.errors import Unavailable
 from serving.http.errors import json_response
 from serving.http.workers import WorkerSpec, ask_worker
-from serving.lifecycle.rollout import RolloutController, parse_steps
+from serving.lifecycle.plan import Plan
+from serving.lifecycle.rollout import RolloutController
 from serving.protocol.jsondata import loads
 
 
-def rollout_routes(  # type: ignore[no-untyped-def]
-    controller: RolloutController | None, authorize, leader: WorkerSpec | None = None
+def rollout_routes(
+    controller: RolloutController | None, authorize: Callable[[Request], None],
+    leader: WorkerSpec | None = None,
 ) -> list[Route]:
     """The rollout routes; `leader` set: this is a worker process other than worker 0, and every
     rollout request is answered by worker 0, which runs the controller."""
@@ -25,18 +29,8 @@ def rollout_routes(  # type: ignore[no-untyped-def]
 
     async def start(request: Request) -> Response:
         authorize(request)
-        doc = loads(await request.body() or b"{}")
-        if not isinstance(doc, dict):
-            raise BadRequest("the rollout plan must be a JSON object")
-        if isinstance(doc.get("steps"), str):
-            duration = doc.get("step_duration_s", 300.0)
-            if not isinstance(duration, int | float) or duration <= 0:
-                raise BadRequest("step_duration_s must be a positive number")
-            min_requests = doc.get("min_requests")
-            if min_requests is not None and (type(min_requests) is not int or min_requests < 1):
-                raise BadRequest("min_requests must be a positive integer")
-            doc["steps"] = parse_steps(doc["steps"], float(duration), min_requests)
-        return json_response(await ctl().start(request.path_params["model"], doc))
+        plan = Plan.from_json(loads(await request.body() or b"{}"))
+        return json_response(await ctl().start(request.path_params["model"], plan))
 
     async def status(request: Request) -> Response:
         return json_response(ctl().status(request.path_params["model"]))

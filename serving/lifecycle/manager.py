@@ -23,6 +23,7 @@ from serving.registry.routing_state import (
     write_routing,
 )
 from serving.registry.s3 import S3Mirror, S3Registry, S3Url, default_cache_dir, is_s3_url
+from serving.routing.table import RoutingTable
 from serving.runtime.session import LoadError, load_session
 
 log = logging.getLogger("serving.lifecycle")
@@ -41,30 +42,13 @@ class Model:
     unloaded: bool = False  # unloaded on request: not counted against readiness
     fingerprint: tuple[object, ...] = ()
     routing: RoutingState | None = None
-    canary: ModelVersion | None = None
-    canary_weight: float = 0.0
-    shadows: list[tuple[ModelVersion, float]] = field(default_factory=list)
+    table: RoutingTable[ModelVersion] = field(default_factory=RoutingTable)  # who serves now
 
     def refresh_primary(self) -> None:
-        """Resolve who serves: the routing state's primary when it is READY, else the highest
-        READY version; the canary and shadows when they are READY."""
+        """Resolve who serves (serving.routing.table) from the routing state and READY versions."""
         ready = {v.version: v for v in self.versions.values() if v.state is State.READY}
-        rs = self.routing
-        if rs is not None and rs.primary in ready:
-            self.primary = ready[rs.primary]
-        else:
-            self.primary = ready[max(ready)] if ready else None
-        self.canary = None
-        self.canary_weight = 0.0
-        self.shadows = []
-        if rs is not None:
-            if rs.canary in ready and rs.canary_weight > 0 and ready[rs.canary] is not self.primary:
-                self.canary, self.canary_weight = ready[rs.canary], rs.canary_weight
-            self.shadows = [
-                (ready[s.version], s.fraction)
-                for s in rs.shadows
-                if s.version in ready and ready[s.version] is not self.primary and s.fraction > 0
-            ]
+        self.table = RoutingTable.resolve(self.routing, ready)
+        self.primary = self.table.primary
         self.by_str = {v.version_str: v for v in self.versions.values()}
 
 

@@ -1,23 +1,26 @@
 """The rollout controller: moves a candidate version through shadow and canary steps, promotes
 it while its numbers stay healthy, and rolls it back at once when they don't.
 
-Its state (plan, step, history) lives in the registry's routing state, so a restarted server
-resumes a rollout where it stood and every replica routes by it. One controller runs per
-deployment (`--rollout-controller` on one replica); it reads its numbers from a MetricSource:
-this process's own counters by default, or anything else that can answer the same questions
-(a Prometheus query API, for several replicas).
+Its state (plan, step, history: `registry/rollout_state.py`) lives in the registry's routing
+state, so a restarted server resumes a rollout where it stood and every replica routes by it.
+Every transition builds the next state from a copy, writes it, and only then applies it: a write
+that fails (disk full, object store down) leaves the old state in force, is logged, and the
+next tick decides again. One controller runs per deployment (`--rollout-controller` on one
+replica); it reads its numbers from a MetricSource: this process's own counters by default, or
+anything else that can answer the same questions (a Prometheus query API, for several replicas).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
-from dataclasses import asdict
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, replace
+from typing import Any, NamedTuple, Protocol
 
-from serving.errors import BadRequest, NotFound
+from serving.errors import BadRequest, NotFound, Unavailable
 from serving.lifecycle.analysis import (
     ERROR_OUTCOMES,
     ShadowWindow,
@@ -27,10 +30,21 @@ from serving.lifecycle.analysis import (
     judge_canary,
     judge_shadow,
 )
-from serving.lifecycle.manager import ModelManager
-from serving.registry.routing_state import ACTIVE_ROLLOUT, RoutingState, Shadow
+from serving.lifecycle.plan import Plan
+from serving.lifecycle.states import State
+from serving.registry.rollout_state import (
+    Decision,
+    Rollout,
+    RolloutState,
+    StepKind,
+    delivery_summary,
+    now_iso,
+)
+from serving.registry.routing_state import RoutingState, Shadow
 
 log = logging.getLogger("serving.rollout")
+
+MAX_PAST = 100  # finished rollouts a routing state remembers
 
 
 class MetricSource(Protocol):
@@ -64,90 +78,76 @@ class InProcessSource:
         )
 
 
-def parse_steps(text: str, duration_s: float, min_requests: int | None) -> list[dict[str, Any]]:
-    """`shadow,5,25,50` -> a shadow step, then canary steps at those percentages."""
-    steps: list[dict[str, Any]] = []
-    for part in [p.strip() for p in text.split(",") if p.strip()]:
-        if part == "shadow":
-            step: dict[str, Any] = {"kind": "shadow", "weight": 0.0}
-        else:
-            try:
-                weight = float(part.rstrip("%"))
-            except ValueError:
-                raise BadRequest(
-                    f"a step is 'shadow' or a canary percentage, not {part!r}"
-                ) from None
-            if not 0 < weight < 100:
-                raise BadRequest(f"canary weights lie between 0 and 100, not {weight}")
-            step = {"kind": "canary", "weight": weight}
-        step["duration_s"] = duration_s
-        if min_requests is not None:
-            step["min_requests"] = min_requests
-        steps.append(step)
-    if not steps:
-        raise BadRequest("a rollout needs at least one step")
-    return steps
+# ---- what the controller needs of the model manager (a small fake in unit tests) -------------
+
+class HostedVersion(Protocol):
+    @property
+    def version(self) -> int: ...
+    @property
+    def state(self) -> State: ...
+    @property
+    def reason(self) -> str: ...
 
 
-MAX_PAST = 100
+class HostedModel(Protocol):
+    @property
+    def routing(self) -> RoutingState | None: ...
+    @property
+    def primary(self) -> HostedVersion | None: ...
+    @property
+    def versions(self) -> Mapping[int, HostedVersion]: ...
 
 
-def summarize(ro: dict[str, Any]) -> dict[str, Any]:
-    """What delivery metrics need of a finished rollout."""
-    started = datetime.fromisoformat(ro["started_at"])
-    finished = datetime.fromisoformat(ro.get("finished_at") or _now())
-    out = {
-        "id": ro["id"], "candidate": ro["candidate"], "baseline": ro["baseline"],
-        "outcome": ro["state"], "started_at": ro["started_at"],
-        "finished_at": finished.isoformat(timespec="milliseconds"),
-        "duration_s": round((finished - started).total_seconds(), 3),
-        "reason": ro.get("reason", ""),
-    }
-    if ro["state"] == "rolled_back" and ro.get("exposed_since"):
-        # time to restore: from when the failing candidate (or promotion) met traffic until
-        # everything was back on the baseline
-        out["time_to_restore_s"] = round(finished.timestamp() - ro["exposed_since"], 3)
-    return out
+class Published(Protocol):
+    def versions(self, model: str) -> list[int]: ...
 
 
-def delivery_summary(past: list[dict[str, Any]]) -> dict[str, Any]:
-    promoted = [p for p in past if p["outcome"] == "promoted"]
-    rolled_back = [p for p in past if p["outcome"] == "rolled_back"]
-    restores = [p["time_to_restore_s"] for p in rolled_back if "time_to_restore_s" in p]
-    span_days = 0.0
-    if len(promoted) >= 2:
-        first = datetime.fromisoformat(promoted[0]["finished_at"])
-        last = datetime.fromisoformat(promoted[-1]["finished_at"])
-        span_days = (last - first).total_seconds() / 86400
-    return {
-        "rollouts": len(past),
-        "promoted": len(promoted),
-        "rolled_back": len(rolled_back),
-        "aborted": sum(p["outcome"] == "aborted" for p in past),
-        "rollback_share": round(len(rolled_back) / len(past), 4) if past else 0.0,
-        "mean_time_to_promote_s": (
-            round(sum(p["duration_s"] for p in promoted) / len(promoted), 3) if promoted else None
-        ),
-        "mean_time_to_restore_s": round(sum(restores) / len(restores), 3) if restores else None,
-        "promotions_per_day": (
-            round((len(promoted) - 1) / span_days, 3) if span_days > 0 else None
-        ),
-    }
+class ModelHost(Protocol):
+    @property
+    def models(self) -> Mapping[str, HostedModel]: ...
+    @property
+    def layout(self) -> Published: ...
+    def get_model(self, name: str) -> HostedModel: ...
+    async def set_routing(self, name: str, state: RoutingState) -> object: ...
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+# ---- the controller --------------------------------------------------------------------------
+
+class _Numbers(NamedTuple):
+    primary: Window  # the baseline as primary
+    canary: Window  # the candidate as canary
+    promoted: Window  # the candidate as primary (baking)
+    shadow: ShadowWindow
+
+
+class _Judged(NamedTuple):
+    kind: str
+    weight: float
+    verdict: Verdict
+    primary: Window | None  # a canary step's primary window (the bake's baseline if it passes)
+
+
+_DRIVEN = (RolloutState.RUNNING, RolloutState.BAKING)  # what ticks move (not paused ones)
+
+
+def _require(ro: Rollout, state: RolloutState, action: str) -> None:
+    if ro.state is not state:
+        raise BadRequest(f"cannot {action} a rollout that is {ro.state}")
 
 
 class RolloutController:
     """Drives every model's active rollout; decisions are recorded in its history."""
 
-    def __init__(self, manager: ModelManager, source: MetricSource, tick_s: float = 0.2) -> None:
+    def __init__(
+        self, manager: ModelHost, source: MetricSource, tick_s: float = 0.2,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.manager = manager
         self.source = source
         self.tick_s = tick_s
+        self.clock = clock  # unix seconds: step start times are stored in the registry
         # model -> (step marker, cumulative numbers when the window opened)
-        self._marks: dict[str, tuple[Any, dict[str, Any]]] = {}
+        self._marks: dict[str, tuple[tuple[str, RolloutState, int], _Numbers]] = {}
         self._lock = asyncio.Lock()
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -155,245 +155,228 @@ class RolloutController:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.tick_s)
-            for name, model in list(self.manager.models.items()):
-                rs = model.routing
-                if rs is None or not rs.rollout or rs.rollout.get("state") not in ACTIVE_ROLLOUT:
-                    continue
-                try:
-                    async with self._lock:
-                        await self._tick(name)
-                except Exception:  # one model's trouble must not stop the others' rollouts
-                    log.exception("rollout tick failed for %s", name)
+            await self.tick()
 
-    def _marker(self, ro: dict[str, Any]) -> Any:
-        return (ro["id"], ro["state"], ro["step"])
-
-    def _numbers(self, name: str, ro: dict[str, Any]) -> dict[str, Any]:
-        base, cand = str(ro["baseline"]), str(ro["candidate"])
-        return {
-            "primary": self.source.window(name, base, "primary"),
-            "canary": self.source.window(name, cand, "canary"),
-            "promoted": self.source.window(name, cand, "primary"),
-            "shadow": self.source.shadow(name, cand),
-        }
+    async def tick(self) -> None:
+        """One pass over every model with an active rollout (run() does one each tick_s)."""
+        for name, model in list(self.manager.models.items()):
+            rs = model.routing
+            if rs is None or rs.rollout is None or not rs.rollout.state.active:
+                continue
+            try:
+                async with self._lock:
+                    await self._tick(name)
+            except Exception:  # one model's trouble must not stop the others' rollouts
+                log.exception("rollout tick failed for %s (decided again next tick)", name)
 
     async def _tick(self, name: str) -> None:
-        rs = self.manager.models[name].routing
-        assert rs is not None and rs.rollout is not None
-        ro = rs.rollout
-        if ro["state"] == "paused":
+        rs = self.manager.get_model(name).routing
+        if rs is None or rs.rollout is None or rs.rollout.state not in _DRIVEN:
             return
+        judged = self._judge(name, rs.rollout)
+        if judged is not None:
+            nxt = self._decide(rs, rs.rollout, judged)
+            if nxt is not None:
+                await self._save(name, nxt)
+
+    def _numbers(self, name: str, ro: Rollout) -> _Numbers:
+        base, cand = str(ro.baseline), str(ro.candidate)
+        return _Numbers(
+            self.source.window(name, base, "primary"), self.source.window(name, cand, "canary"),
+            self.source.window(name, cand, "primary"), self.source.shadow(name, cand),
+        )
+
+    def _judge(self, name: str, ro: Rollout) -> _Judged | None:
+        """The verdict on the current step's window; None while the window is open."""
+        marker = (ro.id, ro.state, ro.step)
         mark = self._marks.get(name)
-        if mark is None or mark[0] != self._marker(ro):
+        if mark is None or mark[0] != marker:
             # A new step, or a restarted server resuming one: the window opens now.
-            self._marks[name] = (self._marker(ro), self._numbers(name, ro))
-            return
-        if ro["state"] == "baking":
-            duration = ro["bake_s"]
-        else:
-            duration = ro["steps"][ro["step"]]["duration_s"]
-        if time.time() < ro["step_started_at"] + duration:
-            return
-        now_numbers = self._numbers(name, ro)
-        start = mark[1]
-        t = Thresholds.from_json(ro["thresholds"])
-        if ro["state"] == "baking":
-            baseline = Window(**ro["baseline_window"]) if ro.get("baseline_window") else Window()
-            verdict = judge_canary(baseline, now_numbers["promoted"].minus(start["promoted"]), t)
-            kind, weight = "bake", 100.0
-        else:
-            step = ro["steps"][ro["step"]]
-            kind, weight = step["kind"], step["weight"]
-            if "min_requests" in step:
-                t = Thresholds(**{**t.to_json(), "min_requests": step["min_requests"]})
-            if kind == "shadow":
-                verdict = judge_shadow(now_numbers["shadow"].minus(start["shadow"]), t)
-            else:
-                verdict = judge_canary(
-                    now_numbers["primary"].minus(start["primary"]),
-                    now_numbers["canary"].minus(start["canary"]),
-                    t,
-                )
-                if verdict.decision == "pass":
-                    ro["last_primary_window"] = asdict(
-                        now_numbers["primary"].minus(start["primary"])
-                    )
+            self._marks[name] = (marker, self._numbers(name, ro))
+            return None
+        baking = ro.state is RolloutState.BAKING
+        if self.clock() < ro.step_started_at + (ro.bake_s if baking else ro.current.duration_s):
+            return None
+        now, start = self._numbers(name, ro), mark[1]
+        t = Thresholds.from_json(ro.thresholds)
+        if baking:
+            baseline = Window(**ro.baseline_window) if ro.baseline_window else Window()
+            return _Judged("bake", 100.0,
+                           judge_canary(baseline, now.promoted.minus(start.promoted), t), None)
+        step = ro.current
+        if step.min_requests is not None:
+            t = replace(t, min_requests=step.min_requests)
+        if step.kind is StepKind.SHADOW:
+            verdict = judge_shadow(now.shadow.minus(start.shadow), t)
+            return _Judged(step.kind.value, step.weight, verdict, None)
+        primary = now.primary.minus(start.primary)
+        verdict = judge_canary(primary, now.canary.minus(start.canary), t)
+        return _Judged(step.kind.value, step.weight, verdict, primary)
+
+    def _decide(self, rs: RoutingState, ro: Rollout, j: _Judged) -> RoutingState | None:
+        """The routing state a verdict leads to (None: nothing to write)."""
+        verdict = j.verdict
         if verdict.decision == "wait":
-            if not ro.get("waiting"):
-                ro["waiting"] = True
-                self._record(ro, kind, weight, verdict, "controller")
-                await self._save(name, rs)
-            return
-        ro.pop("waiting", None)
-        self._record(ro, kind, weight, verdict, "controller")
+            if ro.waiting:  # recorded once per step
+                return None
+            entry = self._entry(ro, j.kind, j.weight, verdict, "controller")
+            return replace(rs, rollout=replace(ro.decided(entry), waiting=True))
+        ro = replace(ro.decided(self._entry(ro, j.kind, j.weight, verdict, "controller")),
+                     waiting=False)
         if verdict.decision == "fail":
-            ro["exposed_since"] = ro["step_started_at"]
-            reason = f"rolled back at {kind} {weight:g}%: {verdict.reason}"
-            if ro["state"] == "baking":
+            reason = f"rolled back at {j.kind} {j.weight:g}%: {verdict.reason}"
+            if ro.state is RolloutState.BAKING:
                 reason = f"promotion reverted during bake: {verdict.reason}"
-            await self._rollback(name, rs, "rolled_back", reason)
-        elif ro["state"] == "baking":
-            ro["state"] = "promoted"
-            ro["finished_at"] = _now()
-            await self._save(name, RoutingState(primary=ro["candidate"], rollout=ro))
-        else:
-            await self._advance(name, rs)
+            return self._finished(replace(ro, exposed_since=ro.step_started_at),
+                                  RolloutState.ROLLED_BACK, reason)
+        if ro.state is RolloutState.BAKING:
+            return RoutingState(primary=ro.candidate, rollout=replace(
+                ro, state=RolloutState.PROMOTED, finished_at=now_iso()))
+        if j.primary is not None:
+            ro = replace(ro, last_primary_window=asdict(j.primary))
+        return self._advanced(ro)
 
-    # ---- transitions --------------------------------------------------------------------------
+    # ---- transitions: each builds the next routing state; _save writes, then applies it --------
 
-    def _record(self, ro: dict[str, Any], kind: str, weight: float, verdict: Verdict,
-                by: str) -> None:
-        ro["history"].append({
-            "at": _now(), "step": ro["step"], "kind": kind, "weight": weight,
-            "decision": verdict.decision, "reason": verdict.reason,
-            "measured": verdict.measured, "by": by,
-        })
-        ro["last_decision"] = verdict.decision
-        log.info("rollout %s step %s (%s %g%%): %s: %s", ro["id"], ro["step"], kind, weight,
+    def _entry(self, ro: Rollout, kind: str, weight: float, verdict: Verdict,
+               by: str) -> Decision:
+        log.info("rollout %s step %s (%s %g%%): %s: %s", ro.id, ro.step, kind, weight,
                  verdict.decision, verdict.reason)
+        return Decision(now_iso(), ro.step, kind, weight, verdict.decision, verdict.reason,
+                        verdict.measured, by)
 
-    def _routing_for_step(self, ro: dict[str, Any]) -> RoutingState:
-        step = ro["steps"][ro["step"]]
-        if step["kind"] == "shadow":
-            return RoutingState(primary=ro["baseline"], shadows=[Shadow(ro["candidate"], 1.0)],
+    def _manual(self, rs: RoutingState, ro: Rollout, action: str, by: str) -> Rollout:
+        verdict = Verdict(action, f"{action} by {by}", {})
+        return ro.decided(self._entry(ro, "manual", rs.canary_weight, verdict, by))
+
+    def _at_step(self, ro: Rollout) -> RoutingState:
+        step = ro.current
+        if step.kind is StepKind.SHADOW:
+            return RoutingState(primary=ro.baseline, shadows=[Shadow(ro.candidate, 1.0)],
                                 rollout=ro)
-        return RoutingState(primary=ro["baseline"], canary=ro["candidate"],
-                            canary_weight=step["weight"], rollout=ro)
+        return RoutingState(primary=ro.baseline, canary=ro.candidate,
+                            canary_weight=step.weight, rollout=ro)
+
+    def _advanced(self, ro: Rollout) -> RoutingState:
+        ro = replace(ro, step_started_at=self.clock())
+        if ro.step + 1 < len(ro.steps):
+            return self._at_step(replace(ro, step=ro.step + 1))
+        return self._promoted(ro)
+
+    def _promoted(self, ro: Rollout) -> RoutingState:
+        """The candidate becomes the primary; the old one stays loaded while it bakes."""
+        done = ro.bake_s <= 0
+        ro = replace(
+            ro, state=RolloutState.PROMOTED if done else RolloutState.BAKING,
+            step_started_at=self.clock(), baseline_window=ro.last_primary_window,
+            last_primary_window=None, finished_at=now_iso() if done else None,
+        )
+        return RoutingState(primary=ro.candidate, rollout=ro)
+
+    def _finished(self, ro: Rollout, state: RolloutState, reason: str) -> RoutingState:
+        log.warning("rollout %s: %s", ro.id, reason)
+        return RoutingState(primary=ro.baseline, rollout=replace(
+            ro, state=state, reason=reason, finished_at=now_iso()))
 
     async def _save(self, name: str, rs: RoutingState) -> None:
+        """Write the next routing state, then apply it. When the write fails the state in force
+        stays as it was (nothing here changed it), and the error is logged and raised."""
         ro = rs.rollout
-        if ro is not None:
-            ro["updated_at"] = _now()
         current = self.manager.get_model(name).routing
         past = list(current.past_rollouts) if current is not None else []
-        if ro is not None and ro["state"] not in ACTIVE_ROLLOUT and not any(
-            p["id"] == ro["id"] for p in past
-        ):
-            past.append(summarize(ro))
-        rs.past_rollouts = past[-MAX_PAST:]
-        await self.manager.set_routing(name, rs)
-
-    def history(self, name: str) -> dict[str, Any]:
-        """Delivery numbers from every finished rollout of a model."""
-        model = self.manager.get_model(name)
-        past = model.routing.past_rollouts if model.routing else []
-        return {"model": name, "rollouts": past, "summary": delivery_summary(past)}
-
-    async def _advance(self, name: str, rs: RoutingState) -> None:
-        ro = rs.rollout
-        assert ro is not None
-        ro["step_started_at"] = time.time()
-        if ro["step"] + 1 < len(ro["steps"]):
-            ro["step"] += 1
-            await self._save(name, self._routing_for_step(ro))
-            return
-        await self._promote(name, ro)
-
-    async def _promote(self, name: str, ro: dict[str, Any]) -> None:
-        """The candidate becomes the primary; the old one stays loaded while it bakes."""
-        ro["state"] = "baking" if ro["bake_s"] > 0 else "promoted"
-        ro["step_started_at"] = time.time()
-        ro["baseline_window"] = ro.pop("last_primary_window", None)
-        if ro["state"] == "promoted":
-            ro["finished_at"] = _now()
-        await self._save(name, RoutingState(primary=ro["candidate"], rollout=ro))
-
-    async def _rollback(self, name: str, rs: RoutingState, state: str, reason: str) -> None:
-        ro = rs.rollout
-        assert ro is not None
-        ro["state"] = state
-        ro["reason"] = reason
-        ro["finished_at"] = _now()
-        log.warning("rollout %s: %s", ro["id"], reason)
-        await self._save(name, RoutingState(primary=ro["baseline"], rollout=ro))
+        if ro is not None:
+            ro = replace(ro, updated_at=now_iso())
+            if not ro.state.active and all(p.id != ro.id for p in past):
+                past.append(ro.summary())
+        try:
+            await self.manager.set_routing(
+                name, replace(rs, rollout=ro, past_rollouts=past[-MAX_PAST:])
+            )
+        except Exception as exc:
+            log.error("model %s: could not save its routing state (%s): the state in force "
+                      "stays until a save succeeds", name, exc)
+            raise Unavailable(f"could not save the routing state of {name!r}: {exc}") from exc
 
     # ---- the API ------------------------------------------------------------------------------
 
-    async def start(self, name: str, plan: dict[str, Any], by: str = "user") -> dict[str, Any]:
+    def _new_id(self, name: str, candidate: int) -> str:
+        """Unique even for rollouts started within the same second (the history is keyed by
+        it), and still readable: model, candidate, start second."""
+        return f"{name}-{candidate}-{int(self.clock())}-{secrets.token_hex(4)}"
+
+    async def start(self, name: str, plan: Plan, by: str = "user") -> dict[str, Any]:
         async with self._lock:
             model = self.manager.get_model(name)
             rs = model.routing
-            if rs and rs.rollout and rs.rollout.get("state") in ACTIVE_ROLLOUT:
-                raise BadRequest(f"model {name!r} already has a rollout {rs.rollout['state']}")
+            if rs is not None and rs.rollout is not None and rs.rollout.state.active:
+                raise BadRequest(f"model {name!r} already has a rollout {rs.rollout.state}")
             if model.primary is None:
                 raise BadRequest(f"model {name!r} has no ready primary to compare with")
-            candidate = plan.get("candidate")
-            if type(candidate) is not int or candidate < 1:
-                raise BadRequest("'candidate' must be a version number")
-            if candidate not in self.manager.layout.versions(name):
-                raise NotFound(f"model {name!r} has no published version {candidate}")
+            if plan.candidate not in self.manager.layout.versions(name):
+                raise NotFound(f"model {name!r} has no published version {plan.candidate}")
             baseline = model.primary.version
-            if candidate == baseline:
-                raise BadRequest(f"version {candidate} is already the primary")
-            steps = plan.get("steps") or parse_steps("shadow,5,25,50", 300.0, None)
-            for step in steps:
-                if step.get("kind") not in ("shadow", "canary"):
-                    raise BadRequest("each step's kind is 'shadow' or 'canary'")
-                if float(step.get("duration_s", 0)) <= 0:
-                    raise BadRequest("each step needs a positive duration_s")
-            try:
-                thresholds = Thresholds.from_json(plan.get("thresholds"))
-            except (TypeError, ValueError) as exc:
-                raise BadRequest(f"thresholds: {exc}") from None
-            ro = {
-                "id": f"{name}-{candidate}-{int(time.time())}",
-                "candidate": candidate, "baseline": baseline, "steps": steps,
-                "thresholds": thresholds.to_json(), "bake_s": float(plan.get("bake_s", 60.0)),
-                "state": "running", "step": 0, "step_started_at": time.time(),
-                "started_at": _now(), "started_by": by, "history": [],
-            }
-            await self._save(name, self._routing_for_step(ro))
-            mv = self.manager.get_model(name).versions.get(candidate)
-            if mv is None or mv.state.value != "READY":
+            if plan.candidate == baseline:
+                raise BadRequest(f"version {plan.candidate} is already the primary")
+            ro = Rollout(
+                id=self._new_id(name, plan.candidate), candidate=plan.candidate,
+                baseline=baseline, steps=plan.steps, thresholds=plan.thresholds.to_json(),
+                bake_s=plan.bake_s, state=RolloutState.RUNNING, step=0,
+                step_started_at=self.clock(), started_at=now_iso(), started_by=by,
+            )
+            await self._save(name, self._at_step(ro))
+            model = self.manager.get_model(name)
+            mv = model.versions.get(plan.candidate)
+            if (mv is None or mv.state is not State.READY) and model.routing is not None \
+                    and model.routing.rollout is not None:
                 why = mv.reason if mv else "not loaded"
-                await self._rollback(name, self.manager.get_model(name).routing or RoutingState(),
-                                     "rolled_back", f"candidate failed to load: {why}")
+                await self._save(name, self._finished(model.routing.rollout,
+                                 RolloutState.ROLLED_BACK, f"candidate failed to load: {why}"))
             return self.status(name)
 
     async def act(self, name: str, action: str, by: str = "user") -> dict[str, Any]:
         async with self._lock:
-            model = self.manager.get_model(name)
-            rs = model.routing
-            if rs is None or not rs.rollout:
+            rs = self.manager.get_model(name).routing
+            if rs is None or rs.rollout is None:
                 raise NotFound(f"model {name!r} has no rollout")
             ro = rs.rollout
-            state = ro["state"]
-            if state not in ACTIVE_ROLLOUT:
-                raise BadRequest(f"the rollout of {name!r} is already {state}")
-            verdict = Verdict(action, f"{action} by {by}", {})
+            if not ro.state.active:
+                raise BadRequest(f"the rollout of {name!r} is already {ro.state}")
             if action == "pause":
-                if state != "running":
-                    raise BadRequest(f"cannot pause a rollout that is {state}")
-                ro["state"] = "paused"
-                self._record(ro, "manual", rs.canary_weight, verdict, by)
-                await self._save(name, rs)
+                _require(ro, RolloutState.RUNNING, action)
+                nxt = replace(rs, rollout=replace(self._manual(rs, ro, action, by),
+                                                  state=RolloutState.PAUSED))
             elif action == "resume":
-                if state != "paused":
-                    raise BadRequest(f"cannot resume a rollout that is {state}")
-                ro["state"] = "running"
-                ro["step_started_at"] = time.time()
-                self._record(ro, "manual", rs.canary_weight, verdict, by)
-                await self._save(name, rs)
+                _require(ro, RolloutState.PAUSED, action)
+                nxt = replace(rs, rollout=replace(self._manual(rs, ro, action, by),
+                              state=RolloutState.RUNNING, step_started_at=self.clock()))
             elif action == "promote":
-                self._record(ro, "manual", rs.canary_weight, verdict, by)
-                ro["bake_s"] = 0.0 if state == "baking" else ro["bake_s"]
-                await self._promote(name, ro)
+                ro = self._manual(rs, ro, action, by)
+                nxt = self._promoted(
+                    replace(ro, bake_s=0.0) if ro.state is RolloutState.BAKING else ro)
             elif action == "abort":
-                self._record(ro, "manual", rs.canary_weight, verdict, by)
-                await self._rollback(name, rs, "aborted", f"aborted by {by}")
+                nxt = self._finished(self._manual(rs, ro, action, by), RolloutState.ABORTED,
+                                     f"aborted by {by}")
             else:
                 raise NotFound(f"unknown rollout action {action!r}")
+            await self._save(name, nxt)
             return self.status(name)
 
     def status(self, name: str) -> dict[str, Any]:
         model = self.manager.get_model(name)
         rs = model.routing
-        if rs is None or not rs.rollout:
+        if rs is None or rs.rollout is None:
             raise NotFound(f"model {name!r} has no rollout")
         return {
             "model": name,
             "primary": model.primary.version if model.primary else None,
             "canary": rs.canary, "canary_weight": rs.canary_weight,
             "shadows": [s.version for s in rs.shadows],
-            "rollout": rs.rollout,
+            "rollout": rs.rollout.to_json(),
         }
+
+    def history(self, name: str) -> dict[str, Any]:
+        """Delivery numbers from every finished rollout of a model."""
+        model = self.manager.get_model(name)
+        past = model.routing.past_rollouts if model.routing else []
+        return {"model": name, "rollouts": [p.to_json() for p in past],
+                "summary": delivery_summary(past).to_json()}

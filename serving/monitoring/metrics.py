@@ -20,6 +20,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from serving.registry.rollout_state import RolloutState, delivery_summary
+
 if TYPE_CHECKING:
     from serving.lifecycle.manager import ModelManager
     from serving.routing.shadow import ShadowStats
@@ -346,19 +348,17 @@ class ServingCollector(Collector):
             labels=["model", "decision"],
         )
         for model in list(m.manager.models.values()):
-            rs = model.routing
-            if model.canary is not None:
-                weight.add_metric([model.name, model.canary.version_str], model.canary_weight)
+            table, rs = model.table, model.routing
+            if table.canary is not None:
+                weight.add_metric([model.name, table.canary.version_str], table.canary_weight)
             ro = rs.rollout if rs else None
-            if ro:
-                step.add_metric([model.name], float(ro.get("step", 0)))
-                for s in ("running", "paused", "baking", "promoted", "rolled_back", "aborted"):
-                    rstate.add_metric([model.name, s], 1.0 if ro.get("state") == s else 0.0)
-                last = ro.get("last_decision")
-                if last:
-                    decision.add_metric([model.name, str(last)], 1.0)
+            if ro is not None:
+                step.add_metric([model.name], float(ro.step))
+                for s in RolloutState:
+                    rstate.add_metric([model.name, s.value], 1.0 if ro.state is s else 0.0)
+                if ro.last_decision:
+                    decision.add_metric([model.name, ro.last_decision], 1.0)
         yield from (weight, step, rstate, decision)
-        from serving.lifecycle.rollout import delivery_summary
 
         done = CounterMetricFamily("serving_rollouts", "Finished rollouts by outcome",
                                    labels=["model", "outcome"])
@@ -376,13 +376,14 @@ class ServingCollector(Collector):
             if not past:
                 continue
             summary = delivery_summary(past)
-            for outcome in ("promoted", "rolled_back", "aborted"):
-                done.add_metric([model.name, outcome], summary[outcome])
-            share.add_metric([model.name], summary["rollback_share"])
-            if summary["mean_time_to_promote_s"] is not None:
-                promote_s.add_metric([model.name], summary["mean_time_to_promote_s"])
-            if summary["mean_time_to_restore_s"] is not None:
-                restore_s.add_metric([model.name], summary["mean_time_to_restore_s"])
+            done.add_metric([model.name, "promoted"], summary.promoted)
+            done.add_metric([model.name, "rolled_back"], summary.rolled_back)
+            done.add_metric([model.name, "aborted"], summary.aborted)
+            share.add_metric([model.name], summary.rollback_share)
+            if summary.mean_time_to_promote_s is not None:
+                promote_s.add_metric([model.name], summary.mean_time_to_promote_s)
+            if summary.mean_time_to_restore_s is not None:
+                restore_s.add_metric([model.name], summary.mean_time_to_restore_s)
         yield from (done, promote_s, restore_s, share)
         labels = ["model", "version"]
         fams = {

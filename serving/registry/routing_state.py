@@ -14,27 +14,28 @@ from typing import Any
 import orjson
 
 from serving.registry.layout import check_model_name, is_model_name, write_atomic
+from serving.registry.rollout_state import Rollout, RolloutSummary
 
 STATE_DIR = "_state"
-ACTIVE_ROLLOUT = ("running", "paused", "baking")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Shadow:
     version: int
     fraction: float = 1.0  # share of requests mirrored, 0..1
 
 
-@dataclass
+@dataclass(frozen=True)
 class RoutingState:
-    """What the registry says about routing one model; written whole, atomically."""
+    """What the registry says about routing one model; written whole, atomically, and never
+    changed in place (a change is a new state, written before it is applied)."""
 
     primary: int | None = None
     canary: int | None = None
     canary_weight: float = 0.0  # percent of routing keys sent to the canary
     shadows: list[Shadow] = field(default_factory=list)
-    rollout: dict[str, Any] | None = None
-    past_rollouts: list[dict[str, Any]] = field(default_factory=list)  # finished, oldest first
+    rollout: Rollout | None = None
+    past_rollouts: list[RolloutSummary] = field(default_factory=list)  # finished, oldest first
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,8 +43,8 @@ class RoutingState:
             "canary": self.canary,
             "canary_weight": self.canary_weight,
             "shadows": [{"version": s.version, "fraction": s.fraction} for s in self.shadows],
-            "rollout": self.rollout,
-            "past_rollouts": self.past_rollouts,
+            "rollout": self.rollout.to_json() if self.rollout is not None else None,
+            "past_rollouts": [p.to_json() for p in self.past_rollouts],
         }
 
     @classmethod
@@ -66,13 +67,14 @@ class RoutingState:
             v = version(s.get("version"))
             if v is not None:
                 shadows.append(Shadow(v, fraction))
+        rollout = obj.get("rollout")
         return cls(
             primary=version(obj.get("primary")),
             canary=version(obj.get("canary")),
             canary_weight=weight,
             shadows=shadows,
-            rollout=obj.get("rollout"),
-            past_rollouts=list(obj.get("past_rollouts") or []),
+            rollout=Rollout.from_json(rollout) if rollout is not None else None,
+            past_rollouts=[RolloutSummary.from_json(p) for p in obj.get("past_rollouts") or []],
         )
 
     def versions(self) -> set[int]:
@@ -80,8 +82,8 @@ class RoutingState:
         out = {s.version for s in self.shadows}
         out.update(v for v in (self.primary, self.canary) if v is not None)
         ro = self.rollout
-        if ro and ro.get("state") in ACTIVE_ROLLOUT:
-            out.update(v for v in (ro.get("baseline"), ro.get("candidate")) if isinstance(v, int))
+        if ro is not None and ro.state.active:
+            out.update((ro.baseline, ro.candidate))
         return out
 
 

@@ -20,6 +20,8 @@ from serving.registry.routing_state import RoutingState, Shadow, read_routing, w
 from tests.conftest import ClientThreads, run_server, wait_for
 from tests.e2e.models import iris_like, publish
 
+pytestmark = pytest.mark.e2e
+
 # for candidates identical to the primary on a machine shared with other tests
 CALM = {"max_p99_ratio": 3.0, "min_latency_increase_ms": 5.0}
 ROW = [6.0, 2.9, 4.5, 1.5]  # versicolor: the good iris says 1
@@ -108,7 +110,8 @@ def test_shadow_never_changes_the_answer(registry: Path, tmp_path: Path) -> None
                       RoutingState(primary=1, shadows=[Shadow(worse, 1.0)]))
         wait_for(lambda: "serving_shadow_requests_total" in c.get("/metrics").text)
         with Traffic(s.url) as t2:
-            time.sleep(2.0)
+            wait_for(lambda: _sample(c.get("/metrics").text, "serving_shadow_requests_total",
+                                     f'version="{worse}"', 0.0) > 100)
         with_shadow = _median_latency_ms(c)
         metrics = c.get("/metrics").text
     assert set(t2.seen) == {(200, "1", "primary")}  # only the primary ever answers
@@ -131,11 +134,13 @@ def _median_latency_ms(c: httpx.Client, n: int = 300) -> float:
     return sorted(times)[n // 2] * 1e3
 
 
-def _sample(text: str, name: str, label: str) -> float:
+def _sample(text: str, name: str, label: str, absent: float | None = None) -> float:
+    """A sample's value; `absent` (or a failed assertion) when /metrics does not have it."""
     for line in text.splitlines():
         if line.startswith(name) and label in line:
             return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"{name}{{{label}}} not in /metrics")
+    assert absent is not None, f"{name}{{{label}}} not in /metrics"
+    return absent
 
 
 def _status(c: httpx.Client) -> dict:
@@ -216,7 +221,7 @@ def test_server_restarted_mid_rollout_resumes_it(registry: Path, tmp_path: Path)
         _start(c, candidate, "20,40", duration=2.0, thresholds=CALM)
         wait_for(lambda: _status(c)["rollout"]["step"] == 1)
     state = read_routing(registry, "iris")
-    assert state.rollout["state"] == "running" and state.rollout["step"] == 1
+    assert state.rollout.state == "running" and state.rollout.step == 1
     assert state.canary == candidate and state.canary_weight == 40.0
     with run_server(registry, tmp_path, "--poll", "0.2") as s, \
             httpx.Client(base_url=s.url, timeout=10) as c, Traffic(s.url):
