@@ -13,6 +13,7 @@ from serving.batching.scheduler import Scheduler
 from serving.config import ModelConfig, read_model_config
 from serving.errors import NotFound, Unavailable
 from serving.lifecycle.states import ModelVersion, State
+from serving.monitoring.counters import BatchStats
 from serving.monitoring.drift import DriftMonitor
 from serving.registry.layout import MANIFEST_FILE, Layout, parse_version
 from serving.registry.manifest import read_manifest
@@ -44,6 +45,8 @@ class Model:
     canary: ModelVersion | None = None
     canary_weight: float = 0.0
     shadows: list[tuple[ModelVersion, float]] = field(default_factory=list)
+    # Batch counters per version, for the life of the process (a reload keeps counting)
+    batch_stats: dict[int, BatchStats] = field(default_factory=dict)
 
     def refresh_primary(self) -> None:
         """Resolve who serves: the routing state's primary when it is READY, else the highest
@@ -268,7 +271,8 @@ class ModelManager:
                 current = model.versions.get(version)
                 if current is not None and current.state is State.READY and not config_changed:
                     continue
-                mv = ModelVersion(name, version, self.layout.version_dir(name, version), config)
+                mv = ModelVersion(name, version, self.layout.version_dir(name, version), config,
+                                  stats=model.batch_stats.setdefault(version, BatchStats()))
                 if current is None or current.state is not State.READY:
                     model.versions[version] = mv  # visible as LOADING
                     model.refresh_primary()
@@ -374,7 +378,7 @@ class ModelManager:
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("model %s: drift monitoring off: bad reference: %s", mv.label, exc)
         mv.scheduler = Scheduler(
-            session, policy, mv.label, mv.monitor.observe if mv.monitor else None
+            session, policy, mv.label, mv.monitor.observe if mv.monitor else None, mv.stats
         )
         mv.load_seconds = time.monotonic() - started
         mv.state = State.READY
