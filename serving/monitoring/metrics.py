@@ -52,8 +52,8 @@ class ServingMetrics(CounterStore):
         if stats is None:
             stats = self.request_stats(model, version, route)
         if served is not None and outcome == "success":
-            stats.add_success(seconds, served.decode_s, served.queue_s, served.run_s,
-                              served.encode_s)
+            _v, _r, _b, _id, decode_s, queue_s, run_s, encode_s = served
+            stats.add_success(seconds, decode_s, queue_s, run_s, encode_s)
         else:
             stats.add(outcome, seconds)
 
