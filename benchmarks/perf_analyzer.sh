@@ -3,10 +3,12 @@
 #
 #     benchmarks/perf_analyzer.sh [URL]            # URL defaults to 127.0.0.1:8000 (host:port, no scheme)
 #
-# Runs the iris model at 16 concurrent clients twice: once with binary tensors (perf_analyzer's
-# default: binary_data extension, application/octet-stream bodies) and once with JSON tensors
-# (--input-tensor-format json --output-tensor-format json, zero-filled inputs), and prints
-# perf_analyzer's summary for each. It installs nothing; it expects a server already running, e.g.
+# Runs each example model (iris, diabetes, forest, digits) at 16 concurrent clients twice: once
+# with binary tensors (perf_analyzer's default: binary_data extension, application/octet-stream
+# bodies) and once with JSON tensors (--input-tensor-format json --output-tensor-format json,
+# zero-filled inputs), and prints perf_analyzer's summary for each, server-side statistics
+# included (Triton's statistics extension). It exits non-zero when any run fails. It installs
+# nothing; it expects a server already running, e.g.
 #
 #     python -m serving examples --registry models
 #     taskset -c 0 python -m serving serve --registry models --port 8000 &
@@ -24,9 +26,13 @@
 #
 # Environment:
 #   PERF_ANALYZER  path to the binary (default: `perf_analyzer` on PATH)
-#   MODEL          model to load (default iris)
+#   MODELS         models to measure, space-separated (default: the four example models;
+#                  MODEL=name still picks one)
 #   CONCURRENCY    concurrent clients (default 16)
 #   INTERVAL_MS    measurement window in ms (default 5000)
+#   STABILITY      allowed spread of the last 3 windows, percent (default 25; perf_analyzer's
+#                  own default of 10 rarely settles on a machine shared with the server)
+#   MAX_TRIALS     windows before perf_analyzer gives up on a stable measurement (default 20)
 #   PA_CPUS        CPU list for taskset (default: 1 on a machine with 2+ cores, so the server can
 #                  sit on core 0; empty = no pinning). Pinning is skipped when taskset is missing.
 #   PA_EXTRA       extra perf_analyzer arguments, word-split (e.g. "-b 8" or "-v")
@@ -35,9 +41,11 @@ set -euo pipefail
 
 URL="${1:-127.0.0.1:8000}"
 URL="${URL#http://}"
-MODEL="${MODEL:-iris}"
+MODELS="${MODELS:-${MODEL:-iris diabetes forest digits}}"
 CONCURRENCY="${CONCURRENCY:-16}"
 INTERVAL_MS="${INTERVAL_MS:-5000}"
+STABILITY="${STABILITY:-25}"
+MAX_TRIALS="${MAX_TRIALS:-20}"
 PA="${PERF_ANALYZER:-$(command -v perf_analyzer || true)}"
 
 if [[ -z "$PA" || ! -x "$PA" ]]; then
@@ -74,11 +82,12 @@ fi
 extra=(${PA_EXTRA:-})
 
 run() {
-    local label="$1"; shift
+    local model="$1" label="$2"; shift 2
     local out rc=0
-    echo "=== $MODEL @ $CONCURRENCY clients, $label tensors (url $URL, perf_analyzer cpus: ${PA_CPUS:-unpinned})"
-    out="$("${pin[@]}" "$PA" -m "$MODEL" -u "$URL" -i http \
+    echo "=== $model @ $CONCURRENCY clients, $label tensors (url $URL, perf_analyzer cpus: ${PA_CPUS:-unpinned})"
+    out="$("${pin[@]}" "$PA" -m "$model" -u "$URL" -i http \
         --concurrency-range "$CONCURRENCY" --measurement-interval "$INTERVAL_MS" \
+        --stability-percentage "$STABILITY" --max-trials "$MAX_TRIALS" \
         "$@" "${extra[@]}" 2>&1)" || rc=$?
     if [[ $rc -ne 0 || "${VERBOSE:-0}" == 1 ]]; then
         printf '%s\n' "$out"
@@ -87,13 +96,17 @@ run() {
         printf '%s\n' "$out" | awk '/^Request concurrency/ {buf=""} {buf = buf $0 "\n"} END {printf "%s", buf}'
     fi
     if [[ $rc -ne 0 ]]; then
-        echo "perf_analyzer failed (exit $rc) in $label mode" >&2
+        echo "perf_analyzer failed (exit $rc) on $model in $label mode" >&2
         return "$rc"
     fi
 }
 
 status=0
-run binary --input-tensor-format binary --output-tensor-format binary || status=$?
-echo
-run json --input-data zero --input-tensor-format json --output-tensor-format json || status=$?
+for model in $MODELS; do
+    run "$model" binary --input-tensor-format binary --output-tensor-format binary || status=$?
+    echo
+    run "$model" json --input-data zero --input-tensor-format json --output-tensor-format json \
+        || status=$?
+    echo
+done
 exit "$status"

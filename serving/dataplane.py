@@ -14,7 +14,7 @@ from serving.batching.scheduler import Result
 from serving.errors import BadRequest, NotFound, ServingError, Unavailable
 from serving.lifecycle.manager import Model, ModelManager
 from serving.lifecycle.states import ModelVersion, State
-from serving.monitoring.metrics import PhaseStats, ServingMetrics
+from serving.monitoring.counters import CounterStore, PhaseStats
 from serving.protocol import v1, v2
 from serving.registry.layout import parse_version
 from serving.routing.shadow import watch
@@ -64,7 +64,7 @@ class Refused:
 class DataPlane:
     """The inference, health and metadata operations behind both V2 and V1."""
 
-    def __init__(self, manager: ModelManager, metrics: ServingMetrics) -> None:
+    def __init__(self, manager: ModelManager, metrics: CounterStore) -> None:
         self.manager = manager
         self.metrics = metrics
 
@@ -113,7 +113,6 @@ class DataPlane:
                 except ServingError:
                     stats.shed += 1
                     continue
-                stats.mirrored += 1
                 watch(stats, done.result(), shadow)
 
         # call_soon: behind the request's own wake-up, which the done-callback would precede

@@ -14,7 +14,6 @@ import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from queue import SimpleQueue
 from time import thread_time
 from typing import Any
@@ -24,7 +23,7 @@ import numpy as np
 from serving.batching.kernels import gather_rows, scatter_rows
 from serving.batching.policy import BatchPolicy
 from serving.errors import BadRequest, Cancelled, DeadlineExceeded, ModelError, Overloaded
-from serving.monitoring.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, Histogram
+from serving.monitoring.counters import BatchStats
 from serving.runtime.session import Session
 
 log = logging.getLogger("serving.batching")
@@ -57,40 +56,19 @@ class _Item:
         self.disconnected = disconnected
 
 
-@dataclass
-class BatchStats:
-    """Counters the monitoring work exports; updated on the loop only (no locks needed)."""
-
-    batch_sizes: Histogram = field(default_factory=lambda: Histogram(BATCH_BUCKETS))
-    queue_time: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
-    run_time: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
-    requests: int = 0
-    ran: int = 0  # requests that ran
-    last_at: float = 0.0  # wall-clock time of the last batch
-    batches: int = 0
-    rows: int = 0
-    run_seconds: float = 0.0
-    failed_batches: int = 0
-    rejected: dict[str, int] | None = None
-
-    def reject(self, reason: str) -> None:
-        if self.rejected is None:
-            self.rejected = {}
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-
-
 class Scheduler:
     """Queue -> batch -> run -> split for one model version."""
 
     def __init__(
         self, session: Session, policy: BatchPolicy, label: str,
         observer: Callable[[dict[str, np.ndarray], Outputs], None] | None = None,
+        stats: BatchStats | None = None,
     ) -> None:
         self.session = session
         self.observer = observer  # per-batch monitoring (drift); never fails a batch
         self.policy = policy
         self.label = label  # "model:version", for error messages and logs
-        self.stats = BatchStats()
+        self.stats = stats if stats is not None else BatchStats()  # the version's, kept
         self._queue: deque[_Item] = deque()
         self._queued_rows = 0
         self._free = policy.workers
@@ -303,9 +281,7 @@ class Scheduler:
                     item.future.set_exception(error)
             return
         assert outputs is not None
-        stats.ran += len(batch)
-        stats.last_at = time.time()
-        stats.run_time.observe(run_s)
+        stats.executed(len(batch), rows, run_s)
         q_counts, q_bounds = stats.queue_time.counts, stats.queue_time.bounds
         total = 0.0
         for item, out in zip(batch, outputs, strict=True):

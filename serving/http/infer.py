@@ -192,7 +192,7 @@ class InferEndpoint:
         )
         await send({"type": "http.response.body", "body": out})
         elapsed = perf_counter() - started
-        self.record(model, served, served_route, outcome, elapsed)
+        self.record(model, served, served_route, outcome, elapsed, info)
         if self.access_log is not None:
             self.access_log(model, served, served_route, status, elapsed, info, proto)
 

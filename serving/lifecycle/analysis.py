@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from serving.monitoring.metrics import LATENCY_BUCKETS
+from serving.monitoring.counters import LATENCY_BUCKETS
 
 # Outcomes that count against a version: the model's or the server's fault, not the client's.
 ERROR_OUTCOMES = ("model_error", "server_error", "timeout")

@@ -13,6 +13,7 @@ from serving.batching.scheduler import Scheduler
 from serving.config import ModelConfig, read_model_config
 from serving.errors import NotFound, Unavailable
 from serving.lifecycle.states import ModelVersion, State
+from serving.monitoring.counters import BatchStats
 from serving.monitoring.drift import DriftMonitor
 from serving.registry.layout import MANIFEST_FILE, Layout, parse_version
 from serving.registry.manifest import read_manifest
@@ -43,6 +44,8 @@ class Model:
     fingerprint: tuple[object, ...] = ()
     routing: RoutingState | None = None
     table: RoutingTable[ModelVersion] = field(default_factory=RoutingTable)  # who serves now
+    # Batch counters per version, for the life of the process (a reload keeps counting)
+    batch_stats: dict[int, BatchStats] = field(default_factory=dict)
 
     def refresh_primary(self) -> None:
         """Resolve who serves (serving.routing.table) from the routing state and READY versions."""
@@ -252,7 +255,8 @@ class ModelManager:
                 current = model.versions.get(version)
                 if current is not None and current.state is State.READY and not config_changed:
                     continue
-                mv = ModelVersion(name, version, self.layout.version_dir(name, version), config)
+                mv = ModelVersion(name, version, self.layout.version_dir(name, version), config,
+                                  stats=model.batch_stats.setdefault(version, BatchStats()))
                 if current is None or current.state is not State.READY:
                     model.versions[version] = mv  # visible as LOADING
                     model.refresh_primary()
@@ -358,7 +362,7 @@ class ModelManager:
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("model %s: drift monitoring off: bad reference: %s", mv.label, exc)
         mv.scheduler = Scheduler(
-            session, policy, mv.label, mv.monitor.observe if mv.monitor else None
+            session, policy, mv.label, mv.monitor.observe if mv.monitor else None, mv.stats
         )
         mv.load_seconds = time.monotonic() - started
         mv.state = State.READY

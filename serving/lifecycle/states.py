@@ -8,8 +8,8 @@ from pathlib import Path
 
 from serving.batching.scheduler import Scheduler
 from serving.config import ModelConfig
+from serving.monitoring.counters import BatchStats, PhaseStats
 from serving.monitoring.drift import DriftMonitor
-from serving.monitoring.metrics import PhaseStats
 from serving.registry.manifest import Manifest
 from serving.runtime.session import Session
 
@@ -38,6 +38,7 @@ class ModelVersion:
     load_seconds: float = 0.0
     monitor: DriftMonitor | None = None
     phases: PhaseStats | None = None  # decode/encode histograms, cached for the request path
+    stats: BatchStats = field(default_factory=BatchStats)  # the Model's, outlives schedulers
     version_str: str = field(init=False)
 
     def __post_init__(self) -> None:

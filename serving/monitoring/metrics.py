@@ -1,15 +1,14 @@
-"""Every metric the server exports, defined here and nowhere else.
+"""Every metric the server exports, defined here and nowhere else: the Prometheus collector, at
+the top of the package (it reads lifecycle and the data plane; nothing below imports it).
 
-The request path only bumps plain Python counters on the event loop thread (no locks, no label
-lookups in prometheus_client); `ServingCollector` turns them into metric families when
-Prometheus scrapes `/metrics`. Recording a request costs well under a microsecond.
+The request path only bumps plain counters (serving.monitoring.counters) on the event loop
+thread; `ServingCollector` turns them into metric families when Prometheus scrapes `/metrics`.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
@@ -20,166 +19,46 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from serving.dataplane import Served
+from serving.lifecycle.manager import ModelManager
+from serving.lifecycle.states import State
+from serving.monitoring.counters import CounterStore
+from serving.monitoring.statistics import model_statistics
 from serving.registry.rollout_state import RolloutState, delivery_summary
 
-if TYPE_CHECKING:
-    from serving.lifecycle.manager import ModelManager
-    from serving.routing.shadow import ShadowStats
-
-# Seconds: sub-millisecond to multi-second.
-LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
-)
-BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 UNKNOWN_MODEL = "_unknown"  # unknown names share one label value: clients can't add series
 
 
-class Histogram:
-    """A histogram owned by one thread: counts per bucket and a sum."""
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def family_buckets(self) -> list[tuple[str, float]]:
-        out, acc = [], 0
-        for bound, n in zip(self.bounds, self.counts, strict=False):
-            acc += n
-            out.append((_le(bound), acc))
-        out.append(("+Inf", acc + self.counts[-1]))
-        return out
-
-
-def _le(bound: float) -> str:
-    return str(int(bound)) if float(bound).is_integer() and bound >= 1 else repr(float(bound))
-
-
-class RequestStats:
-    """Per (model, version, route): outcomes and end-to-end latency."""
-
-    __slots__ = ("fail_seconds", "latency", "outcomes", "success_seconds")
-
-    def __init__(self) -> None:
-        self.outcomes: dict[str, int] = {}
-        self.latency = Histogram(LATENCY_BUCKETS)
-        self.success_seconds = 0.0
-        self.fail_seconds = 0.0
-
-
-class PhaseStats:
-    """Per (model, version): time spent decoding and encoding (queue and inference are the
-    scheduler's)."""
-
-    __slots__ = ("decode", "encode")
-
-    def __init__(self) -> None:
-        self.decode = Histogram(LATENCY_BUCKETS)
-        self.encode = Histogram(LATENCY_BUCKETS)
-
-    def observe(self, decode_s: float, encode_s: float) -> None:
-        d, e = self.decode, self.encode
-        d.counts[bisect_left(d.bounds, decode_s)] += 1
-        d.total += decode_s
-        e.counts[bisect_left(e.bounds, encode_s)] += 1
-        e.total += encode_s
-
-
-class ServingMetrics:
-    """The server's metrics: cheap recording on the request path, families on scrape."""
+class ServingMetrics(CounterStore):
+    """The server's counters (cheap recording on the request path) and its Prometheus registry
+    (families built on scrape)."""
 
     def __init__(self, manager: ModelManager, registry: CollectorRegistry | None = None) -> None:
+        super().__init__()
         self.manager = manager
-        self.requests: dict[tuple[str, str, str], RequestStats] = {}
-        self.shadows: dict[tuple[str, str], ShadowStats] = {}
-        self._phases: dict[tuple[str, str], PhaseStats] = {}
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(ServingCollector(self))
 
-    def phases(self, model: str, version: str) -> PhaseStats:
-        stats = self._phases.get((model, version))
-        if stats is None:
-            stats = self._phases[(model, version)] = PhaseStats()
-        return stats
-
-    def shadow_stats(self, model: str, version: str) -> ShadowStats:
-        stats = self.shadows.get((model, version))
-        if stats is None:
-            from serving.routing.shadow import ShadowStats as _ShadowStats
-
-            stats = self.shadows[(model, version)] = _ShadowStats()
-        return stats
-
-    def record(self, model: str, version: str, route: str, outcome: str, seconds: float) -> None:
-        """One finished request (called on the event loop thread only)."""
+    def record(
+        self, model: str, version: str, route: str, outcome: str, seconds: float,
+        served: Served | None = None,
+    ) -> None:
+        """One finished request (called on the event loop thread only), with its phases when it
+        succeeded: every per-request counter of the version moves in this one call."""
         if model not in self.manager.models:
             model, version = UNKNOWN_MODEL, ""
-        key = (model, version, route)
-        stats = self.requests.get(key)
+        stats = self.requests.get((model, version, route))
         if stats is None:
-            stats = self.requests[key] = RequestStats()
-        stats.outcomes[outcome] = stats.outcomes.get(outcome, 0) + 1
-        stats.latency.observe(seconds)
-        if outcome == "success":
-            stats.success_seconds += seconds
+            stats = self.request_stats(model, version, route)
+        if served is not None and outcome == "success":
+            _v, _r, _b, _id, decode_s, queue_s, run_s, encode_s = served
+            stats.add_success(seconds, decode_s, queue_s, run_s, encode_s)
         else:
-            stats.fail_seconds += seconds
+            stats.add(outcome, seconds)
 
-    def triton_stats(self, model: str | None, version: str | None) -> dict[str, object]:
-        """Triton's statistics extension: per-version counts and cumulative durations (ns)."""
-        def ns(seconds: float) -> int:
-            return int(seconds * 1e9)
-
-        out = []
-        models = [self.manager.get_model(model)] if model else list(self.manager.models.values())
-        for m in models:
-            versions = list(m.versions.values())
-            if version:
-                versions = [v for v in versions if v.version_str == version]
-                if not versions:
-                    from serving.errors import NotFound
-
-                    raise NotFound(f"model {m.name!r} has no loaded version {version}")
-            for mv in versions:
-                ok = fail = 0
-                ok_s = fail_s = 0.0
-                for (name, ver, _route), rs in list(self.requests.items()):
-                    if name == mv.name and ver == mv.version_str:
-                        n_ok = rs.outcomes.get("success", 0)
-                        ok += n_ok
-                        fail += sum(rs.outcomes.values()) - n_ok
-                        ok_s += rs.success_seconds
-                        fail_s += rs.fail_seconds
-                st = mv.scheduler.stats if mv.scheduler else None
-                zero = {"count": 0, "ns": 0}
-                out.append({
-                    "name": mv.name,
-                    "version": mv.version_str,
-                    "last_inference": int(st.last_at * 1000) if st else 0,
-                    "inference_count": st.rows if st else 0,
-                    "execution_count": st.batches if st else 0,
-                    "inference_stats": {
-                        "success": {"count": ok, "ns": ns(ok_s)},
-                        "fail": {"count": fail, "ns": ns(fail_s)},
-                        "queue": {"count": st.ran if st else 0,
-                                  "ns": ns(st.queue_time.total) if st else 0},
-                        "compute_input": zero,
-                        "compute_infer": {"count": st.batches if st else 0,
-                                          "ns": ns(st.run_seconds) if st else 0},
-                        "compute_output": zero,
-                        "cache_hit": zero,
-                        "cache_miss": zero,
-                    },
-                    "batch_stats": [],
-                })
-        return {"model_stats": out}
+    def triton_stats(self, model: str | None, version: str | None) -> dict[str, Any]:
+        """Triton's statistics extension (see serving.monitoring.statistics)."""
+        return model_statistics(self.manager, self, model, version)
 
 
 class ServingCollector(Collector):
@@ -189,7 +68,16 @@ class ServingCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        m = self.metrics
+        yield from self._requests()
+        yield from self._batches()
+        yield from self._versions()
+        yield from self._phase_histograms()
+        yield from self._drift()
+        yield from self._rollouts()
+        yield from self._delivery()
+        yield from self._shadows()
+
+    def _requests(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
             "serving_requests", "Inference requests by outcome",
             labels=["model", "version", "route", "outcome"],
@@ -199,15 +87,17 @@ class ServingCollector(Collector):
             "End-to-end inference request latency inside the server",
             labels=["model", "version", "route"],
         )
-        for (model, version, route), stats in list(m.requests.items()):
+        for (model, version, route), stats in list(self.metrics.requests.items()):
             for outcome, n in list(stats.outcomes.items()):
                 requests.add_metric([model, version, route, outcome], n)
             latency.add_metric(
                 [model, version, route], stats.latency.family_buckets(), stats.latency.total
             )
-        yield requests
-        yield latency
+        yield from (requests, latency)
 
+    def _batches(self) -> Iterator[Metric]:
+        """Batch counters: every version the process has served, for as long as it runs (they
+        outlive reloads and unloads, as the request counters do)."""
         labels = ["model", "version"]
         batches = CounterMetricFamily("serving_batches", "Batches run", labels=labels)
         rows = CounterMetricFamily("serving_batch_rows", "Rows run in batches", labels=labels)
@@ -228,6 +118,22 @@ class ServingCollector(Collector):
             "serving_rejected_requests", "Requests refused or dropped before running",
             labels=[*labels, "reason"],
         )
+        for model in list(self.metrics.manager.models.values()):
+            for version, st in list(model.batch_stats.items()):
+                key = [model.name, str(version)]
+                batches.add_metric(key, st.batches)
+                rows.add_metric(key, st.rows)
+                failed.add_metric(key, st.failed_batches)
+                batch_size.add_metric(key, st.batch_sizes.family_buckets(), st.batch_sizes.total)
+                queue_s.add_metric(key, st.queue_time.total)  # the histogram's sum
+                run_s.add_metric(key, st.run_seconds)
+                for reason, n in list((st.rejected or {}).items()):
+                    rejected.add_metric([*key, reason], n)
+        yield from (batches, rows, failed, batch_size, queue_s, run_s, rejected)
+
+    def _versions(self) -> Iterator[Metric]:
+        """Gauges of the versions loaded now."""
+        labels = ["model", "version"]
         depth = GaugeMetricFamily("serving_queue_depth", "Requests queued", labels=labels)
         in_flight = GaugeMetricFamily(
             "serving_inflight_requests", "Requests running in worker threads", labels=labels
@@ -240,33 +146,17 @@ class ServingCollector(Collector):
             "serving_model_load_duration_seconds", "Seconds the version took to load",
             labels=labels,
         )
-        from serving.lifecycle.states import State
-
-        for model in list(m.manager.models.values()):
+        for model in list(self.metrics.manager.models.values()):
             for mv in list(model.versions.values()):
                 key = [mv.name, mv.version_str]
                 for s in State:
                     state.add_metric([*key, s.value], 1.0 if mv.state is s else 0.0)
                 load.add_metric(key, mv.load_seconds)
                 sched = mv.scheduler
-                if sched is None:
-                    continue
-                st = sched.stats
-                batches.add_metric(key, st.batches)
-                rows.add_metric(key, st.rows)
-                failed.add_metric(key, st.failed_batches)
-                batch_size.add_metric(key, st.batch_sizes.family_buckets(), st.batch_sizes.total)
-                queue_s.add_metric(key, st.queue_time.total)  # the histogram's sum
-                run_s.add_metric(key, st.run_seconds)
-                for reason, n in list((st.rejected or {}).items()):
-                    rejected.add_metric([*key, reason], n)
-                depth.add_metric(key, sched.queued)
-                in_flight.add_metric(key, sched.in_flight)
-        yield from (batches, rows, failed, batch_size, queue_s, run_s, rejected, depth,
-                    in_flight, state, load)
-        yield from self._phase_histograms()
-        yield from self._drift()
-        yield from self._routing()
+                if sched is not None:
+                    depth.add_metric(key, sched.queued)
+                    in_flight.add_metric(key, sched.in_flight)
+        yield from (depth, in_flight, state, load)
 
     def _phase_histograms(self) -> Iterator[Metric]:
         m = self.metrics
@@ -281,15 +171,12 @@ class ServingCollector(Collector):
             "serving_inference_duration_seconds", "ONNX Runtime time per batch", labels=labels)
         encode = HistogramMetricFamily(
             "serving_encode_duration_seconds", "Encoding a response", labels=labels)
-        for (model, version), ph in list(m._phases.items()):
+        for (model, version), ph in list(m.phase_stats.items()):
             decode.add_metric([model, version], ph.decode.family_buckets(), ph.decode.total)
             encode.add_metric([model, version], ph.encode.family_buckets(), ph.encode.total)
         for model_obj in list(m.manager.models.values()):
-            for mv in list(model_obj.versions.values()):
-                if mv.scheduler is None:
-                    continue
-                st = mv.scheduler.stats
-                key = [mv.name, mv.version_str]
+            for v, st in list(model_obj.batch_stats.items()):
+                key = [model_obj.name, str(v)]
                 queue.add_metric(key, st.queue_time.family_buckets(), st.queue_time.total)
                 infer.add_metric(key, st.run_time.family_buckets(), st.run_time.total)
         yield from (decode, queue, infer, encode)
@@ -330,7 +217,7 @@ class ServingCollector(Collector):
                     opsi.add_metric([*key, name], o["psi"])
         yield from (fpsi, fks, fnan, foor, opsi, rows, age)
 
-    def _routing(self) -> Iterator[Metric]:
+    def _rollouts(self) -> Iterator[Metric]:
         m = self.metrics
         weight = GaugeMetricFamily(
             "serving_canary_weight_percent", "Share of routing keys sent to the canary",
@@ -360,6 +247,9 @@ class ServingCollector(Collector):
                     decision.add_metric([model.name, ro.last_decision], 1.0)
         yield from (weight, step, rstate, decision)
 
+    def _delivery(self) -> Iterator[Metric]:
+        """Delivery figures over each model's finished rollouts."""
+        m = self.metrics
         done = CounterMetricFamily("serving_rollouts", "Finished rollouts by outcome",
                                    labels=["model", "outcome"])
         promote_s = GaugeMetricFamily("serving_rollout_time_to_promote_seconds",
@@ -385,6 +275,8 @@ class ServingCollector(Collector):
             if summary.mean_time_to_restore_s is not None:
                 restore_s.add_metric([model.name], summary.mean_time_to_restore_s)
         yield from (done, promote_s, restore_s, share)
+
+    def _shadows(self) -> Iterator[Metric]:
         labels = ["model", "version"]
         fams = {
             "mirrored": CounterMetricFamily(
@@ -409,7 +301,7 @@ class ServingCollector(Collector):
         mean = GaugeMetricFamily(
             "serving_shadow_abs_diff_mean", "Mean absolute output difference", labels=labels
         )
-        for (model_name, version), st in list(m.shadows.items()):
+        for (model_name, version), st in list(self.metrics.shadows.items()):
             key = [model_name, version]
             for attr, fam in fams.items():
                 fam.add_metric(key, getattr(st, attr))

@@ -8,41 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from serving.monitoring.metrics import LATENCY_BUCKETS, Histogram
+from serving.monitoring.counters import ShadowStats
 
 Outputs = dict[str, np.ndarray]
-
-
-class ShadowStats:
-    """Per (model, shadow version), on the loop thread only: what mirroring found."""
-
-    __slots__ = (
-        "abs_diff_max", "abs_diff_sum", "compared", "disagreements", "errors", "label_rows",
-        "mirrored", "primary_latency", "shadow_latency", "shed", "values",
-    )
-
-    def __init__(self) -> None:
-        self.mirrored = 0  # copies sent
-        self.compared = 0  # pairs of answers compared
-        self.label_rows = 0  # rows with a label (integer/string) output compared
-        self.disagreements = 0  # of those, rows whose labels differ
-        self.values = 0  # numeric output values compared
-        self.abs_diff_sum = 0.0
-        self.abs_diff_max = 0.0
-        self.errors = 0  # the shadow failed or timed out (never shown to the client)
-        self.shed = 0  # not mirrored: the shadow's queue was busy (shadow work goes first)
-        self.primary_latency = Histogram(LATENCY_BUCKETS)  # queue + run, primary
-        self.shadow_latency = Histogram(LATENCY_BUCKETS)  # queue + run, shadow
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "mirrored": self.mirrored, "compared": self.compared,
-            "label_rows": self.label_rows, "disagreements": self.disagreements,
-            "values": self.values, "abs_diff_sum": self.abs_diff_sum,
-            "errors": self.errors, "shed": self.shed,
-            "primary_latency": list(self.primary_latency.counts),
-            "shadow_latency": list(self.shadow_latency.counts),
-        }
 
 
 def compare(stats: ShadowStats, primary: Outputs, shadow: Outputs) -> None:
@@ -68,12 +36,14 @@ def compare(stats: ShadowStats, primary: Outputs, shadow: Outputs) -> None:
 
 def watch(stats: ShadowStats, primary: Any, shadow: asyncio.Future[Any]) -> None:
     """Compare a shadow's answer with the primary's, which is already known (copies are sent
-    once the primary has answered), when the shadow's comes. Both latencies are the
-    scheduler's time for the request: queue wait plus its batch's run."""
+    once the primary has answered), when the shadow's comes; the copy counts as mirrored then.
+    Both latencies are the scheduler's time for the request: queue wait plus its batch's run."""
     outputs, _rows, waited, run_s = primary
     stats.primary_latency.observe(waited + run_s)
 
     def done(fut: asyncio.Future[Any]) -> None:
+        # mirrored moves with compared or errors: a window never compares more than it sent
+        stats.mirrored += 1
         if fut.cancelled() or fut.exception() is not None:
             stats.errors += 1
             return

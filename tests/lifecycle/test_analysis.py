@@ -12,7 +12,7 @@ from serving.lifecycle.analysis import (
     judge_canary,
     judge_shadow,
 )
-from serving.monitoring.metrics import LATENCY_BUCKETS
+from serving.monitoring.counters import LATENCY_BUCKETS
 
 T = Thresholds(min_requests=100)
 

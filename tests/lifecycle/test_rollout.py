@@ -17,7 +17,7 @@ from serving.lifecycle.analysis import ShadowWindow, Window
 from serving.lifecycle.plan import Plan
 from serving.lifecycle.rollout import RolloutController
 from serving.lifecycle.states import State
-from serving.monitoring.metrics import LATENCY_BUCKETS
+from serving.monitoring.counters import LATENCY_BUCKETS
 from serving.registry.rollout_state import RolloutState
 from serving.registry.routing_state import RoutingState, read_routing, write_routing
 
