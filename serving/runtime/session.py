@@ -12,7 +12,7 @@ from serving.config import RuntimeConfig
 from serving.protocol.datatypes import from_onnx, numpy_dtype
 from serving.registry.layout import MODEL_FILE
 from serving.registry.manifest import Manifest, sha256_file
-from serving.runtime.signature import Signature
+from serving.signature import Signature
 from serving.types import TensorSpec
 
 log = logging.getLogger("serving.runtime")
