@@ -94,7 +94,7 @@ class _Server(uvicorn.Server):
             self._eager = EagerAccept(
                 asyncio.get_running_loop(),
                 [s for srv in self.servers for s in srv.sockets],
-                lambda: config.http_protocol_class(  # what uvicorn's listener creates
+                lambda: config.http_protocol_class(  # type: ignore[call-arg]  # as uvicorn's listener
                     config=config, server_state=self.server_state, app_state=self.lifespan.state
                 ),
             )
