@@ -29,7 +29,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-
 from bench_e2e import (  # the sibling benchmark's server handling and load-generator pinning
     HERE,
     LOAD_CPU,
@@ -44,6 +43,7 @@ from bench_e2e import (  # the sibling benchmark's server handling and load-gene
 )
 
 MODEL = "digits"
+BASELINE = ""  # --baseline: a checkout of another revision, run as the server "baseline"
 
 _LUA = """\
 wrk.method = "POST"
@@ -111,13 +111,13 @@ def run_wrk(url: str, body: bytes, connections: int, duration: int, tmp: Path,
 def _registries(base: Path, tmp: Path, timeout_us: int) -> dict[str, Path]:
     """The registry as built, and a copy with `default_timeout_us` set when asked for."""
     if not timeout_us:
-        return {"ours": base, "naive": base}
+        return {"ours": base, "naive": base, "baseline": base}
     deadline = tmp / "registry-deadline"
     shutil.copytree(base, deadline)
     toml = deadline / MODEL / "model.toml"
     toml.write_text(re.sub(r"default_timeout_us = \d+", f"default_timeout_us = {timeout_us}",
                            toml.read_text()))
-    return {"ours": deadline, "naive": base}
+    return {"ours": deadline, "naive": base, "baseline": deadline}
 
 
 @contextlib.contextmanager
@@ -131,6 +131,8 @@ def _server(kind: str, registry: Path, port: int, tmp: Path, log: Path
         return
     cmd = [sys.executable, "-m", "serving", "serve", "--registry", str(registry), "--port",
            str(port), "--log-level", "warning", "--drain-grace", "0"]
+    if kind == "baseline":  # another checkout's package, not the one in the current directory
+        cmd = ["env", f"PYTHONPATH={BASELINE}", sys.executable, "-P", *cmd[1:]]
     with start(cmd, f"{url}/v2/health/ready", log) as proc:
         yield proc
 
@@ -143,8 +145,8 @@ def one_round(kind: str, registry: Path, body: bytes, args: argparse.Namespace, 
         rss0 = rss_mb(proc.pid)
         tcp0 = tcp_counters()
         spy = None
-        if args.py_spy and kind == "ours" and shutil.which("py-spy"):
-            out = Path(args.py_spy) / f"ours-round{index}.speedscope.json"
+        if args.py_spy and kind != "naive" and shutil.which("py-spy"):
+            out = Path(args.py_spy) / f"{kind}-round{index}.speedscope.json"
             spy = subprocess.Popen(
                 ["py-spy", "record", "--pid", str(proc.pid), "--rate", "200", "--format",
                  "speedscope", "--output", str(out), "--duration", str(args.duration)],
@@ -185,7 +187,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=15, help="seconds per round and server")
     ap.add_argument("--connections", type=int, default=1000)
-    ap.add_argument("--servers", default="ours,naive", help="ours, naive, or both (interleaved)")
+    ap.add_argument("--servers", default="ours,naive",
+                    help="any of ours, naive, baseline (interleaved in this order)")
+    ap.add_argument("--baseline", default="",
+                    help="a checkout of another revision (with its compiled kernels) for the "
+                         "'baseline' server: A/B a change within one run")
     ap.add_argument("--timeout-us", type=int, default=0,
                     help="default_timeout_us for our digits model (0: no deadline)")
     ap.add_argument("--wrk-timeout", type=int, default=10,
@@ -194,6 +200,11 @@ def main() -> int:
     ap.add_argument("--py-spy", metavar="DIR", help="record a py-spy profile of our rounds here")
     ap.add_argument("--json", help="write every round's figures here")
     args = ap.parse_args()
+    global BASELINE
+    BASELINE = str(Path(args.baseline).resolve()) if args.baseline else ""
+    if "baseline" in args.servers.split(",") and not BASELINE:
+        print("--servers baseline needs --baseline DIR", file=sys.stderr)
+        return 2
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2

@@ -92,7 +92,7 @@ class Session:
         self.signature = signature
         self.providers = tuple(session.get_providers())
         self._output_names = list(signature.output_names)
-        self._fast_run, self.private_run = fast_run(session)
+        self._fast_run, _private = fast_run(session)
 
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None) -> list[np.ndarray]:
         """The outputs (all, or those named) for already-validated feeds."""
