@@ -50,12 +50,10 @@ class Signature:
                 f"unknown output {name[:64]!r}; this model has {', '.join(self.output_names)}"
             ) from None
 
-    def _shape_fits(self, name: str, spec: TensorSpec, shape: Sequence[int]) -> bool:
+    @staticmethod
+    def _shape_fits(spec: TensorSpec, shape: Sequence[int]) -> bool:
         if len(shape) != len(spec.shape):
             return False
-        tail = self._tails.get(name)
-        if tail is not None:
-            return tuple(shape[1:]) == tail
         return all(want in (-1, got) for want, got in zip(spec.shape, shape, strict=True))
 
     def check_inputs(
@@ -78,7 +76,10 @@ class Signature:
                     f"input {t.name!r}: expected datatype {spec.datatype}, got {t.datatype}"
                 )
             shape = t.shape
-            if not self._shape_fits(t.name, spec, shape):
+            tail = self._tails.get(t.name)  # the common case inline: one tuple comparison
+            fits = (len(shape) == len(spec.shape) and shape[1:] == tail if tail is not None
+                    else self._shape_fits(spec, shape))
+            if not fits:
                 raise BadRequest(
                     f"input {t.name!r}: expected shape {_shape_text(spec.shape)}, "
                     f"got {_shape_text(shape)}"
