@@ -19,7 +19,7 @@ from serving.protocol import v1, v2
 from serving.registry.layout import parse_version
 from serving.routing.shadow import watch
 from serving.routing.table import PRIMARY
-from serving.runtime.signature import Signature
+from serving.signature import Signature
 from serving.types import InferResponse, RequestedOutput, Tensor
 
 EXTENSIONS = (

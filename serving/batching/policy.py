@@ -19,24 +19,28 @@ class BatchPolicy:
     workers: int = 1
     inline_max_us: int = 250
     max_request_rows: int = 0  # batching on: a request may carry at most max_batch_size rows
+    # Inline runs stop for the loop turn once they have taken this long, so that one model's
+    # backlog of cheap batches cannot hold every other connection waiting.
+    inline_turn_us: int = 2_000
 
     @classmethod
     def from_config(cls, cfg: BatchingConfig, batched: bool) -> BatchPolicy:
         """A model without a batch dimension (or with batching off) runs one request at a time."""
         if not (cfg.enabled and batched):
             return cls(
-                1, (), 0, cfg.max_queue_size, cfg.default_timeout_us, cfg.workers,
-                cfg.inline_max_us, 0,
+                max_batch_size=1, max_queue_size=cfg.max_queue_size,
+                default_timeout_us=cfg.default_timeout_us, workers=cfg.workers,
+                inline_max_us=cfg.inline_max_us,
             )
         return cls(
-            cfg.max_batch_size,
-            tuple(sorted(cfg.preferred_batch_sizes)),
-            cfg.max_queue_delay_us,
-            cfg.max_queue_size,
-            cfg.default_timeout_us,
-            cfg.workers,
-            cfg.inline_max_us,
-            cfg.max_batch_size,
+            max_batch_size=cfg.max_batch_size,
+            preferred_batch_sizes=tuple(sorted(cfg.preferred_batch_sizes)),
+            max_queue_delay_us=cfg.max_queue_delay_us,
+            max_queue_size=cfg.max_queue_size,
+            default_timeout_us=cfg.default_timeout_us,
+            workers=cfg.workers,
+            inline_max_us=cfg.inline_max_us,
+            max_request_rows=cfg.max_batch_size,
         )
 
     def should_wait(self, queued_rows: int, oldest_at: float, now: float) -> float:

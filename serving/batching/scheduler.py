@@ -3,32 +3,27 @@
 The event loop only enqueues and resolves futures. A worker thread gathers a batch's rows into a
 reusable contiguous buffer (Cython, no GIL), runs ONNX Runtime (which releases the GIL), splits the
 outputs back into per-request views, and hands the results to the loop in one callback per batch.
+Batches measured cheaper than a thread hand-off run on the loop itself, for at most
+`inline_turn_us` per loop turn before the loop gets to read and answer other connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from queue import SimpleQueue
-from time import thread_time
-from typing import Any
 
 import numpy as np
 
-from serving.batching.kernels import gather_rows, scatter_rows
+from serving.batching.batch import BufferCache, Observer, Outputs, RunResult, SessionLike, run_batch
 from serving.batching.policy import BatchPolicy
-from serving.errors import BadRequest, Cancelled, DeadlineExceeded, ModelError, Overloaded
+from serving.errors import BadRequest, Cancelled, DeadlineExceeded, Overloaded
 from serving.monitoring.counters import BatchStats
-from serving.runtime.session import Session
 
-log = logging.getLogger("serving.batching")
-
-Outputs = dict[str, np.ndarray]
 Result = tuple[Outputs, int, float, float]  # outputs, rows in the batch, queue s, run s
 
 
@@ -41,7 +36,7 @@ class _Item:
         self,
         feeds: dict[str, np.ndarray],
         rows: int,
-        key: Any,
+        key: Hashable,
         future: asyncio.Future[Result],
         enqueued_at: float,
         deadline: float,
@@ -55,13 +50,21 @@ class _Item:
         self.deadline = deadline
         self.disconnected = disconnected
 
+    def gone(self, now: float) -> bool:
+        """Whether it can no longer join a batch: answered, expired or its client left."""
+        return (
+            self.future.done()
+            or (self.deadline != 0.0 and now >= self.deadline)
+            or (self.disconnected is not None and self.disconnected())
+        )
+
 
 class Scheduler:
     """Queue -> batch -> run -> split for one model version."""
 
     def __init__(
-        self, session: Session, policy: BatchPolicy, label: str,
-        observer: Callable[[dict[str, np.ndarray], Outputs], None] | None = None,
+        self, session: SessionLike, policy: BatchPolicy, label: str,
+        observer: Observer | None = None,
         stats: BatchStats | None = None,
     ) -> None:
         self.session = session
@@ -81,7 +84,8 @@ class Scheduler:
         self._run_est = [0.0] * 16
         self._cpu_est = [0.0] * 16
         self._inline_s = policy.inline_max_us * 1e-6
-        self._loop_buffers: dict[tuple[str, Any], np.ndarray] = {}
+        self._turn_s = policy.inline_turn_us * 1e-6
+        self._loop_buffers = BufferCache()
         self._dispatch_pending = False
         self._closed = False
         self._idle: asyncio.Event | None = None
@@ -90,7 +94,6 @@ class Scheduler:
         # Models whose inputs have variable non-batch dimensions need a shape key per request.
         self._needs_key = any(-1 in t.shape[1:] for t in sig.inputs)
         self._input_names = sig.input_names
-        self._output_names = sig.output_names
         self._threads = [
             threading.Thread(target=self._work, name=f"infer-{label}-{i}", daemon=True)
             for i in range(policy.workers)
@@ -182,79 +185,85 @@ class Scheduler:
             if self._idle is not None and not self._queue and not self._in_flight:
                 self._idle.set()  # a drain() is waiting for exactly this
 
+    def _shed_head(self, now: float) -> bool:
+        """Drop the head of the queue if it cannot or need not run any more."""
+        head = self._queue[0]
+        if head.future.done():  # cancelled by its awaiting task
+            self._queue.popleft()
+            self._queued_rows -= head.rows
+            return True
+        if head.disconnected is not None and head.disconnected():
+            self._queue.popleft()
+            self._drop(head, Cancelled(f"client disconnected before {self.label} ran"),
+                       "cancelled")
+            return True
+        if not head.deadline:
+            return False
+        if now >= head.deadline:
+            exc = DeadlineExceeded(f"request timed out in queue for model {self.label}")
+        else:
+            expected = self._estimate(head.rows)
+            if now + expected <= head.deadline:
+                return False
+            exc = DeadlineExceeded(
+                f"request would miss its deadline: model {self.label} takes about "
+                f"{expected * 1e6:.0f} us to run it"
+            )
+        self._queue.popleft()
+        self._drop(head, exc, "timeout")
+        return True
+
+    def _wait_for_company(self, now: float) -> bool:
+        """Arm a timer and say so when the policy wants a fuller batch than what is queued."""
+        head = self._queue[0]
+        wait = self.policy.should_wait(self._queued_rows, head.enqueued_at, now)
+        if wait > 0.0 and head.deadline:
+            wait = min(wait, head.deadline - now)  # wake to expire it on time
+        if wait <= 0.0:
+            return False
+        assert self._loop is not None
+        self._timer = self._loop.call_later(wait, self._dispatch)
+        return True
+
+    def _take(self, now: float) -> tuple[list[_Item], int]:
+        """Pop the head and the requests behind it that can share its batch, in queue order."""
+        queue = self._queue
+        head = queue.popleft()
+        batch, rows = [head], head.rows
+        if self._batched:
+            limit = self.policy.max_batch_size
+            while queue:
+                nxt = queue[0]
+                if rows + nxt.rows > limit or nxt.key != head.key or nxt.gone(now):
+                    break  # a gone one is left to the head-of-queue checks on the next turn
+                batch.append(queue.popleft())
+                rows += nxt.rows
+        self._queued_rows -= rows
+        return batch, rows
+
     def _form_batches(self) -> None:
         queue = self._queue
-        policy = self.policy
         inline_s = self._inline_s
+        turn_started = time.perf_counter()
         while queue and (self._free or inline_s):
             now = time.monotonic()
-            # Shed from the head what cannot or need not run any more.
-            head = queue[0]
-            if head.future.done():  # cancelled by its awaiting task
-                queue.popleft()
-                self._queued_rows -= head.rows
+            if self._shed_head(now):
                 continue
-            if head.disconnected is not None and head.disconnected():
-                queue.popleft()
-                self._drop(
-                    head, Cancelled(f"client disconnected before {self.label} ran"), "cancelled"
-                )
-                continue
-            if head.deadline:
-                if now >= head.deadline:
-                    queue.popleft()
-                    self._drop(
-                        head,
-                        DeadlineExceeded(f"request timed out in queue for model {self.label}"),
-                        "timeout",
-                    )
-                    continue
-                expected = self._estimate(head.rows)
-                if now + expected > head.deadline:
-                    queue.popleft()
-                    self._drop(
-                        head,
-                        DeadlineExceeded(
-                            f"request would miss its deadline: model {self.label} takes about "
-                            f"{expected * 1e6:.0f} us to run it"
-                        ),
-                        "timeout",
-                    )
-                    continue
-            if self._batched:
-                wait = policy.should_wait(self._queued_rows, head.enqueued_at, now)
-                if wait > 0.0 and head.deadline:
-                    wait = min(wait, head.deadline - now)  # wake to expire it on time
-                if wait > 0.0:
-                    assert self._loop is not None
-                    self._timer = self._loop.call_later(wait, self._dispatch)
-                    return
-            batch = [queue.popleft()]
-            rows = head.rows
-            if self._batched:
-                limit = policy.max_batch_size
-                while queue:
-                    nxt = queue[0]
-                    if rows + nxt.rows > limit or nxt.key != head.key:
-                        break
-                    if (
-                        nxt.future.done()
-                        or (nxt.deadline and now >= nxt.deadline)
-                        or (nxt.disconnected is not None and nxt.disconnected())
-                    ):
-                        break  # let the head-of-queue checks deal with it on the next turn
-                    batch.append(queue.popleft())
-                    rows += nxt.rows
-            self._queued_rows -= rows
+            if self._batched and self._wait_for_company(now):
+                return
+            batch, rows = self._take(now)
             # The inline decision uses the run's CPU time: a worker's wall time also counts its
             # wait for the GIL, which would keep a cheap model on threads for good.
             estimate = self._cpu_est[min(rows.bit_length(), 15)]
             if inline_s and 0.0 < estimate <= inline_s:
                 # Cheaper to run here than to hand to a thread and back (two context switches
                 # and a self-pipe wake-up cost more than a few-microsecond session.run).
-                outputs, error, run_s, cpu_s = self._run(batch, rows, self._loop_buffers, True)
-                self._measured(rows, run_s, cpu_s)
-                self._finish(batch, outputs, error, rows, now, run_s)
+                self._run_inline(batch, rows, now)
+                if queue and time.perf_counter() - turn_started >= self._turn_s:
+                    # This turn's share is spent: let the loop read and answer other
+                    # connections, and continue behind them.
+                    self._schedule_dispatch()
+                    return
                 continue
             if not self._free:
                 queue.extendleft(reversed(batch))
@@ -263,6 +272,13 @@ class Scheduler:
             self._free -= 1
             self._in_flight += len(batch)
             self._jobs.put(batch)
+
+    def _run_inline(self, batch: list[_Item], rows: int, now: float) -> None:
+        r = run_batch(self.session, self.label, [item.feeds for item in batch],
+                      [item.rows for item in batch], batch[0].key, self.policy.max_batch_size,
+                      self._loop_buffers, self.observer, on_loop=True)
+        self._measured(rows, r.run_s, r.cpu_s)
+        self._finish(batch, r.outputs, r.error, rows, now, r.run_s)
 
     def _finish(
         self, batch: list[_Item], outputs: list[Outputs] | None, error: Exception | None,
@@ -292,97 +308,34 @@ class Scheduler:
                 item.future.set_result((out, rows, waited, run_s))
         stats.queue_time.total += total
 
-    def _complete(
-        self, batch: list[_Item], outputs: list[Outputs] | None, error: Exception | None,
-        rows: int, started: float, run_s: float, cpu_s: float,
-    ) -> None:
+    def _complete(self, batch: list[_Item], r: RunResult, rows: int, started: float) -> None:
         """On the loop, for a worker's batch: resolve, free the worker, dispatch what waits."""
         self._free += 1
         self._in_flight -= len(batch)
-        self._measured(rows, run_s, cpu_s)
-        self._finish(batch, outputs, error, rows, started, run_s)
+        self._measured(rows, r.run_s, r.cpu_s)
+        self._finish(batch, r.outputs, r.error, rows, started, r.run_s)
         if self._queue:
             self._dispatch()
         elif self._idle is not None and not self._in_flight:
             self._idle.set()  # a drain() is waiting for exactly this
 
-    # ---- running a batch (a worker thread, or the loop for cheap batches) --------------------
-
-    def _run(
-        self, batch: list[_Item], rows: int, buffers: dict[tuple[str, Any], np.ndarray],
-        on_loop: bool = False,
-    ) -> tuple[list[Outputs] | None, Exception | None, float, float]:
-        """Gather, run, scatter: (per-request outputs, error, wall and CPU seconds in ORT)."""
-        session = self.session
-        run_s = cpu_s = 0.0
-        try:
-            if len(batch) == 1:
-                feeds = batch[0].feeds
-            else:
-                feeds = {}
-                key = batch[0].key
-                for name in self._input_names:
-                    buf = buffers.get((name, key))
-                    if buf is None:
-                        first = batch[0].feeds[name]
-                        shape = (self.policy.max_batch_size, *first.shape[1:])
-                        buf = buffers[(name, key)] = np.empty(shape, first.dtype)
-                    out = buf[:rows]
-                    gather_rows([_rows_u8(item.feeds[name]) for item in batch], _rows_u8(out))
-                    feeds[name] = out
-            if on_loop:
-                # On the loop nothing waits for the GIL, so wall time is the CPU time (and
-                # thread_time() is a syscall on some VMs: not worth it per request).
-                t0 = time.perf_counter()
-                results = session.run(feeds, None)
-                run_s = cpu_s = time.perf_counter() - t0
-            elif session.single_threaded:
-                t0, c0 = time.perf_counter(), thread_time()
-                results = session.run(feeds, None)
-                run_s, cpu_s = time.perf_counter() - t0, thread_time() - c0
-            else:
-                # ORT's own threads do part of the work: only wall time tells
-                t0 = time.perf_counter()
-                results = session.run(feeds, None)
-                run_s = cpu_s = time.perf_counter() - t0
-            names = self._output_names
-            by_name = dict(zip(names, results, strict=True))
-            if self.observer is not None:
-                try:
-                    self.observer(feeds, by_name)
-                except Exception:
-                    log.exception("monitoring failed for model %s (inference unaffected)",
-                                  self.label)
-            if len(batch) == 1:
-                return [by_name], None, run_s, cpu_s
-            counts = [item.rows for item in batch]
-            pieces = [scatter_rows(r, counts) for r in results]
-            return (
-                [{n: p[i] for n, p in zip(names, pieces, strict=True)} for i in range(len(batch))],
-                None,
-                run_s,
-                cpu_s,
-            )
-        except Exception as exc:
-            log.exception("inference failed for model %s", self.label)
-            error = ModelError(f"model {self.label} failed to run: {exc}")
-            return None, error, run_s, cpu_s
+    # ---- worker threads --------------------------------------------------------------------
 
     def _work(self) -> None:
-        buffers: dict[tuple[str, Any], np.ndarray] = {}
+        buffers = BufferCache()
+        capacity = self.policy.max_batch_size
         while True:
             batch = self._jobs.get()
             if batch is None:
                 return
             started = time.monotonic()
-            rows = sum(item.rows for item in batch)
-            outputs, error, run_s, cpu_s = self._run(batch, rows, buffers)
+            counts = [item.rows for item in batch]
+            r = run_batch(self.session, self.label, [item.feeds for item in batch], counts,
+                          batch[0].key, capacity, buffers, self.observer)
             loop = self._loop
             assert loop is not None
             try:
-                loop.call_soon_threadsafe(
-                    self._complete, batch, outputs, error, rows, started, run_s, cpu_s
-                )
+                loop.call_soon_threadsafe(self._complete, batch, r, sum(counts), started)
             except RuntimeError:  # the loop is closed: the server is gone
                 return
 
@@ -400,8 +353,3 @@ class Scheduler:
         self._closed = True
         for _ in self._threads:
             self._jobs.put(None)
-
-
-def _rows_u8(arr: np.ndarray) -> np.ndarray:
-    """The array as raw rows of bytes, the layout the gather kernel copies."""
-    return np.ascontiguousarray(arr).reshape(len(arr), -1).view(np.uint8)

@@ -7,6 +7,7 @@ exits 0. SIGINT (Ctrl-C) skips the grace period. With `--workers N` a supervisor
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from serving.config import ServerConfig
+from serving.http.accept import EagerAccept
 from serving.http.app import ServingApp, create_app
 from serving.http.workers import GRACEFUL_SHUTDOWN_S
 
@@ -45,6 +47,7 @@ class _Server(uvicorn.Server):
         self._grace_s = grace_s
         self._drain_at: float | None = None
         self._drain_logged = False
+        self._eager: EagerAccept | None = None
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -79,9 +82,22 @@ class _Server(uvicorn.Server):
                 self.should_exit = True
         return await super().on_tick(counter)
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._eager is not None:
+            self._eager.close()
+        await super().shutdown(sockets)
+
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
         await super().startup(sockets)
         if self.started and self.servers:
+            config = self.config
+            self._eager = EagerAccept(
+                asyncio.get_running_loop(),
+                [s for srv in self.servers for s in srv.sockets],
+                lambda: config.http_protocol_class(  # type: ignore[call-arg]  # as uvicorn's listener
+                    config=config, server_state=self.server_state, app_state=self.lifespan.state
+                ),
+            )
             tcp = [s for srv in self.servers for s in srv.sockets
                    if s.family in (socket.AF_INET, socket.AF_INET6)]
             host, port = tcp[0].getsockname()[:2]

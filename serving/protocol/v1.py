@@ -10,7 +10,7 @@ import orjson
 
 from serving.errors import BadRequest
 from serving.protocol.jsondata import cast_numbers, loads
-from serving.runtime.signature import Signature
+from serving.signature import Signature
 from serving.types import InferRequest, Tensor, TensorSpec
 
 

@@ -12,7 +12,7 @@ from serving.errors import BadRequest
 from serving.protocol import binary
 from serving.protocol.datatypes import NUMPY_DTYPES, numpy_dtype
 from serving.protocol.jsondata import array_from_json, loads_request
-from serving.runtime.signature import Signature
+from serving.signature import Signature
 from serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
 HEADER_LENGTH = "inference-header-content-length"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from serving.config import RuntimeConfig
 from serving.protocol.datatypes import from_onnx, numpy_dtype
 from serving.registry.layout import MODEL_FILE
 from serving.registry.manifest import Manifest, sha256_file
-from serving.runtime.signature import Signature
+from serving.signature import Signature
 from serving.types import TensorSpec
 
 log = logging.getLogger("serving.runtime")
@@ -60,6 +61,26 @@ def _compatible(manifest_spec: TensorSpec, session_spec: TensorSpec) -> bool:
     )
 
 
+RunFn = Callable[[list[str], dict[str, np.ndarray], object], list[np.ndarray]]
+
+
+def fast_run(session: ort.InferenceSession) -> tuple[RunFn, bool]:
+    """ORT's run binding without the public wrapper, and whether the private path is in use.
+
+    The public `InferenceSession.run` re-validates names and ownership in Python on every call
+    (~8 us, as much as running iris itself); the signature check has done that work once per
+    request already, so batches call the binding `session._sess.run(names, feeds, options)`
+    directly. This is the only use of that private API: when an onnxruntime release changes it,
+    the public method takes over (tests/runtime/test_session.py fails to say so).
+    """
+    binding = getattr(getattr(session, "_sess", None), "run", None)
+    if callable(binding):
+        return binding, True
+    log.warning("onnxruntime %s has no InferenceSession._sess.run: using the public run "
+                "(slower per batch)", ort.__version__)
+    return (lambda names, feeds, options: session.run(names, feeds, options)), False
+
+
 class Session:
     """A loaded, checked, warmed-up ONNX Runtime session. `run` releases the GIL inside ORT."""
 
@@ -71,17 +92,15 @@ class Session:
         self.signature = signature
         self.providers = tuple(session.get_providers())
         self._output_names = list(signature.output_names)
-        # The public `InferenceSession.run` re-validates names and ownership in Python on every
-        # call (~8 us, as much as running iris itself); the signature check has done that work
-        # once per request already, so batches call the binding directly. Execution-provider
-        # failures still go through the public method, which knows how to fall back.
-        self._fast_run = getattr(session, "_sess", session).run
+        self._fast_run, _private = fast_run(session)
 
     def run(self, feeds: dict[str, np.ndarray], output_names: list[str] | None) -> list[np.ndarray]:
+        """The outputs (all, or those named) for already-validated feeds."""
         names = self._output_names if output_names is None else output_names
         try:
-            return self._fast_run(names, feeds, None)  # type: ignore[no-any-return]
+            return self._fast_run(names, feeds, None)
         except ort.capi.onnxruntime_pybind11_state.EPFail:
+            # Execution-provider failures go through the public method, which can fall back.
             return self._session.run(names, feeds)  # type: ignore[no-any-return]
 
 

@@ -14,6 +14,10 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def _finite(data: np.ndarray) -> bool:
+    return data.dtype.kind != "f" or bool(np.isfinite(data).all())
+
+
 class Signature:
     """Inputs and outputs of a model version, with the per-request validation."""
 
@@ -46,6 +50,12 @@ class Signature:
                 f"unknown output {name[:64]!r}; this model has {', '.join(self.output_names)}"
             ) from None
 
+    @staticmethod
+    def _shape_fits(spec: TensorSpec, shape: Sequence[int]) -> bool:
+        if len(shape) != len(spec.shape):
+            return False
+        return all(want in (-1, got) for want, got in zip(spec.shape, shape, strict=True))
+
     def check_inputs(
         self, tensors: Sequence[Tensor], allow_nonfinite: bool = False
     ) -> tuple[dict[str, np.ndarray], int]:
@@ -66,15 +76,10 @@ class Signature:
                     f"input {t.name!r}: expected datatype {spec.datatype}, got {t.datatype}"
                 )
             shape = t.shape
-            tail = self._tails.get(t.name)
-            if len(shape) != len(spec.shape):
-                bad = True
-            elif tail is not None:
-                bad = shape[1:] != tail
-            else:
-                bad = any(want != -1 and want != got
-                          for want, got in zip(spec.shape, shape, strict=True))
-            if bad:
+            tail = self._tails.get(t.name)  # the common case inline: one tuple comparison
+            fits = (len(shape) == len(spec.shape) and shape[1:] == tail if tail is not None
+                    else self._shape_fits(spec, shape))
+            if not fits:
                 raise BadRequest(
                     f"input {t.name!r}: expected shape {_shape_text(spec.shape)}, "
                     f"got {_shape_text(shape)}"
@@ -87,12 +92,7 @@ class Signature:
                         f"inputs disagree on the batch dimension: {rows} and {shape[0]} rows"
                     )
             data = t.data
-            if (
-                not allow_nonfinite
-                and not t.finite
-                and data.dtype.kind == "f"
-                and not np.isfinite(data).all()
-            ):
+            if not allow_nonfinite and not t.finite and not _finite(data):
                 raise BadRequest(f"input {t.name!r} contains NaN or Infinity")
             feeds[t.name] = data.reshape(shape)
         if len(feeds) != len(self.inputs):
