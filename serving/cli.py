@@ -68,6 +68,10 @@ def _serve(args: argparse.Namespace) -> int:
             from serving.packaging.examples import build_examples
 
             build_examples(config.registry, only_missing=True)
+    if config.worker_count() > 1:
+        from serving.supervisor import supervise
+
+        return supervise(config)
     from serving.http.server import run_server
 
     return run_server(config)

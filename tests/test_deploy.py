@@ -457,7 +457,7 @@ def check_security_context(objects: list[dict[str, Any]], deployment: str, uid: 
 def test_drain_fits_in_the_termination_grace_period(build: tuple) -> None:
     """preStop sleep + SERVING_DRAIN_GRACE + the server's in-flight limit < the grace period."""
     _, objects = build
-    from serving.http.workers import GRACEFUL_SHUTDOWN_S
+    from serving.http.server import GRACEFUL_SHUTDOWN_S
 
     in_flight = float(GRACEFUL_SHUTDOWN_S)  # uvicorn's timeout_graceful_shutdown, server.py
     for deployment in deployments(objects):

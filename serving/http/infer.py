@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from serving.dataplane import DataPlane
 from serving.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 from serving.http.errors import error_parts
 from serving.monitoring.metrics import ServingMetrics
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _BINARY_TYPE = (b"content-type", b"application/octet-stream")

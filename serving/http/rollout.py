@@ -1,4 +1,4 @@
-"""Rollout admin routes: /v2/models/{m}/rollout[/{action}], behind the admin token."""
+"""Rollout admin routes: /v2/models/{m}/rollout[/{action}], guarded as model control is."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from serving.errors import BadRequest, Unavailable
+from serving.http.admin import AdminGuard
 from serving.http.errors import json_response
-from serving.http.workers import WorkerSpec, ask_worker
+from serving.http.siblings import WorkerSpec, ask_worker
 from serving.lifecycle.rollout import RolloutController, parse_steps
 from serving.protocol.jsondata import loads
 
 
-def rollout_routes(  # type: ignore[no-untyped-def]
-    controller: RolloutController | None, authorize, leader: WorkerSpec | None = None
+def rollout_routes(
+    controller: RolloutController | None, guard: AdminGuard, leader: WorkerSpec | None = None
 ) -> list[Route]:
     """The rollout routes; `leader` set: this is a worker process other than worker 0, and every
     rollout request is answered by worker 0, which runs the controller."""
@@ -24,7 +25,7 @@ def rollout_routes(  # type: ignore[no-untyped-def]
         return controller
 
     async def start(request: Request) -> Response:
-        authorize(request)
+        guard.write(request)
         doc = loads(await request.body() or b"{}")
         if not isinstance(doc, dict):
             raise BadRequest("the rollout plan must be a JSON object")
@@ -39,14 +40,16 @@ def rollout_routes(  # type: ignore[no-untyped-def]
         return json_response(await ctl().start(request.path_params["model"], doc))
 
     async def status(request: Request) -> Response:
+        guard.read(request)
         return json_response(ctl().status(request.path_params["model"]))
 
     async def act(request: Request) -> Response:
-        authorize(request)
+        guard.write(request)
         p = request.path_params
         return json_response(await ctl().act(p["model"], p["action"]))
 
     async def history(request: Request) -> Response:
+        guard.read(request)
         return json_response(ctl().history(request.path_params["model"]))
 
     if leader is not None:
