@@ -106,7 +106,8 @@ class Supervisor:
         try:
             holder = claim_port(self.config.host, self.config.port)
         except OSError as exc:
-            log.error("cannot serve on %s:%d: %s", self.config.host, self.config.port, exc)
+            log.error("cannot serve on %s:%d: %s", self.config.host, self.config.port,
+                      exc.strerror or exc)
             return 1
         port = holder.getsockname()[1]
         for sig in (signal.SIGTERM, signal.SIGINT):
