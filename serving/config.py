@@ -140,34 +140,30 @@ class ServerConfig:
     )
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0..65535, got {self.port}")
-        if self.max_body_bytes < 1024:
-            raise ValueError("max_body_bytes must be at least 1024")
-        if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ValueError(f"log_level must be debug, info, warning or error: {self.log_level}")
-        if not 10 <= self.switch_interval_us <= 100_000:
-            raise ValueError("switch_interval_us must be 10..100000")
-        if self.poll < 0:
-            raise ValueError("poll must be >= 0 seconds")
-        if self.worker_count() < 1:
-            raise ValueError("workers must be a positive integer or 'auto'")
-        if self.drain_grace < 0:
-            raise ValueError("drain_grace must be >= 0 seconds")
-        if not 0.0 <= self.saturation_fraction <= 1.0:
-            raise ValueError("saturation_fraction must be 0..1 (0: never saturated)")
-        if self.saturation_seconds < 0:
-            raise ValueError("saturation_seconds must be >= 0")
-        if self.intra_op_threads < 0:
-            raise ValueError("intra_op_threads must be >= 0 (0: ONNX Runtime decides)")
-        if self.header_timeout <= 0 or self.body_timeout <= 0:
-            raise ValueError("header_timeout and body_timeout must be > 0 seconds")
-        if self.max_connections < 0:
-            raise ValueError("max_connections must be >= 0 (0: no cap)")
-        if self.admin_open and not self.admin_token and not is_loopback(self.host):
-            raise ValueError(
-                f"--admin-open without an admin token on {self.host}, which other machines can "
-                "reach: set --admin-token (or SERVING_ADMIN_TOKEN), or listen on 127.0.0.1")
+        problems = [message for failed, message in (
+            (not 0 <= self.port <= 65535, f"port must be 0..65535, got {self.port}"),
+            (self.max_body_bytes < 1024, "max_body_bytes must be at least 1024"),
+            (self.log_level not in ("debug", "info", "warning", "error"),
+             f"log_level must be debug, info, warning or error: {self.log_level}"),
+            (not 10 <= self.switch_interval_us <= 100_000,
+             "switch_interval_us must be 10..100000"),
+            (self.poll < 0, "poll must be >= 0 seconds"),
+            (self.worker_count() < 1, "workers must be a positive integer or 'auto'"),
+            (self.drain_grace < 0, "drain_grace must be >= 0 seconds"),
+            (not 0.0 <= self.saturation_fraction <= 1.0,
+             "saturation_fraction must be 0..1 (0: never saturated)"),
+            (self.saturation_seconds < 0, "saturation_seconds must be >= 0"),
+            (self.intra_op_threads < 0,
+             "intra_op_threads must be >= 0 (0: ONNX Runtime decides)"),
+            (self.header_timeout <= 0 or self.body_timeout <= 0,
+             "header_timeout and body_timeout must be > 0 seconds"),
+            (self.max_connections < 0, "max_connections must be >= 0 (0: no cap)"),
+            (self.admin_open and not self.admin_token and not is_loopback(self.host),
+             f"--admin-open without an admin token on {self.host}, which other machines can "
+             "reach: set --admin-token (or SERVING_ADMIN_TOKEN), or listen on 127.0.0.1"),
+        ) if failed]
+        if problems:
+            raise ValueError(problems[0])
 
     def worker_count(self) -> int:
         """--workers as a number: 'auto' is the CPUs this process may run on."""

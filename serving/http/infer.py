@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from time import perf_counter
 from typing import Any
 
@@ -79,6 +79,23 @@ def _int_header(value: bytes, name: str) -> int:
     return int(value)
 
 
+def _read_headers(
+    headers: Iterable[tuple[bytes, bytes]], routing_header: bytes
+) -> tuple[int, int | None, str | None]:
+    """Content-Length, Inference-Header-Content-Length and the routing key of a request."""
+    declared = 0
+    header_length: int | None = None
+    routing_key: str | None = None
+    for key, value in headers:
+        if key == b"content-length":
+            declared = _int_header(value, "Content-Length")
+        elif key == b"inference-header-content-length":
+            header_length = _int_header(value, "Inference-Header-Content-Length")
+        elif key == routing_header:
+            routing_key = value[:256].decode("latin-1")
+    return declared, header_length, routing_key
+
+
 def _disconnect_probe(receive: Receive) -> Callable[[], bool] | None:
     """uvicorn's request cycle knows when the client went away; ask it without awaiting."""
     cycle = getattr(receive, "__self__", None)
@@ -135,17 +152,9 @@ class InferEndpoint:
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"use POST for inference, not {scope['method']}")
-            header_length: int | None = None
-            declared = 0
-            routing_key: str | None = None
-            routing_header = self.routing_header
-            for key, value in scope["headers"]:
-                if key == b"content-length":
-                    declared = _int_header(value, "Content-Length")
-                elif key == b"inference-header-content-length":
-                    header_length = _int_header(value, "Inference-Header-Content-Length")
-                elif key == routing_header:
-                    routing_key = value[:256].decode("latin-1")
+            declared, header_length, routing_key = _read_headers(
+                scope["headers"], self.routing_header
+            )
             body = await _read_body(receive, self.max_body_bytes, declared)
             if proto == "v2":
                 out, out_header_length, info = await self.dataplane.infer_v2(
