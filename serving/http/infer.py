@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from serving.dataplane import DataPlane
 from serving.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
+from serving.http.disconnect import disconnect_probe
 from serving.http.errors import error_parts
 from serving.monitoring.metrics import ServingMetrics
 
@@ -96,14 +97,6 @@ def _read_headers(
     return declared, header_length, routing_key
 
 
-def _disconnect_probe(receive: Receive) -> Callable[[], bool] | None:
-    """uvicorn's request cycle knows when the client went away; ask it without awaiting."""
-    cycle = getattr(receive, "__self__", None)
-    if cycle is None or not hasattr(cycle, "disconnected"):
-        return None
-    return lambda: bool(cycle.disconnected)
-
-
 _access = logging.getLogger("serving.access")
 
 
@@ -158,7 +151,7 @@ class InferEndpoint:
             body = await _read_body(receive, self.max_body_bytes, declared)
             if proto == "v2":
                 out, out_header_length, info = await self.dataplane.infer_v2(
-                    model, version, body, header_length, _disconnect_probe(receive), routing_key
+                    model, version, body, header_length, disconnect_probe(receive), routing_key
                 )
                 served, served_route = info.version, info.route
                 if out_header_length is not None:
