@@ -92,11 +92,16 @@ class LimitedProtocol(HttpToolsProtocol):
         self._timer = None
         if self._phase == _IDLE or self.transport.is_closing():
             return
-        if self.loop.time() < self._deadline:
+        now = self.loop.time()
+        cycle = self.cycle
+        if self._phase == _BODY and self.flow.read_paused:  # we stopped reading, not the client
+            self._deadline = now + self.body_timeout
+        elif self._phase == _HEADERS and cycle is not None and not cycle.response_complete:
+            self._deadline = now + self.header_timeout  # a pipelined request waits for ours
+        if now < self._deadline:
             self._timer = self.loop.call_at(self._deadline, self._check)
             return
         what = "headers" if self._phase == _HEADERS else "body"
-        cycle = self.cycle
         if self._phase == _BODY and cycle is not None:
             cycle.disconnected = True  # the application's receive() now says http.disconnect
             cycle.message_event.set()
