@@ -52,9 +52,6 @@ def claim_port(host: str, port: int) -> socket.socket:
     return reuseport_socket(host, port)
 
 
-
-
-
 class Supervisor:
     """Starts the workers, restarts those that die, passes signals on, waits for the drain."""
 
