@@ -28,6 +28,8 @@ ENV PATH=/opt/serving/bin:$PATH \
     SERVING_REGISTRY=/models
 USER serving
 EXPOSE 8000
+# Model control and rollout changes answer 403 until an admin token is set
+# (`docker run -e SERVING_ADMIN_TOKEN=...`); --admin-open is refused on 0.0.0.0.
 # Liveness, not readiness: /v2/health/ready turns 503 while saturated or draining, and an
 # orchestrator that replaces unhealthy containers (ECS, Swarm) must not kill a busy server.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \

@@ -7,8 +7,10 @@ Model settings come from `<registry>/<model>/model.toml`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,16 @@ def _bool(value: Any) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything `serving serve` can be told. `help` metadata doubles as `--help` text."""
@@ -43,7 +55,14 @@ class ServerConfig:
     port: int = field(default=8000, metadata={"help": "TCP port (0 picks a free one)"})
     admin_token: str = field(
         default="",
-        metadata={"help": "bearer token required by admin endpoints (empty: no token)"},
+        metadata={"help": "bearer token that model control and rollout changes require "
+                          "(empty: they answer 403 unless --admin-open)"},
+    )
+    admin_open: bool = field(
+        default=False,
+        metadata={"help": "without an admin token, let anyone who reaches the port load and "
+                          "unload models and change rollouts (a trusted setup only; refused on "
+                          "a non-loopback --host)"},
     )
     max_body_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "largest request body accepted (413 above)"}
@@ -94,6 +113,21 @@ class ServerConfig:
         metadata={"help": "seconds to keep serving after SIGTERM with readiness false, before "
                           "in-flight requests finish and the process exits 0"},
     )
+    header_timeout: float = field(
+        default=10.0,
+        metadata={"help": "seconds a client has to send a request's headers (from connecting, "
+                          "or from a kept-alive request's first byte): else 408 and close"},
+    )
+    body_timeout: float = field(
+        default=30.0,
+        metadata={"help": "longest gap in seconds between two reads of a request body: "
+                          "else 408 and close"},
+    )
+    max_connections: int = field(
+        default=4096,
+        metadata={"help": "open connections per worker process; a request on one more gets a "
+                          "fast 503 and the connection closes (0: no cap)"},
+    )
     saturation_fraction: float = field(
         default=0.8,
         metadata={"help": "readiness turns false while a model's queue stays past this fraction "
@@ -106,26 +140,30 @@ class ServerConfig:
     )
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0..65535, got {self.port}")
-        if self.max_body_bytes < 1024:
-            raise ValueError("max_body_bytes must be at least 1024")
-        if self.log_level not in ("debug", "info", "warning", "error"):
-            raise ValueError(f"log_level must be debug, info, warning or error: {self.log_level}")
-        if not 10 <= self.switch_interval_us <= 100_000:
-            raise ValueError("switch_interval_us must be 10..100000")
-        if self.poll < 0:
-            raise ValueError("poll must be >= 0 seconds")
-        if self.worker_count() < 1:
-            raise ValueError("workers must be a positive integer or 'auto'")
-        if self.drain_grace < 0:
-            raise ValueError("drain_grace must be >= 0 seconds")
-        if not 0.0 <= self.saturation_fraction <= 1.0:
-            raise ValueError("saturation_fraction must be 0..1 (0: never saturated)")
-        if self.saturation_seconds < 0:
-            raise ValueError("saturation_seconds must be >= 0")
-        if self.intra_op_threads < 0:
-            raise ValueError("intra_op_threads must be >= 0 (0: ONNX Runtime decides)")
+        problems = [message for failed, message in (
+            (not 0 <= self.port <= 65535, f"port must be 0..65535, got {self.port}"),
+            (self.max_body_bytes < 1024, "max_body_bytes must be at least 1024"),
+            (self.log_level not in ("debug", "info", "warning", "error"),
+             f"log_level must be debug, info, warning or error: {self.log_level}"),
+            (not 10 <= self.switch_interval_us <= 100_000,
+             "switch_interval_us must be 10..100000"),
+            (self.poll < 0, "poll must be >= 0 seconds"),
+            (self.worker_count() < 1, "workers must be a positive integer or 'auto'"),
+            (self.drain_grace < 0, "drain_grace must be >= 0 seconds"),
+            (not 0.0 <= self.saturation_fraction <= 1.0,
+             "saturation_fraction must be 0..1 (0: never saturated)"),
+            (self.saturation_seconds < 0, "saturation_seconds must be >= 0"),
+            (self.intra_op_threads < 0,
+             "intra_op_threads must be >= 0 (0: ONNX Runtime decides)"),
+            (self.header_timeout <= 0 or self.body_timeout <= 0,
+             "header_timeout and body_timeout must be > 0 seconds"),
+            (self.max_connections < 0, "max_connections must be >= 0 (0: no cap)"),
+            (self.admin_open and not self.admin_token and not is_loopback(self.host),
+             f"--admin-open without an admin token on {self.host}, which other machines can "
+             "reach: set --admin-token (or SERVING_ADMIN_TOKEN), or listen on 127.0.0.1"),
+        ) if failed]
+        if problems:
+            raise ValueError(problems[0])
 
     def worker_count(self) -> int:
         """--workers as a number: 'auto' is the CPUs this process may run on."""
@@ -152,9 +190,9 @@ def load_server_config(
     flags: dict[str, Any], env: dict[str, str] | None = None, config_file: str | None = None
 ) -> ServerConfig:
     """Merge flags > SERVING_* env > TOML `[server]` > defaults into a validated ServerConfig."""
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     file_values: dict[str, Any] = {}
-    config_file = config_file or env.get("SERVING_CONFIG") or None
+    config_file = config_file or environ.get("SERVING_CONFIG") or None
     if config_file:
         with open(config_file, "rb") as f:
             doc = tomllib.load(f)
@@ -167,8 +205,8 @@ def load_server_config(
     for name, kind in names.items():
         if flags.get(name) is not None:
             values[name] = _coerce(kind, flags[name])
-        elif f"SERVING_{name.upper()}" in env:
-            values[name] = _coerce(kind, env[f"SERVING_{name.upper()}"])
+        elif f"SERVING_{name.upper()}" in environ:
+            values[name] = _coerce(kind, environ[f"SERVING_{name.upper()}"])
         elif name in file_values:
             values[name] = _coerce(kind, file_values[name])
     return ServerConfig(**values)

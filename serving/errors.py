@@ -29,6 +29,13 @@ class Unauthorized(ServingError):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
+class Forbidden(ServingError):
+    """A change the server is not configured to allow (model control without a token)."""
+
+    status = 403
+    reason = "client_error"
+
+
 class NotFound(ServingError, LookupError):
     """No such model, version or route."""
 

@@ -71,19 +71,23 @@ class RunningServer:
 @contextlib.contextmanager
 def run_server(
     registry: Path, tmp_path: Path, *args: str, wait_ready: bool = True,
-    env: dict[str, str] | None = None,
+    env: dict[str, str] | None = None, cwd: Path | None = None,
 ) -> Iterator[RunningServer]:
     """Start a real server process; stop it (by its PID) when the block ends."""
     ready_file = tmp_path / f"ready-{time.monotonic_ns()}"
     log_path = tmp_path / f"server-{time.monotonic_ns()}.log"
     cmd = [
-        sys.executable, "-m", "serving", "serve", "--registry", str(registry),
+        # -P: as the installed `serving` command, never import a `serving/` folder in the cwd
+        sys.executable, "-P", "-m", "serving", "serve", "--registry", str(registry),
         "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready_file), *args,
     ]
     # Test servers stop at once on SIGTERM unless a test asks for a drain grace period.
     full_env = {**os.environ, "SERVING_DRAIN_GRACE": "0", **(env or {})}
+    # This source tree, whatever the cwd (-P keeps the cwd off sys.path)
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), full_env.get("PYTHONPATH")) if p)
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
     server = None
     try:
         deadline = time.monotonic() + 60

@@ -21,8 +21,8 @@ LAYERS: dict[str, int] = {
     "serving": 0,  # serving/__init__.py: the version string only
     "serving.errors": 0,
     "serving.types": 0,
-    "serving.signature": 0,
     "serving._kernels": 0,
+    "serving.signature": 1,
     "serving.config": 1,
     "serving.protocol": 2,
     "serving.registry": 2,
@@ -34,7 +34,7 @@ LAYERS: dict[str, int] = {
     "serving.lifecycle": 5,
     "serving.dataplane": 6,
     "serving.packaging": 6,
-    "serving.monitoring": 7,  # metrics.py (the Prometheus collector), multiprocess.py
+    "serving.monitoring": 7,  # metrics.py (the Prometheus collector), statistics, multiprocess
     "serving.http": 8,
     "serving.supervisor": 9,
     "serving.cli": 10,

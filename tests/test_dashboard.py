@@ -56,7 +56,8 @@ def test_every_queried_metric_is_exported(registry_copy: Path, tmp_path: Path) -
     toml.write_text(toml.read_text().replace('policy = "latest"', 'policy = "all"'))
     body = orjson.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
                                      "data": [6.0, 2.9, 4.5, 1.5]}]})
-    with run_server(registry_copy, tmp_path) as s, httpx.Client(base_url=s.url) as c:
+    with run_server(registry_copy, tmp_path, "--admin-open") as s, \
+            httpx.Client(base_url=s.url) as c:
         for i in range(200):
             r = c.post("/v2/models/iris/infer", content=body, headers={"x-routing-key": str(i)})
             assert r.status_code == 200

@@ -1,35 +1,70 @@
-"""Model control (Triton's repository extension), behind the admin token when one is set."""
+"""Model control (Triton's repository extension): reads behind the admin token when one is set,
+changes only with the token (or with --admin-open)."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from serving.errors import BadRequest, ServingError, Unauthorized
+from serving.errors import BadRequest, Forbidden, ServingError, Unauthorized
 from serving.http.errors import json_response
-from serving.http.workers import WorkerSpec, ask_worker
+from serving.http.siblings import WorkerSpec, ask_worker
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.states import State
 
+WRITES_OFF = (
+    "model control is off: this server has no admin token. Start it with --admin-token TOKEN "
+    "(or SERVING_ADMIN_TOKEN) and send 'Authorization: Bearer TOKEN', or, on a trusted "
+    "machine, with --admin-open"
+)
 
-def make_authorizer(token: str) -> Callable[[Request], None]:
-    """A check that raises 401 unless the request carries the admin token (no token: open)."""
-    expected = f"Bearer {token}".encode()
 
-    def authorize(request: Request) -> None:
-        if not token:
-            return
+class AdminGuard:
+    """Who may use the admin routes. With a token: every admin route (reads too) needs
+    `Authorization: Bearer <token>`, compared in constant time. Without one: reads are open and
+    writes answer 403, unless the operator opened them (`--admin-open`)."""
+
+    def __init__(self, token: str, open_writes: bool = False) -> None:
+        self._expected = f"Bearer {token}".encode() if token else b""
+        self._open_writes = open_writes
+
+    @property
+    def open_writes(self) -> bool:
+        """Changes allowed without any credentials (--admin-open, no token)."""
+        return self._open_writes and not self._expected
+
+    @property
+    def mode(self) -> str:
+        """One line for the start-up log (never the token itself)."""
+        if self._expected:
+            return "admin routes need the admin token"
+        if self._open_writes:
+            return ("admin routes OPEN without a token (--admin-open): anyone who reaches this "
+                    "port may load and unload models and change rollouts")
+        return ("model control and rollout changes are off (no admin token; reads stay open): "
+                "set --admin-token to enable them")
+
+    def _check_token(self, request: Request) -> None:
         given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
+        if not hmac.compare_digest(given, self._expected):
             raise Unauthorized("this endpoint needs 'Authorization: Bearer <admin token>'")
 
-    return authorize
+    def read(self, request: Request) -> None:
+        """Raise unless `request` may read admin state (index, rollout status and history)."""
+        if self._expected:
+            self._check_token(request)
+
+    def write(self, request: Request) -> None:
+        """Raise unless `request` may change models or rollouts."""
+        if self._expected:
+            self._check_token(request)
+        elif not self._open_writes:
+            raise Forbidden(WRITES_OFF)
 
 
 async def fan_out(worker: WorkerSpec | None, request: Request, body: bytes) -> None:
@@ -51,14 +86,13 @@ async def fan_out(worker: WorkerSpec | None, request: Request, body: bytes) -> N
 
 
 def admin_routes(
-    manager: ModelManager, token: str, worker: WorkerSpec | None = None
+    manager: ModelManager, guard: AdminGuard, worker: WorkerSpec | None = None
 ) -> list[Route]:
     """POST /v2/repository/index, /v2/repository/models/{m}/load and .../unload. With worker
     processes, load and unload apply to every worker."""
-    authorize = make_authorizer(token)
 
     async def index(request: Request) -> Response:
-        authorize(request)
+        guard.read(request)
         entries = manager.index()
         body = await request.body()
         if body.strip():
@@ -72,7 +106,7 @@ def admin_routes(
         return json_response(entries)
 
     async def load(request: Request) -> Response:
-        authorize(request)
+        guard.write(request)
         name = request.path_params["model"]
         body = await request.body()
         model = await manager.load_model(name)
@@ -85,7 +119,7 @@ def admin_routes(
         return json_response({})
 
     async def unload(request: Request) -> Response:
-        authorize(request)
+        guard.write(request)
         body = await request.body()
         await manager.unload_model(request.path_params["model"])
         await fan_out(worker, request, body)

@@ -14,15 +14,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from serving.config import ServerConfig
 from serving.dataplane import DataPlane
 from serving.errors import ServingError
-from serving.http.admin import admin_routes, make_authorizer
+from serving.http.admin import AdminGuard, admin_routes
 from serving.http.errors import http_exception_handler, json_response, serving_error_handler
-from serving.http.infer import InferEndpoint, Receive, Scope, Send, match_infer
+from serving.http.infer import InferEndpoint, match_infer
 from serving.http.rollout import rollout_routes
-from serving.http.workers import WorkerSpec
+from serving.http.siblings import WorkerSpec
 from serving.lifecycle.health import Readiness
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.rollout import InProcessSource, RolloutController
@@ -121,6 +122,7 @@ class ServingApp:
                 self.metrics.registry, worker.metrics_dir, worker.index
             ).registry()
         self.dataplane = DataPlane(manager, self.metrics)
+        self.guard = AdminGuard(config.admin_token, config.admin_open)
         self._infer = InferEndpoint(
             self.dataplane, config.max_body_bytes, self.metrics, config.routing_header,
             config.access_log,
@@ -129,9 +131,9 @@ class ServingApp:
         self.starlette = Starlette(
             routes=[
                 *_routes(self.dataplane, self.metrics, self.readiness),
-                *admin_routes(manager, config.admin_token, worker),
+                *admin_routes(manager, self.guard, worker),
                 *rollout_routes(
-                    self.controller, make_authorizer(config.admin_token),
+                    self.controller, self.guard,
                     worker if worker is not None and not leads else None,
                 ),
                 Route("/metrics", self._metrics, methods=["GET"]),

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from time import perf_counter
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from serving.dataplane import DataPlane, Refused, Served
 from serving.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
+from serving.http.disconnect import disconnect_probe
 from serving.http.errors import error_parts
 from serving.monitoring.metrics import ServingMetrics
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _BINARY_TYPE = (b"content-type", b"application/octet-stream")
@@ -82,12 +80,21 @@ def _int_header(value: bytes, name: str) -> int:
     return int(value)
 
 
-def _disconnect_probe(receive: Receive) -> Callable[[], bool] | None:
-    """uvicorn's request cycle knows when the client went away; ask it without awaiting."""
-    cycle = getattr(receive, "__self__", None)
-    if cycle is None or not hasattr(cycle, "disconnected"):
-        return None
-    return lambda: bool(cycle.disconnected)
+def _read_headers(
+    headers: Iterable[tuple[bytes, bytes]], routing_header: bytes
+) -> tuple[int, int | None, str | None]:
+    """Content-Length, Inference-Header-Content-Length and the routing key of a request."""
+    declared = 0
+    header_length: int | None = None
+    routing_key: str | None = None
+    for key, value in headers:
+        if key == b"content-length":
+            declared = _int_header(value, "Content-Length")
+        elif key == b"inference-header-content-length":
+            header_length = _int_header(value, "Inference-Header-Content-Length")
+        elif key == routing_header:
+            routing_key = value[:256].decode("latin-1")
+    return declared, header_length, routing_key
 
 
 _access = logging.getLogger("serving.access")
@@ -131,7 +138,7 @@ class InferEndpoint:
         """The dataplane call for the protocol (a plain function: no extra coroutine frame)."""
         if proto == "v2":
             return self.dataplane.infer_v2(
-                model, version, body, header_length, _disconnect_probe(receive), routing_key
+                model, version, body, header_length, disconnect_probe(receive), routing_key
             )
         if header_length is not None:
             raise BadRequest("V1 predict takes JSON only (no binary tensors)")
@@ -151,17 +158,9 @@ class InferEndpoint:
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"use POST for inference, not {scope['method']}")
-            header_length: int | None = None
-            declared = 0
-            routing_key: str | None = None
-            routing_header = self.routing_header
-            for key, value in scope["headers"]:
-                if key == b"content-length":
-                    declared = _int_header(value, "Content-Length")
-                elif key == b"inference-header-content-length":
-                    header_length = _int_header(value, "Inference-Header-Content-Length")
-                elif key == routing_header:
-                    routing_key = value[:256].decode("latin-1")
+            declared, header_length, routing_key = _read_headers(
+                scope["headers"], self.routing_header
+            )
             body = await _read_body(receive, self.max_body_bytes, declared)
             answer = await self._dispatch(
                 proto, model, version, body, header_length, receive, routing_key

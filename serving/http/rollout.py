@@ -1,24 +1,22 @@
-"""Rollout admin routes: /v2/models/{m}/rollout[/{action}], behind the admin token."""
+"""Rollout admin routes: /v2/models/{m}/rollout[/{action}], guarded as model control is."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from serving.errors import Unavailable
+from serving.http.admin import AdminGuard
 from serving.http.errors import json_response
-from serving.http.workers import WorkerSpec, ask_worker
+from serving.http.siblings import WorkerSpec, ask_worker
 from serving.lifecycle.plan import Plan
 from serving.lifecycle.rollout import RolloutController
 from serving.protocol.jsondata import loads
 
 
 def rollout_routes(
-    controller: RolloutController | None, authorize: Callable[[Request], None],
-    leader: WorkerSpec | None = None,
+    controller: RolloutController | None, guard: AdminGuard, leader: WorkerSpec | None = None
 ) -> list[Route]:
     """The rollout routes; `leader` set: this is a worker process other than worker 0, and every
     rollout request is answered by worker 0, which runs the controller."""
@@ -28,20 +26,22 @@ def rollout_routes(
         return controller
 
     async def start(request: Request) -> Response:
-        authorize(request)
+        guard.write(request)
         plan = Plan.from_json(loads(await request.body() or b"{}"))
-        return json_response(await ctl().start(request.path_params["model"], plan))
+        return json_response((await ctl().start(request.path_params["model"], plan)).to_json())
 
     async def status(request: Request) -> Response:
-        return json_response(ctl().status(request.path_params["model"]))
+        guard.read(request)
+        return json_response(ctl().status(request.path_params["model"]).to_json())
 
     async def act(request: Request) -> Response:
-        authorize(request)
+        guard.write(request)
         p = request.path_params
-        return json_response(await ctl().act(p["model"], p["action"]))
+        return json_response((await ctl().act(p["model"], p["action"])).to_json())
 
     async def history(request: Request) -> Response:
-        return json_response(ctl().history(request.path_params["model"]))
+        guard.read(request)
+        return json_response(ctl().history(request.path_params["model"]).to_json())
 
     if leader is not None:
         async def forward(request: Request) -> Response:  # worker 0 checks the token

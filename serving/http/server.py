@@ -2,7 +2,8 @@
 
 SIGTERM: readiness turns false at once, the server keeps serving for `drain_grace` seconds (load
 balancers take a moment to stop sending), then stops accepting, finishes in-flight requests and
-exits 0. SIGINT (Ctrl-C) skips the grace period. With `--workers N` a supervisor runs N of these.
+exits 0. SIGINT (Ctrl-C) skips the grace period. With `--workers N` a supervisor
+(serving.supervisor) runs N of these.
 """
 
 from __future__ import annotations
@@ -19,19 +20,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import uvicorn
 
 from serving.config import ServerConfig
 from serving.http.accept import EagerAccept
 from serving.http.app import ServingApp, create_app
-from serving.http.workers import GRACEFUL_SHUTDOWN_S
-
-if TYPE_CHECKING:
-    from serving.http.workers import WorkerSpec
+from serving.http.connections import connection_protocol
+from serving.http.siblings import WorkerSpec, reuseport_socket, unix_socket
 
 log = logging.getLogger("serving")
+GRACEFUL_SHUTDOWN_S = 30  # after the drain grace: how long in-flight requests may take
 
 
 class _Server(uvicorn.Server):
@@ -87,7 +86,7 @@ class _Server(uvicorn.Server):
             self._eager.close()
         await super().shutdown(sockets)
 
-    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[override]
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started and self.servers:
             config = self.config
@@ -102,18 +101,36 @@ class _Server(uvicorn.Server):
                    if s.family in (socket.AF_INET, socket.AF_INET6)]
             host, port = tcp[0].getsockname()[:2]
             log.info("serving on http://%s:%d", host, port)
+            guard = self._app.guard
+            log.log(logging.WARNING if guard.open_writes else logging.INFO, "%s", guard.mode)
             if self._ready_file:
                 tmp = Path(self._ready_file + ".tmp")
                 tmp.write_text(f"{host} {port}\n")
                 os.replace(tmp, self._ready_file)
 
 
+def bind_port(host: str, port: int) -> socket.socket:
+    """The listening address of a single server, bound here (not by uvicorn) so a port in use
+    fails as it does with workers: one clear line and exit status 1."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def run_server(config: ServerConfig, worker: WorkerSpec | None = None) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
-    if worker is None and config.worker_count() > 1:
-        from serving.http.workers import supervise
-
-        return supervise(config)
+    try:
+        tcp = (reuseport_socket(config.host, config.port) if worker
+               else bind_port(config.host, config.port))
+    except OSError as exc:
+        log.error("cannot serve on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+        return 1
     # An inference thread that finished its batch waits for the GIL while the event loop
     # decodes; Python's default 5 ms switch interval made that wait the p99. 250 us bounds it.
     sys.setswitchinterval(config.switch_interval_us * 1e-6)
@@ -123,7 +140,9 @@ def run_server(config: ServerConfig, worker: WorkerSpec | None = None) -> int:
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http="httptools",
+        http=connection_protocol(
+            config.header_timeout, config.body_timeout, config.max_connections
+        ),
         lifespan="on",
         access_log=False,
         proxy_headers=False,  # nothing here reads client addresses; saves a wrapper per request
@@ -134,13 +153,9 @@ def run_server(config: ServerConfig, worker: WorkerSpec | None = None) -> int:
     )
     ready_file = str(worker.ready_path(worker.index)) if worker else config.ready_file
     server = _Server(uv_config, app, ready_file, config.drain_grace)
-    if worker is None:
-        server.run()
-    else:
-        from serving.http.workers import reuseport_socket, unix_socket
-
-        tcp = reuseport_socket(config.host, config.port)
-        tcp.listen(uv_config.backlog)
-        sockets = [tcp, unix_socket(worker.socket_path(worker.index))]
-        server.run(sockets=sockets)
+    tcp.listen(uv_config.backlog)
+    sockets = [tcp]
+    if worker is not None:
+        sockets.append(unix_socket(worker.socket_path(worker.index)))
+    server.run(sockets=sockets)
     return 0 if server.started else 1

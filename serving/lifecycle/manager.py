@@ -74,6 +74,7 @@ class ModelManager:
         self.default_intra_op_threads = default_intra_op_threads
         self.models: dict[str, Model] = {}
         self.loading_done = False
+        self.stopping = False  # set by shutdown(): loads still in a thread are abandoned
         self._locks: dict[str, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
 
@@ -350,6 +351,10 @@ class ModelManager:
             mv.state, mv.reason = State.FAILED, str(exc)
             log.error("model %s failed to load: %s", mv.label, exc)
             return
+        if self.stopping:  # the server shut down while this thread loaded: start nothing
+            mv.state, mv.reason = State.FAILED, "the server is shutting down"
+            log.info("model %s: load abandoned: the server is shutting down", mv.label)
+            return
         policy = BatchPolicy.from_config(mv.config.batching, session.signature.batched)
         mv.manifest = manifest
         mv.session = session
@@ -373,6 +378,7 @@ class ModelManager:
 
     async def shutdown(self) -> None:
         """Drain every scheduler, then stop their threads."""
+        self.stopping = True
         for model in list(self.models.values()):
             for mv in list(model.versions.values()):
                 if mv.scheduler is not None:

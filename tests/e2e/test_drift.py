@@ -112,7 +112,7 @@ def test_delivery_metrics_follow_a_scripted_sequence(iris_registry: Path,
     v3 = publish_version(iris_registry, replace(m, version=0), onnx)
     v4 = publish(iris_registry, "iris", iris_like("errors"))
     _, x = estimator("iris")
-    with run_server(iris_registry, tmp_path, "--poll", "0.2") as s, \
+    with run_server(iris_registry, tmp_path, "--admin-open", "--poll", "0.2") as s, \
             httpx.Client(base_url=s.url, timeout=30) as c:
         def start(v: int, steps: str) -> None:
             r = c.post("/v2/models/iris/rollout", json={

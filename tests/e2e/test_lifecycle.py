@@ -166,7 +166,8 @@ def test_unloading_under_load_never_fails_a_request_with_a_500(
     version's session was released under them."""
     for other in ("forest", "digits", "alltypes"):
         shutil.rmtree(registry_copy / other)
-    with run_server(registry_copy, tmp_path) as s, httpx.Client(base_url=s.url, timeout=10) as c, \
+    with run_server(registry_copy, tmp_path, "--admin-open") as s, \
+            httpx.Client(base_url=s.url, timeout=10) as c, \
             Load(s.url) as load:
         wait_for(lambda: load.seen("1") > 50)
         for _ in range(30):

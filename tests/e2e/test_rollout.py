@@ -77,7 +77,7 @@ def _route_of(c: httpx.Client, key: str) -> str:
 
 def test_canary_weights_split_traffic_and_keys_stay_put(registry: Path, tmp_path: Path) -> None:
     _copy_of_v1(registry)
-    with run_server(registry, tmp_path, "--poll", "0.1") as s, \
+    with run_server(registry, tmp_path, "--admin-open", "--poll", "0.1") as s, \
             httpx.Client(base_url=s.url, timeout=10) as c:
         keys = [f"user-{i}" for i in range(1500)]
         write_routing(registry, "iris", RoutingState(primary=1, canary=2, canary_weight=20.0))
@@ -103,7 +103,7 @@ def test_canary_weights_split_traffic_and_keys_stay_put(registry: Path, tmp_path
 
 def test_shadow_never_changes_the_answer(registry: Path, tmp_path: Path) -> None:
     worse = publish_worse(registry, "iris")
-    with run_server(registry, tmp_path, "--poll", "0.1") as s, \
+    with run_server(registry, tmp_path, "--admin-open", "--poll", "0.1") as s, \
             httpx.Client(base_url=s.url, timeout=10) as c:
         before = _median_latency_ms(c)
         write_routing(registry, "iris",
@@ -160,7 +160,7 @@ def _start(c: httpx.Client, candidate: int, steps: str, **plan) -> dict:
 
 def test_healthy_candidate_is_promoted_step_by_step(registry: Path, tmp_path: Path) -> None:
     candidate = _copy_of_v1(registry)
-    with run_server(registry, tmp_path, "--poll", "0.2") as s, \
+    with run_server(registry, tmp_path, "--admin-open", "--poll", "0.2") as s, \
             httpx.Client(base_url=s.url, timeout=10) as c, Traffic(s.url) as t:
         # identical models: only scheduler noise separates them, so latency gets a wide margin
         _start(c, candidate, "shadow,20,50", thresholds=CALM)
@@ -191,7 +191,7 @@ def test_bad_candidate_is_rolled_back(registry: Path, tmp_path: Path, kind: str)
     else:
         candidate = publish(registry, "iris", iris_like("slow"))
         steps, failed = "30,60", "p99_latency"
-    with run_server(registry, tmp_path, "--poll", "0.2") as s, \
+    with run_server(registry, tmp_path, "--admin-open", "--poll", "0.2") as s, \
             httpx.Client(base_url=s.url, timeout=30) as c, Traffic(s.url) as t:
         _start(c, candidate, steps)
         wait_for(lambda: _status(c)["rollout"]["state"] != "running")
@@ -216,14 +216,14 @@ def test_bad_candidate_is_rolled_back(registry: Path, tmp_path: Path, kind: str)
 
 def test_server_restarted_mid_rollout_resumes_it(registry: Path, tmp_path: Path) -> None:
     candidate = _copy_of_v1(registry)
-    with run_server(registry, tmp_path, "--poll", "0.2") as s, \
+    with run_server(registry, tmp_path, "--admin-open", "--poll", "0.2") as s, \
             httpx.Client(base_url=s.url, timeout=10) as c, Traffic(s.url):
         _start(c, candidate, "20,40", duration=2.0, thresholds=CALM)
         wait_for(lambda: _status(c)["rollout"]["step"] == 1)
     state = read_routing(registry, "iris")
     assert state.rollout.state == "running" and state.rollout.step == 1
     assert state.canary == candidate and state.canary_weight == 40.0
-    with run_server(registry, tmp_path, "--poll", "0.2") as s, \
+    with run_server(registry, tmp_path, "--admin-open", "--poll", "0.2") as s, \
             httpx.Client(base_url=s.url, timeout=10) as c, Traffic(s.url):
         assert _status(c)["canary_weight"] == 40.0  # routing as the registry says, at once
         wait_for(lambda: _status(c)["rollout"]["state"] == "promoted")

@@ -114,7 +114,7 @@ def test_rollout_requests_reach_worker_zero_and_every_worker_follows(
     write_routing(iris_registry, "iris", RoutingState(primary=1))
     publish(iris_registry, "iris", (iris_registry / "iris" / "1" / "model.onnx").read_bytes())
     # --poll 30: workers still follow worker 0's routing within a second
-    with run_server(iris_registry, tmp_path, "--workers", "2", "--poll", "30") as s:
+    with run_server(iris_registry, tmp_path, "--admin-open", "--workers", "2", "--poll", "30") as s:
         for _ in range(6):  # fresh connections land on both workers; only worker 0 has rollouts
             with httpx.Client(base_url=s.url, timeout=10) as c:
                 assert c.get("/v2/models/iris/rollout/history").status_code == 200

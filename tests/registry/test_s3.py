@@ -137,7 +137,7 @@ def test_publish_serve_poll_and_routing_state_through_s3(
     assert r.returncode == 0 and "iris version 1: published" in r.stdout, r.stderr
 
     cache = tmp_path / "cache"
-    with run_server(url, tmp_path, "--registry-cache", str(cache), "--poll", "0.2",
+    with run_server(url, tmp_path, "--admin-open", "--registry-cache", str(cache), "--poll", "0.2",
                     env=s3.env) as s, httpx.Client(base_url=s.url, timeout=10) as c:
         assert _infer(c).json()["model_version"] == "1"
         assert (cache / "iris" / "1" / "model.onnx").read_bytes() == onnx_bytes

@@ -14,8 +14,6 @@ SIGTERM and SIGINT to all workers, waits for them to drain, and exits 0.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -28,58 +26,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 from serving.config import ServerConfig
-from serving.errors import Unavailable
+from serving.http.server import GRACEFUL_SHUTDOWN_S
+from serving.http.siblings import WorkerSpec, reuseport_socket
+from serving.supervisor.worker import SPEC_ENV
 
 log = logging.getLogger("serving.workers")
 
-SPEC_ENV = "SERVING_WORKER_SPEC"
-INTERNAL_HEADER = "x-serving-worker"
 FOLLOWER_POLL_S = 1.0  # workers follow worker 0's routing changes at least this often
-GRACEFUL_SHUTDOWN_S = 30  # after the drain grace: how long in-flight requests may take
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What a worker knows about its siblings."""
-
-    index: int
-    count: int
-    run_dir: str
-    secret: str  # marks requests between workers (so they are not fanned out again)
-
-    def socket_path(self, index: int) -> str:
-        return os.path.join(self.run_dir, f"worker-{index}.sock")
-
-    def ready_path(self, index: int) -> Path:
-        return Path(self.run_dir) / f"worker-{index}.ready"
-
-    @property
-    def metrics_dir(self) -> Path:
-        return Path(self.run_dir) / "metrics"
-
-    @property
-    def siblings(self) -> list[int]:
-        return [i for i in range(self.count) if i != self.index]
-
-    def is_internal(self, headers: Any) -> bool:
-        given = headers.get(INTERNAL_HEADER, "")
-        return bool(given) and secrets.compare_digest(given, self.secret)
-
-
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port) with SO_REUSEPORT, so several processes share the
-    port; the caller listens on it (or, the supervisor, only holds it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
 
 
 def claim_port(host: str, port: int) -> socket.socket:
@@ -95,96 +52,9 @@ def claim_port(host: str, port: int) -> socket.socket:
     return reuseport_socket(host, port)
 
 
-def unix_socket(path: str) -> socket.socket:
-    if os.path.exists(path):
-        os.unlink(path)  # a previous incarnation of this worker
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(path)
-    os.chmod(path, 0o600)
-    sock.listen(64)
-    return sock
-
-
-# ---- requests between workers ------------------------------------------------------------------
-
-
-async def call_worker(
-    spec: WorkerSpec, index: int, method: str, path: str, headers: dict[str, str],
-    body: bytes, timeout: float = 60.0,
-) -> tuple[int, bytes]:
-    """One HTTP/1.1 request to a sibling over its Unix socket: (status, body)."""
-    async def go() -> tuple[int, bytes]:
-        reader, writer = await asyncio.open_unix_connection(spec.socket_path(index))
-        try:
-            head = [f"{method} {path} HTTP/1.1", "host: worker", "connection: close",
-                    f"content-length: {len(body)}", f"{INTERNAL_HEADER}: {spec.secret}"]
-            head += [f"{k}: {v}" for k, v in headers.items()]
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-            await writer.drain()
-            raw = await reader.read()
-        finally:
-            writer.close()
-        status_line, _, rest = raw.partition(b"\r\n")
-        _, _, payload = rest.partition(b"\r\n\r\n")
-        return int(status_line.split()[1]), payload
-
-    return await asyncio.wait_for(go(), timeout)
-
-
-def forwarded_headers(headers: Any) -> dict[str, str]:
-    out = {}
-    for name in ("authorization", "content-type"):
-        value = headers.get(name)
-        if value:
-            out[name] = value
-    return out
-
-
-async def ask_worker(spec: WorkerSpec, index: int, request: Any, body: bytes) -> tuple[int, bytes]:
-    """Repeat a Starlette request on worker `index`: (status, body); 503 when that worker does
-    not answer (it may be restarting)."""
-    try:
-        return await call_worker(spec, index, request.method, request.url.path,
-                                 forwarded_headers(request.headers), body)
-    except (OSError, TimeoutError, ValueError, IndexError) as exc:
-        raise Unavailable(f"worker {index} did not answer: {exc!r}") from exc
-
-
-# ---- the worker process ------------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGTERM this worker when the supervisor dies, even of SIGKILL, so no orphan
-    keeps serving the port."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def worker_main() -> int:
-    parent = os.getppid()
-    _die_with_parent()
-    if os.getppid() != parent:  # the supervisor died before prctl took effect
-        return 1
-    doc = json.loads(os.environ.pop(SPEC_ENV))
-    spec = WorkerSpec(**doc["spec"])
-    config = ServerConfig(**doc["config"])
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s worker-{spec.index} %(name)s: %(message)s",
-    )
-    from serving.http.server import run_server
-
-    return run_server(config, spec)
-
-
-# ---- the supervisor ----------------------------------------------------------------------------
-
-
 class Supervisor:
+    """Starts the workers, restarts those that die, passes signals on, waits for the drain."""
+
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.count = config.worker_count()
@@ -197,7 +67,7 @@ class Supervisor:
         self.received: list[int] = []  # signals not yet passed on to the workers
         self.stopping = False
 
-    def _on_signal(self, sig: int, frame: Any) -> None:
+    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         self.received.append(sig)  # a signal handler: record only; the main loop acts
 
     def _pass_on_signals(self) -> None:
@@ -219,8 +89,12 @@ class Supervisor:
         env = {**os.environ, SPEC_ENV: json.dumps(doc)}
         # A session of its own: a terminal's Ctrl-C reaches the supervisor only, which passes
         # it on once (a second SIGINT would make uvicorn skip finishing in-flight requests).
+        # -P: `-m` would put the current directory first on sys.path, and a `serving/` folder
+        # there (a source checkout, without its compiled kernels) would shadow the installed
+        # package the supervisor itself runs from.
         self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "serving.http.workers"], env=env, start_new_session=True
+            [sys.executable, "-P", "-m", "serving.supervisor.worker"], env=env,
+            start_new_session=True,
         )
         self.started_at[index] = time.monotonic()
         log.info("worker %d started (pid %d)", index, self.procs[index].pid)
@@ -229,7 +103,8 @@ class Supervisor:
         try:
             holder = claim_port(self.config.host, self.config.port)
         except OSError as exc:
-            log.error("cannot serve on %s:%d: %s", self.config.host, self.config.port, exc)
+            log.error("cannot serve on %s:%d: %s", self.config.host, self.config.port,
+                      exc.strerror or exc)
             return 1
         port = holder.getsockname()[1]
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -321,8 +196,5 @@ class Supervisor:
 
 
 def supervise(config: ServerConfig) -> int:
+    """Run `config.worker_count()` workers on one port until SIGTERM/SIGINT; the exit status."""
     return Supervisor(config).run()
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main())
