@@ -27,6 +27,7 @@ from serving.lifecycle.analysis import (
     Thresholds,
     Verdict,
     Window,
+    judge_bake,
     judge_canary,
     judge_shadow,
 )
@@ -198,14 +199,14 @@ class RolloutController:
         if self.clock() < ro.step_started_at + (ro.bake_s if baking else ro.current.duration_s):
             return None
         now, start = self._numbers(name, ro), mark[1]
+        step = ro.current  # baking: the last step, whose min_requests the bake keeps
         t = Thresholds.from_json(ro.thresholds)
+        if step.min_requests is not None:
+            t = replace(t, min_requests=step.min_requests)
         if baking:
             baseline = Window(**ro.baseline_window) if ro.baseline_window else Window()
             return _Judged("bake", 100.0,
-                           judge_canary(baseline, now.promoted.minus(start.promoted), t), None)
-        step = ro.current
-        if step.min_requests is not None:
-            t = replace(t, min_requests=step.min_requests)
+                           judge_bake(baseline, now.promoted.minus(start.promoted), t), None)
         if step.kind is StepKind.SHADOW:
             verdict = judge_shadow(now.shadow.minus(start.shadow), t)
             return _Judged(step.kind.value, step.weight, verdict, None)

@@ -222,6 +222,24 @@ def test_too_few_requests_waits_once_then_decides(rig: Rig) -> None:
     assert rig.ro.state is RolloutState.PROMOTED  # bake_s 0: promoted at once
 
 
+@pytest.mark.parametrize("steps", ["50", "shadow"])
+def test_a_bake_with_a_small_or_no_baseline_window_still_ends(rig: Rig, steps: str) -> None:
+    # the last canary window's primary side had fewer requests than the plan's thresholds
+    # (200) ask for, or there was no canary step: the bake used to wait for ever
+    rig.start(steps=steps, bake_s=5)
+    rig.tick()
+    rig.source.mirror(2, 30)
+    rig.source.serve(1, "primary", 30)
+    rig.source.serve(2, "canary", 30)
+    rig.tick(advance_s=10)
+    assert rig.ro.state is RolloutState.BAKING
+    rig.tick()
+    rig.source.serve(2, "primary", 30)
+    rig.tick(advance_s=5)
+    assert rig.ro.state is RolloutState.PROMOTED, decisions(rig)
+    assert decisions(rig)[-1] == ("bake", 100.0, "pass")
+
+
 def test_a_failed_write_leaves_the_old_state_in_force_and_is_retried(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
