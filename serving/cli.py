@@ -10,7 +10,7 @@ from typing import Any
 
 from serving import __version__
 from serving.config import ServerConfig, load_server_config
-from serving.registry.rollout_state import DeliverySummary, Rollout, RolloutSummary, StepKind
+from serving.registry.rollout_state import RolloutHistory, RolloutStatus, StepKind
 
 
 def _serve_parser(sub: Any) -> None:
@@ -272,11 +272,11 @@ def _rollout(args: argparse.Namespace) -> int:
 
 def format_history(doc: dict[str, Any]) -> str:
     """Delivery metrics and one line per finished rollout."""
-    s = DeliverySummary.from_json(doc["summary"])
+    s = (h := RolloutHistory.from_json(doc)).summary
     def num(v: float | None, unit: str = "") -> str:
         return "-" if v is None else f"{v:g}{unit}"
     lines = [
-        f"model {doc['model']}: {s.rollouts} rollouts: {s.promoted} promoted, "
+        f"model {h.model}: {s.rollouts} rollouts: {s.promoted} promoted, "
         f"{s.rolled_back} rolled back, {s.aborted} aborted "
         f"(rollback share {s.rollback_share:.0%})",
         f"mean time to promote {num(s.mean_time_to_promote_s, 's')}, mean time to restore "
@@ -284,7 +284,7 @@ def format_history(doc: dict[str, Any]) -> str:
         f"{num(s.promotions_per_day)}",
         "",
     ]
-    for r in map(RolloutSummary.from_json, doc["rollouts"]):
+    for r in h.rollouts:
         restore = "" if r.time_to_restore_s is None else f", restored in {r.time_to_restore_s:g}s"
         lines.append(f"{r.finished_at[:19]}  v{r.baseline} -> v{r.candidate}  "
                      f"{r.outcome.value:<11} {r.duration_s:g}s{restore}  {r.reason}")
@@ -293,15 +293,15 @@ def format_history(doc: dict[str, Any]) -> str:
 
 def format_rollout(doc: dict[str, Any]) -> str:
     """A readable timeline of a rollout's status document."""
-    ro = Rollout.from_json(doc["rollout"])
+    ro = (st := RolloutStatus.from_json(doc)).rollout
     lines = [
-        f"model {doc['model']}: candidate v{ro.candidate} vs baseline v{ro.baseline} — "
+        f"model {st.model}: candidate v{ro.candidate} vs baseline v{ro.baseline} — "
         f"{ro.state.value.upper()}" + (f" ({ro.reason})" if ro.reason else ""),
-        f"now: primary v{doc['primary']}"
-        + (f", canary v{doc['canary']} at {doc['canary_weight']:g}%" if doc.get("canary") else "")
-        + (f", shadows {doc['shadows']}" if doc.get("shadows") else ""),
+        f"now: primary v{st.primary}"
+        + (f", canary v{st.canary} at {st.canary_weight:g}%" if st.canary else "")
+        + (f", shadows {list(st.shadows)}" if st.shadows else ""),
         "plan: " + " -> ".join(
-            "shadow" if st.kind is StepKind.SHADOW else f"{st.weight:g}%" for st in ro.steps
+            "shadow" if s.kind is StepKind.SHADOW else f"{s.weight:g}%" for s in ro.steps
         ) + f" -> promote (bake {ro.bake_s:g}s); each step {ro.steps[0].duration_s:g}s",
         "",
         f"{'time':<12} {'step':<12} {'decision':<9} {'by':<10} reason / measured",

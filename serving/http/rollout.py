@@ -30,18 +30,18 @@ def rollout_routes(
     async def start(request: Request) -> Response:
         authorize(request)
         plan = Plan.from_json(loads(await request.body() or b"{}"))
-        return json_response(await ctl().start(request.path_params["model"], plan))
+        return json_response((await ctl().start(request.path_params["model"], plan)).to_json())
 
     async def status(request: Request) -> Response:
-        return json_response(ctl().status(request.path_params["model"]))
+        return json_response(ctl().status(request.path_params["model"]).to_json())
 
     async def act(request: Request) -> Response:
         authorize(request)
         p = request.path_params
-        return json_response(await ctl().act(p["model"], p["action"]))
+        return json_response((await ctl().act(p["model"], p["action"])).to_json())
 
     async def history(request: Request) -> Response:
-        return json_response(ctl().history(request.path_params["model"]))
+        return json_response(ctl().history(request.path_params["model"]).to_json())
 
     if leader is not None:
         async def forward(request: Request) -> Response:  # worker 0 checks the token
