@@ -8,7 +8,7 @@ significant (one-sided two-proportion z-test), not just visible.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from serving.monitoring.counters import LATENCY_BUCKETS
@@ -171,6 +171,20 @@ def judge_canary(primary: Window, candidate: Window, t: Thresholds) -> Verdict:
             m,
         )
     return Verdict("pass", "within thresholds", m)
+
+
+def judge_bake(baseline: Window, promoted: Window, t: Thresholds) -> Verdict:
+    """The promoted candidate against the old primary's last canary window. That window is
+    frozen, so it cannot grow: the candidate needs `min_requests`, the baseline is compared
+    with what it has (the tests weigh sample size), and without one (a plan with no canary
+    step) the bake passes on the candidate's request count alone."""
+    if promoted.requests < t.min_requests:
+        return judge_canary(baseline, promoted, t)  # "wait", with what was measured
+    if not baseline.requests:
+        measured = judge_canary(baseline, promoted, t).measured
+        return Verdict("pass", "no canary window to compare with", measured)
+    floor = min(t.min_requests, baseline.requests)
+    return judge_canary(baseline, promoted, replace(t, min_requests=floor))
 
 
 def judge_shadow(w: ShadowWindow, t: Thresholds) -> Verdict:

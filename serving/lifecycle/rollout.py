@@ -27,6 +27,7 @@ from serving.lifecycle.analysis import (
     Thresholds,
     Verdict,
     Window,
+    judge_bake,
     judge_canary,
     judge_shadow,
 )
@@ -35,7 +36,9 @@ from serving.lifecycle.states import State
 from serving.registry.rollout_state import (
     Decision,
     Rollout,
+    RolloutHistory,
     RolloutState,
+    RolloutStatus,
     StepKind,
     delivery_summary,
     now_iso,
@@ -198,14 +201,14 @@ class RolloutController:
         if self.clock() < ro.step_started_at + (ro.bake_s if baking else ro.current.duration_s):
             return None
         now, start = self._numbers(name, ro), mark[1]
+        step = ro.current  # baking: the last step, whose min_requests the bake keeps
         t = Thresholds.from_json(ro.thresholds)
+        if step.min_requests is not None:
+            t = replace(t, min_requests=step.min_requests)
         if baking:
             baseline = Window(**ro.baseline_window) if ro.baseline_window else Window()
             return _Judged("bake", 100.0,
-                           judge_canary(baseline, now.promoted.minus(start.promoted), t), None)
-        step = ro.current
-        if step.min_requests is not None:
-            t = replace(t, min_requests=step.min_requests)
+                           judge_bake(baseline, now.promoted.minus(start.promoted), t), None)
         if step.kind is StepKind.SHADOW:
             verdict = judge_shadow(now.shadow.minus(start.shadow), t)
             return _Judged(step.kind.value, step.weight, verdict, None)
@@ -304,7 +307,7 @@ class RolloutController:
         it), and still readable: model, candidate, start second."""
         return f"{name}-{candidate}-{int(self.clock())}-{secrets.token_hex(4)}"
 
-    async def start(self, name: str, plan: Plan, by: str = "user") -> dict[str, Any]:
+    async def start(self, name: str, plan: Plan, by: str = "user") -> RolloutStatus:
         async with self._lock:
             model = self.manager.get_model(name)
             rs = model.routing
@@ -333,7 +336,7 @@ class RolloutController:
                                  RolloutState.ROLLED_BACK, f"candidate failed to load: {why}"))
             return self.status(name)
 
-    async def act(self, name: str, action: str, by: str = "user") -> dict[str, Any]:
+    async def act(self, name: str, action: str, by: str = "user") -> RolloutStatus:
         async with self._lock:
             rs = self.manager.get_model(name).routing
             if rs is None or rs.rollout is None:
@@ -361,22 +364,17 @@ class RolloutController:
             await self._save(name, nxt)
             return self.status(name)
 
-    def status(self, name: str) -> dict[str, Any]:
+    def status(self, name: str) -> RolloutStatus:
         model = self.manager.get_model(name)
         rs = model.routing
         if rs is None or rs.rollout is None:
             raise NotFound(f"model {name!r} has no rollout")
-        return {
-            "model": name,
-            "primary": model.primary.version if model.primary else None,
-            "canary": rs.canary, "canary_weight": rs.canary_weight,
-            "shadows": [s.version for s in rs.shadows],
-            "rollout": rs.rollout.to_json(),
-        }
+        primary = model.primary.version if model.primary else None
+        return RolloutStatus(name, primary, rs.canary, rs.canary_weight,
+                             tuple(s.version for s in rs.shadows), rs.rollout)
 
-    def history(self, name: str) -> dict[str, Any]:
+    def history(self, name: str) -> RolloutHistory:
         """Delivery numbers from every finished rollout of a model."""
         model = self.manager.get_model(name)
         past = model.routing.past_rollouts if model.routing else []
-        return {"model": name, "rollouts": [p.to_json() for p in past],
-                "summary": delivery_summary(past).to_json()}
+        return RolloutHistory(name, tuple(past), delivery_summary(past))

@@ -318,3 +318,51 @@ def delivery_summary(past: list[RolloutSummary]) -> DeliverySummary:
         ),
         promotions_per_day=round((len(promoted) - 1) / span_days, 3) if span_days > 0 else None,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutStatus:
+    """A model's routing now and its latest rollout (the rollout status route's answer)."""
+
+    model: str
+    primary: int | None
+    canary: int | None
+    canary_weight: float
+    shadows: tuple[int, ...]
+    rollout: Rollout
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "primary": self.primary, "canary": self.canary,
+            "canary_weight": self.canary_weight, "shadows": list(self.shadows),
+            "rollout": self.rollout.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> RolloutStatus:
+        obj = _object(obj, "a rollout status")
+        return cls(
+            _typed(obj.get("model"), str, "model"), _optional(obj, "primary", int),
+            _optional(obj, "canary", int), _typed(obj.get("canary_weight"), float, "weight"),
+            tuple(obj.get("shadows") or ()), Rollout.from_json(obj.get("rollout")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutHistory:
+    """A model's finished rollouts and their delivery numbers (the history route's answer)."""
+
+    model: str
+    rollouts: tuple[RolloutSummary, ...]
+    summary: DeliverySummary
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "rollouts": [r.to_json() for r in self.rollouts],
+                "summary": self.summary.to_json()}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> RolloutHistory:
+        obj = _object(obj, "a rollout history")
+        return cls(_typed(obj.get("model"), str, "model"),
+                   tuple(RolloutSummary.from_json(r) for r in obj.get("rollouts") or ()),
+                   DeliverySummary.from_json(obj.get("summary")))

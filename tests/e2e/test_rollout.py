@@ -226,7 +226,11 @@ def test_server_restarted_mid_rollout_resumes_it(registry: Path, tmp_path: Path)
     with run_server(registry, tmp_path, "--admin-open", "--poll", "0.2") as s, \
             httpx.Client(base_url=s.url, timeout=10) as c, Traffic(s.url):
         assert _status(c)["canary_weight"] == 40.0  # routing as the registry says, at once
-        wait_for(lambda: _status(c)["rollout"]["state"] == "promoted")
+        try:
+            wait_for(lambda: _status(c)["rollout"]["state"] == "promoted")
+        except AssertionError:
+            print(orjson.dumps(_status(c), option=orjson.OPT_INDENT_2).decode())
+            raise
         assert _status(c)["primary"] == candidate
 
 

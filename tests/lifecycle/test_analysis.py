@@ -9,6 +9,7 @@ from serving.lifecycle.analysis import (
     Thresholds,
     Window,
     error_rate_p_value,
+    judge_bake,
     judge_canary,
     judge_shadow,
 )
@@ -81,3 +82,16 @@ def test_thresholds_from_json_refuses_unknown_keys() -> None:
     assert Thresholds.from_json({"max_p99_ratio": 2}).max_p99_ratio == 2.0
     with pytest.raises(ValueError, match="unknown thresholds"):
         Thresholds.from_json({"max_p99": 2})
+
+
+def test_bake_compares_with_the_frozen_baseline_it_has() -> None:
+    small = Window(50, 0, lat(2, 50))  # the last canary window's primary side: 50 requests
+    # the candidate needs min_requests of its own...
+    assert judge_bake(small, Window(60, 0, lat(2, 60)), T).decision == "wait"
+    # ...the baseline cannot grow, so it is compared with what it has
+    assert judge_bake(small, Window(1000, 0, lat(2, 1000)), T).decision == "pass"
+    verdict = judge_bake(small, Window(1000, 300, lat(2, 1000)), T)
+    assert verdict.decision == "fail" and "error_rate" in verdict.reason
+    # no canary step, no baseline: nothing to compare, the request count decides
+    verdict = judge_bake(Window(), Window(1000, 0, lat(2, 1000)), T)
+    assert verdict.decision == "pass" and "no canary window" in verdict.reason

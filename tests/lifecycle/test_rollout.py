@@ -18,7 +18,7 @@ from serving.lifecycle.plan import Plan
 from serving.lifecycle.rollout import RolloutController
 from serving.lifecycle.states import State
 from serving.monitoring.counters import LATENCY_BUCKETS
-from serving.registry.rollout_state import RolloutState
+from serving.registry.rollout_state import RolloutState, RolloutStatus
 from serving.registry.routing_state import RoutingState, read_routing, write_routing
 
 MODEL = "iris"
@@ -143,12 +143,12 @@ class Rig:
         self.clock.now += advance_s
         asyncio.run(self.ctl.tick())
 
-    def start(self, **plan: Any) -> dict[str, Any]:
+    def start(self, **plan: Any) -> RolloutStatus:
         doc = {"candidate": 2, "steps": "50", "step_duration_s": 10, "min_requests": 20,
                "bake_s": 0, **plan}
         return asyncio.run(self.ctl.start(MODEL, Plan.from_json(doc)))
 
-    def act(self, action: str) -> dict[str, Any]:
+    def act(self, action: str) -> RolloutStatus:
         return asyncio.run(self.ctl.act(MODEL, action))
 
 
@@ -165,7 +165,7 @@ def decisions(rig: Rig) -> list[tuple[str, float, str]]:
 
 def test_healthy_candidate_goes_shadow_canary_bake_promoted(rig: Rig) -> None:
     doc = rig.start(steps="shadow,50", bake_s=5)
-    assert doc["rollout"]["state"] == "running" and doc["shadows"] == [2]
+    assert doc.rollout.state is RolloutState.RUNNING and doc.shadows == (2,)
     rig.tick()  # the shadow window opens
     rig.source.mirror(2, 30)
     rig.tick(advance_s=10)
@@ -222,6 +222,24 @@ def test_too_few_requests_waits_once_then_decides(rig: Rig) -> None:
     assert rig.ro.state is RolloutState.PROMOTED  # bake_s 0: promoted at once
 
 
+@pytest.mark.parametrize("steps", ["50", "shadow"])
+def test_a_bake_with_a_small_or_no_baseline_window_still_ends(rig: Rig, steps: str) -> None:
+    # the last canary window's primary side had fewer requests than the plan's thresholds
+    # (200) ask for, or there was no canary step: the bake used to wait for ever
+    rig.start(steps=steps, bake_s=5)
+    rig.tick()
+    rig.source.mirror(2, 30)
+    rig.source.serve(1, "primary", 30)
+    rig.source.serve(2, "canary", 30)
+    rig.tick(advance_s=10)
+    assert rig.ro.state is RolloutState.BAKING
+    rig.tick()
+    rig.source.serve(2, "primary", 30)
+    rig.tick(advance_s=5)
+    assert rig.ro.state is RolloutState.PROMOTED, decisions(rig)
+    assert decisions(rig)[-1] == ("bake", 100.0, "pass")
+
+
 def test_a_failed_write_leaves_the_old_state_in_force_and_is_retried(
     rig: Rig, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -251,20 +269,20 @@ def test_a_failed_write_on_a_manual_action_is_a_503_and_changes_nothing(rig: Rig
     with pytest.raises(Unavailable, match="could not save the routing state"):
         rig.act("abort")
     assert rig.routing is before and rig.ro.state is RolloutState.RUNNING
-    assert rig.act("abort")["rollout"]["state"] == "aborted"
+    assert rig.act("abort").rollout.state == "aborted"
 
 
 def test_pause_resume_promote_abort(rig: Rig) -> None:
     rig.start(steps="20,40", bake_s=60)
-    assert rig.act("pause")["rollout"]["state"] == "paused"
+    assert rig.act("pause").rollout.state == "paused"
     with pytest.raises(BadRequest, match="cannot pause"):
         rig.act("pause")
     rig.tick(advance_s=100)  # paused: no window, no decision
     assert [h.decision for h in rig.ro.history] == ["pause"]
-    assert rig.act("resume")["rollout"]["state"] == "running"
-    assert rig.act("promote")["rollout"]["state"] == "baking"
+    assert rig.act("resume").rollout.state == "running"
+    assert rig.act("promote").rollout.state == "baking"
     assert rig.routing.primary == 2
-    assert rig.act("promote")["rollout"]["state"] == "promoted"  # promote while baking: done
+    assert rig.act("promote").rollout.state == "promoted"  # promote while baking: done
     with pytest.raises(BadRequest, match="already promoted"):
         rig.act("abort")
     rig.start(candidate=1)  # back to v1
@@ -287,8 +305,8 @@ def test_start_checks_the_candidate(rig: Rig) -> None:
         rig.start(candidate=1)
     rig.host.models[MODEL].versions[3] = FakeVersion(3, State.FAILED, "bad onnx")
     doc = rig.start(candidate=3)
-    assert doc["rollout"]["state"] == "rolled_back"
-    assert doc["rollout"]["reason"] == "candidate failed to load: bad onnx"
+    assert doc.rollout.state is RolloutState.ROLLED_BACK
+    assert doc.rollout.reason == "candidate failed to load: bad onnx"
 
 
 @pytest.mark.parametrize(

@@ -37,7 +37,7 @@ WRITTEN = {
         {"id": "iris-3-1767000000", "candidate": 3, "baseline": 1, "outcome": "rolled_back",
          "started_at": "2025-12-29T09:20:00.000+00:00",
          "finished_at": "2025-12-29T09:25:00.000+00:00", "duration_s": 300.0,
-         "reason": "rolled back at canary 5%: error_rate", "time_to_restore_s": 60.0},
+         "reason": "rolled back at canary 5%", "time_to_restore_s": 60.0},
         {"id": "iris-2-1766000000", "candidate": 2, "baseline": 1, "outcome": "aborted",
          "started_at": "2025-12-17T19:33:20.000+00:00",
          "finished_at": "2025-12-17T19:40:00.000+00:00", "duration_s": 400.0,
