@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-FLOAT_TYPES = {"FP32": np.float32, "FP64": np.float64}
-
 
 def is_classifier(estimator: Any) -> bool:
     from sklearn.base import is_classifier as _is_classifier
