@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +32,8 @@ from serving.monitoring.multiprocess import MultiProcessView, write_snapshot
 
 log = logging.getLogger("serving.http")
 SNAPSHOT_INTERVAL_S = 1.0
+# The API's description, kept beside the routes (tests/http/test_openapi.py holds them together)
+OPENAPI = importlib.resources.files("serving.http").joinpath("openapi.json").read_bytes()
 
 
 def _routes(dp: DataPlane, metrics: ServingMetrics, readiness: Readiness) -> list[Route]:
@@ -73,6 +76,9 @@ def _routes(dp: DataPlane, metrics: ServingMetrics, readiness: Readiness) -> lis
     async def drift(request: Request) -> Response:
         return json_response(dp.drift(*_mv(request)))
 
+    async def openapi(request: Request) -> Response:
+        return Response(OPENAPI, media_type="application/json")
+
     get = ["GET"]
     return [
         Route("/v2/models/stats", stats, methods=get),
@@ -81,6 +87,7 @@ def _routes(dp: DataPlane, metrics: ServingMetrics, readiness: Readiness) -> lis
         Route("/v2/models/{model}/stats", stats, methods=get),
         Route("/v2/models/{model}/versions/{version}/stats", stats, methods=get),
         Route("/v2", server_metadata, methods=get),
+        Route("/v2/openapi.json", openapi, methods=get),
         Route("/v2/health/live", live, methods=get),
         Route("/v2/health/ready", ready, methods=get),
         Route("/v2/models/{model}", model_metadata, methods=get),
