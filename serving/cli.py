@@ -155,22 +155,16 @@ def _models(args: argparse.Namespace) -> int:
 def _print_models(args: argparse.Namespace, registry: Any) -> int:
     states: dict[tuple[str, str], str] = {}
     if args.url:
-        import urllib.request
+        from serving.client import Client, ServerError, Unreachable
 
-        import orjson
-
-        req = urllib.request.Request(args.url.rstrip("/") + "/v2/repository/index", data=b"{}",
-                                     method="POST")
-        if args.token:
-            req.add_header("Authorization", f"Bearer {args.token}")
         try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                for e in orjson.loads(r.read()):
-                    states[(e["name"], e["version"])] = e["state"] + (
-                        f" ({e['reason']})" if e.get("reason") and e["state"] != "READY" else "")
-        except OSError as exc:
+            index = Client(args.url, args.token, timeout_s=10).post("/v2/repository/index")
+        except (ServerError, Unreachable) as exc:
             print(f"serving models: cannot read {args.url}: {exc}", file=sys.stderr)
             return 1
+        for e in index:
+            states[(e["name"], e["version"])] = e["state"] + (
+                f" ({e['reason']})" if e.get("reason") and e["state"] != "READY" else "")
     names = registry.model_names() if args.action == "list" else [args.name]
     if args.action == "show" and not registry.has_model(args.name):
         print(f"serving models: no model {args.name!r} in {args.registry}", file=sys.stderr)
@@ -217,14 +211,14 @@ def _duration(text: str) -> float:
 
 def _rollout(args: argparse.Namespace) -> int:
     import os
-    import urllib.error
-    import urllib.request
 
     import orjson
 
-    base = args.url.rstrip("/") + f"/v2/models/{args.model}/rollout"
+    from serving.client import Client, ServerError, Unreachable
+
+    base = f"/v2/models/{args.model}/rollout"
     token = args.token or os.environ.get("SERVING_ADMIN_TOKEN", "")
-    body: bytes | None = None
+    body: dict[str, Any] | None = None
     method = "POST"
     if args.action == "start":
         if args.plan:
@@ -240,27 +234,15 @@ def _rollout(args: argparse.Namespace) -> int:
                 plan["min_requests"] = args.min_requests
         if args.bake is not None:
             plan["bake_s"] = args.bake
-        body = orjson.dumps(plan)
-        url = base
+        body, path = plan, base
     elif args.action in ("status", "history"):
-        method, url = "GET", base if args.action == "status" else f"{base}/history"
+        method, path = "GET", base if args.action == "status" else f"{base}/history"
     else:
-        url = f"{base}/{args.action}"
-    req = urllib.request.Request(url, data=body, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
+        body, path = {}, f"{base}/{args.action}"
     try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            doc = orjson.loads(r.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            msg = orjson.loads(exc.read())["error"]
-        except Exception:
-            msg = str(exc)
-        print(f"serving rollout: {exc.code}: {msg}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"serving rollout: cannot reach {args.url}: {exc}", file=sys.stderr)
+        doc = Client(args.url, token).request(method, path, body)
+    except (ServerError, Unreachable) as exc:
+        print(f"serving rollout: {exc}", file=sys.stderr)
         return 1
     if args.json:
         print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
