@@ -19,6 +19,8 @@ from serving.packaging.package import PackageError, package
 from serving.registry.layout import Layout
 from serving.registry.manifest import read_manifest, sha256_file
 
+Estimators = dict[str, tuple[Path, np.ndarray, object]]
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "serving", *args], capture_output=True,
@@ -164,7 +166,8 @@ def test_crash_mid_publish_leaves_the_registry_readable(estimators, tmp_path: Pa
 
 
 @pytest.mark.parametrize("header", [None, "a,b,c,d", "sepal length,1e3,x,y"])
-def test_csv_sample_data_keeps_every_row(estimators, tmp_path: Path, header: str | None) -> None:
+def test_csv_sample_data_keeps_every_row(estimators: Estimators, tmp_path: Path,
+                                         header: str | None) -> None:
     """A header is a first line with a field that is not a number; `1e-01` is a number."""
     path, x, _ = estimators["iris"]
     csv = tmp_path / "x.csv"
@@ -194,7 +197,7 @@ def test_onnx_file_with_sample_data_gets_a_reference_profile(tmp_path: Path,
 
 @pytest.mark.parametrize("source", ["onnx", "joblib"])
 def test_unsupported_sample_data_format_names_the_supported_ones(
-    estimators, tmp_path: Path, models_dir: Path, source: str
+    estimators: Estimators, tmp_path: Path, models_dir: Path, source: str
 ) -> None:
     data = tmp_path / "data.json"
     data.write_text("[[5.1, 3.5, 1.4, 0.2]]")
