@@ -5,6 +5,7 @@ and answers a real inference as ONNX Runtime does."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,9 @@ from tests.conftest import RunningServer, run_server, wait_until_ready
 pytestmark = pytest.mark.e2e
 
 TOKEN = "fuzz-admin-token"
-EXAMPLES = 6  # per operation, mode and path-parameter choice: about 10 s on an idle machine
+# per operation, mode and path-parameter choice: about 10 s on an idle machine; raise it
+# (SERVING_FUZZ_EXAMPLES=200) for a deeper search
+EXAMPLES = int(os.environ.get("SERVING_FUZZ_EXAMPLES", "6"))
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
