@@ -8,10 +8,13 @@ from cpython.long cimport PyLong_CheckExact
 cdef double _F32_OVERFLOW = 340282356779733661637539395458142568448.0  # 2**128 - 2**103
 cdef double _EXACT_INT = 9007199254740992.0  # 2**53: ints below convert to double exactly
 cdef int _LIST_MAX_DEPTH = 32
+cdef Py_ssize_t _LIST_MAX_COUNT = 1 << 20  # bigger tensors take the general path
 
 
 cdef Py_ssize_t _list_shape(object data, Py_ssize_t* dims, int* ndim) except -2:
-    """Shape from the first elements; -1 when it is not a non-empty list of lists/numbers."""
+    """Shape from the first elements; -1 when it is not a non-empty list of lists/numbers or
+    holds more than _LIST_MAX_COUNT elements (checked before multiplying: the dimensions come
+    from the client, and a signed overflow is undefined behaviour in C)."""
     cdef Py_ssize_t count = 1, n
     cdef int d = 0
     cdef object cur = data
@@ -20,6 +23,8 @@ cdef Py_ssize_t _list_shape(object data, Py_ssize_t* dims, int* ndim) except -2:
             return -1
         n = PyList_GET_SIZE(cur)
         if n == 0:
+            return -1
+        if n > _LIST_MAX_COUNT // count:
             return -1
         dims[d] = n
         d += 1
@@ -83,7 +88,7 @@ def numbers_from_list(object data, str datatype):
     else:
         return None
     count = _list_shape(data, dims, &ndim)
-    if count <= 0 or count > 1 << 20:
+    if count <= 0:
         return None
     out = np.empty(count, dtype=np.float64)
     o64 = out

@@ -1,30 +1,29 @@
 """Drift demo: send iris traffic drawn from the training data, then the same with one feature
 moved by two standard deviations, and print the server's drift report after each.
 
-    python loadtests/drift_demo.py [--url http://127.0.0.1:8000] [--feature 2] [--rows 4000]
+    python loadtests/drift_demo.py [--url http://127.0.0.1:8000] [--feature 2] [--rows 12000]
+
+Run it against a freshly started server: the drift window keeps the rows it has already seen,
+so a second run starts from the first one's shifted traffic.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import urllib.request
 
 import numpy as np
 from sklearn.datasets import load_iris
 
-
-def send(url: str, rows: np.ndarray) -> None:
-    body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32",
-                                   "shape": list(rows.shape), "data": rows.tolist()}]}).encode()
-    req = urllib.request.Request(f"{url}/v2/models/iris/infer", data=body, method="POST")
-    with urllib.request.urlopen(req, timeout=10) as r:
-        r.read()
+from serving.client import Client
 
 
-def report(url: str, title: str) -> None:
-    with urllib.request.urlopen(f"{url}/v2/models/iris/drift", timeout=10) as r:
-        doc = json.loads(r.read())
+def send(client: Client, rows: np.ndarray) -> None:
+    client.post("/v2/models/iris/infer", {"inputs": [
+        {"name": "input", "datatype": "FP32", "shape": list(rows.shape), "data": rows.tolist()}]})
+
+
+def report(client: Client, title: str) -> None:
+    doc = client.get("/v2/models/iris/drift")
     print(f"== {title}: {doc['window_rows']} rows in the window "
           f"(reference {doc['reference_rows']} rows, PSI threshold {doc['psi_threshold']})")
     print(f"{'feature':<20} {'PSI':>8} {'KS':>7} {'NaN':>6} {'out of range':>13}  drifted")
@@ -42,17 +41,18 @@ def main() -> None:
     ap.add_argument("--feature", type=int, default=2, help="column to shift (2: petal length)")
     ap.add_argument("--rows", type=int, default=12_000, help="rows per phase")
     args = ap.parse_args()
+    client = Client(args.url, timeout_s=10)
     x = load_iris().data.astype(np.float32)
     rng = np.random.default_rng(0)
     for _ in range(args.rows // 16):
-        send(args.url, x[rng.integers(0, len(x), 16)])
-    report(args.url, "traffic like the training data")
+        send(client, x[rng.integers(0, len(x), 16)])
+    report(client, "traffic like the training data")
     sd = x[:, args.feature].std()
     for _ in range(args.rows // 16):
         rows = x[rng.integers(0, len(x), 16)].copy()
         rows[:, args.feature] += 2 * sd
-        send(args.url, rows)
-    report(args.url, f"feature {args.feature} moved by two standard deviations")
+        send(client, rows)
+    report(client, f"feature {args.feature} moved by two standard deviations")
 
 
 if __name__ == "__main__":

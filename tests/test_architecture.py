@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "serving.errors": 0,
     "serving.types": 0,
     "serving._kernels": 0,
+    "serving.client": 0,  # the HTTP client of the CLI and demos (standard library only)
     "serving.signature": 1,
     "serving.config": 1,
     "serving.protocol": 2,

@@ -58,3 +58,18 @@ def test_every_scenario_answers_correctly(server, tmp_path: Path) -> None:
     # >=: locust 2.18 rewrites the CSVs once a second, so they may miss the last second.
     canary_requests = sum(int(row["requests"]) for row in routing)
     assert canary_requests >= int(stats["canary iris"]["Request Count"])
+
+
+def test_the_readmes_report_folder_is_in_the_repository() -> None:
+    """`--csv loadtests/reports/run` needs the folder: a fresh clone must have it."""
+    import re
+
+    root = LOCUSTFILE.parents[1]
+    for readme in (root / "README.md", root / "loadtests" / "README.md"):
+        for prefix in re.findall(r"--csv (\S+)", readme.read_text()):
+            folder = Path(prefix).parent
+            tracked = subprocess.run(["git", "ls-files", "--", str(folder)], cwd=root,
+                                     capture_output=True, text=True)
+            if tracked.returncode != 0:
+                pytest.skip("not a git checkout")
+            assert tracked.stdout.strip(), f"{readme.name}: {folder} is not in the repository"

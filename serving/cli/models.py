@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _server_states(url: str, token: str) -> dict[tuple[str, str], str]:
     """(name, version) -> state (with its reason when not ready), from the server's index."""
-    entries = request_json(url.rstrip("/") + "/v2/repository/index", "POST", b"{}", token, 10)
+    entries = request_json(url, "/v2/repository/index", "POST", {}, token, timeout_s=10)
     return {
         (e["name"], e["version"]): e["state"] + (
             f" ({e['reason']})" if e.get("reason") and e["state"] != "READY" else "")

@@ -58,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "start" and args.candidate is None and not args.plan:
         print("serving rollout start: --candidate VERSION is required", file=sys.stderr)
         return 2
-    base = str(server_url(args.url)).rstrip("/") + f"/v2/models/{args.model}/rollout"
+    url = str(server_url(args.url))
+    base = f"/v2/models/{args.model}/rollout"
     token = admin_token(args.token)
-    body: bytes | None = None
+    body: dict[str, Any] | None = None
     method = "POST"
     if args.action == "start":
         if args.plan:
@@ -76,14 +77,13 @@ def run(args: argparse.Namespace) -> int:
                 plan["min_requests"] = args.min_requests
         if args.bake is not None:
             plan["bake_s"] = args.bake
-        body = orjson.dumps(plan)
-        url = base
+        body, path = plan, base
     elif args.action in ("status", "history"):
-        method, url = "GET", base if args.action == "status" else f"{base}/history"
+        method, path = "GET", base if args.action == "status" else f"{base}/history"
     else:
-        url = f"{base}/{args.action}"
+        body, path = {}, f"{base}/{args.action}"
     try:
-        doc = request_json(url, method, body, token)
+        doc = request_json(url, path, method, body, token)
     except ServerError as exc:
         print(f"serving rollout: {exc}", file=sys.stderr)
         return 1

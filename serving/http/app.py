@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.resources
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -32,9 +33,16 @@ from serving.monitoring.multiprocess import MultiProcessView, write_snapshot
 
 log = logging.getLogger("serving.http")
 SNAPSHOT_INTERVAL_S = 1.0
+# The API's description, kept beside the routes (tests/http/test_openapi.py holds them together)
+OPENAPI = importlib.resources.files("serving.http").joinpath("openapi.json").read_bytes()
 
 
-def _routes(dp: DataPlane, metrics: ServingMetrics, readiness: Readiness) -> list[Route]:
+def _mv(request: Request) -> tuple[str, str | None]:
+    p = request.path_params
+    return p["model"], p.get("version")
+
+
+def _health_routes(dp: DataPlane, readiness: Readiness) -> list[Route]:
     async def live(request: Request) -> Response:
         return json_response({"live": True})
 
@@ -42,16 +50,6 @@ def _routes(dp: DataPlane, metrics: ServingMetrics, readiness: Readiness) -> lis
         ok, why = readiness.check()
         return json_response({"ready": True} if ok else {"ready": False, "reason": why},
                              200 if ok else 503)
-
-    async def server_metadata(request: Request) -> Response:
-        return json_response(dp.server_metadata())
-
-    def _mv(request: Request) -> tuple[str, str | None]:
-        p = request.path_params
-        return p["model"], p.get("version")
-
-    async def model_metadata(request: Request) -> Response:
-        return json_response(dp.model_metadata(*_mv(request)))
 
     async def model_ready(request: Request) -> Response:
         ok = dp.model_ready(*_mv(request))
@@ -61,12 +59,45 @@ def _routes(dp: DataPlane, metrics: ServingMetrics, readiness: Readiness) -> lis
             doc["version"] = version
         return json_response(doc, 200 if ok else 503)
 
+    get = ["GET"]
+    return [
+        Route("/v2/health/live", live, methods=get),
+        Route("/v2/health/ready", ready, methods=get),
+        Route("/v2/models/{model}/ready", model_ready, methods=get),
+        Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=get),
+    ]
+
+
+def _metadata_routes(dp: DataPlane) -> list[Route]:
+    async def server_metadata(request: Request) -> Response:
+        return json_response(dp.server_metadata())
+
+    async def model_metadata(request: Request) -> Response:
+        return json_response(dp.model_metadata(*_mv(request)))
+
     async def model_config(request: Request) -> Response:
         return json_response(dp.model_config(*_mv(request)))
 
     async def v1_status(request: Request) -> Response:
         return json_response(dp.v1_status(*_mv(request)))
 
+    async def openapi(request: Request) -> Response:
+        return Response(OPENAPI, media_type="application/json")
+
+    get = ["GET"]
+    return [
+        Route("/v2", server_metadata, methods=get),
+        Route("/v2/openapi.json", openapi, methods=get),
+        Route("/v2/models/{model}", model_metadata, methods=get),
+        Route("/v2/models/{model}/versions/{version}", model_metadata, methods=get),
+        Route("/v2/models/{model}/config", model_config, methods=get),
+        Route("/v2/models/{model}/versions/{version}/config", model_config, methods=get),
+        Route("/v1/models/{model}", v1_status, methods=get),
+        Route("/v1/models/{model}/versions/{version}", v1_status, methods=get),
+    ]
+
+
+def _routes(dp: DataPlane, metrics: ServingMetrics, readiness: Readiness) -> list[Route]:
     async def stats(request: Request) -> Response:
         name, version = _mv(request) if "model" in request.path_params else (None, None)
         return json_response(metrics.triton_stats(name, version))
@@ -75,23 +106,15 @@ def _routes(dp: DataPlane, metrics: ServingMetrics, readiness: Readiness) -> lis
         return json_response(dp.drift(*_mv(request)))
 
     get = ["GET"]
+    # The statistics and drift routes come before /v2/models/{model}, which would match them
     return [
         Route("/v2/models/stats", stats, methods=get),
         Route("/v2/models/{model}/drift", drift, methods=get),
         Route("/v2/models/{model}/versions/{version}/drift", drift, methods=get),
         Route("/v2/models/{model}/stats", stats, methods=get),
         Route("/v2/models/{model}/versions/{version}/stats", stats, methods=get),
-        Route("/v2", server_metadata, methods=get),
-        Route("/v2/health/live", live, methods=get),
-        Route("/v2/health/ready", ready, methods=get),
-        Route("/v2/models/{model}", model_metadata, methods=get),
-        Route("/v2/models/{model}/versions/{version}", model_metadata, methods=get),
-        Route("/v2/models/{model}/ready", model_ready, methods=get),
-        Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=get),
-        Route("/v2/models/{model}/config", model_config, methods=get),
-        Route("/v2/models/{model}/versions/{version}/config", model_config, methods=get),
-        Route("/v1/models/{model}", v1_status, methods=get),
-        Route("/v1/models/{model}/versions/{version}", v1_status, methods=get),
+        *_health_routes(dp, readiness),
+        *_metadata_routes(dp),
     ]
 
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
-FLOAT_TYPES = {"FP32": np.float32, "FP64": np.float64}
-
 
 def is_classifier(estimator: Any) -> bool:
     from sklearn.base import is_classifier as _is_classifier
@@ -15,7 +11,9 @@ def is_classifier(estimator: Any) -> bool:
     return bool(_is_classifier(estimator))
 
 
-def to_onnx(estimator: Any, n_features: int, datatype: str = "FP32", input_name: str = "input"):
+def to_onnx(
+    estimator: Any, n_features: int, datatype: str = "FP32", input_name: str = "input"
+) -> Any:
     """ONNX with one `input` [-1, n_features]; classifiers output `label` and `probabilities`."""
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType

@@ -10,30 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from serving.packaging.package import MODEL_TOML, PackageError, build_from_estimator, publish
 from serving.registry.manifest import Manifest
 
-MODEL_TOML = """\
-# Serving configuration for this model (see README: "Model configuration").
-[batching]
-enabled = true
-max_batch_size = {max_batch_size}
-max_queue_delay_us = 0        # 0: batches form from what queued while the worker was busy
-max_queue_size = 1024
-default_timeout_us = 0        # 0: no deadline
-workers = 1
-inline_max_us = 250           # batches measured cheaper than this run on the event loop
-
-[versions]
-policy = "latest"             # latest | all | specific
-latest = 1
-
-[runtime]
-inter_op_threads = 1
-graph_optimization_level = "all"
-
-[routing]
-auto_promote = true           # false: new versions wait for a rollout (serving rollout start)
-"""
+__all__ = [
+    "EXAMPLES", "MODEL_TOML", "Example", "build_example", "build_examples", "publish_worse",
+]
 
 
 @dataclass(frozen=True)
@@ -96,50 +78,20 @@ EXAMPLES: tuple[Example, ...] = (
 
 def build_example(example: Example) -> tuple[Manifest, bytes]:
     """Train, convert and parity-check one example; its manifest and ONNX bytes."""
-    from serving.packaging.convert import to_onnx
-    from serving.packaging.describe import make_manifest
-    from serving.packaging.parity import check_parity
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter: the examples are fixed-seed demos
         est, x, labels, feature_names = example.build()
-        onx = to_onnx(est, x.shape[1])
-    onnx_bytes = onx.SerializeToString()
-    parity = check_parity(est, onnx_bytes, x, "input")
-    if not parity["passed"]:
-        raise RuntimeError(f"example {example.name} failed parity: {parity}")
-    manifest = make_manifest(
-        example.name,
-        onnx_bytes,
-        labels=tuple(labels),
-        task="classification" if labels else "regression",
-        parity=parity,
-        samples={"input": x[:3].tolist()},
-        source={"kind": "example", "description": example.description},
-        reference=reference_profile(onnx_bytes, x, feature_names),
-    )
+    manifest, onnx_bytes = build_from_estimator(
+        example.name, est, x, labels=tuple(labels), feature_names=feature_names,
+        source={"kind": "example", "description": example.description})
+    if not manifest.parity["passed"]:
+        raise PackageError(f"example {example.name} failed parity: {manifest.parity}")
     return manifest, onnx_bytes
-
-
-def reference_profile(
-    onnx_bytes: bytes, x: np.ndarray, feature_names: list[str] | None
-) -> dict[str, Any]:
-    """The drift reference: the training rows and what the ONNX model answers on them."""
-    import onnxruntime as ort
-
-    from serving.packaging.profile import profile_reference
-
-    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    dtype = np.float64 if sess.get_inputs()[0].type == "tensor(double)" else np.float32
-    outs = sess.run(None, {"input": np.ascontiguousarray(x, dtype)})
-    named = {o.name: v for o, v in zip(sess.get_outputs(), outs, strict=True)}
-    return profile_reference(x, named, feature_names)
 
 
 def build_examples(registry: Path | str, only_missing: bool = True,
                    log: Callable[[str], None] = print) -> list[str]:
     """Build every example model into `registry`; with only_missing, skip models already there."""
-    from serving.packaging.publish import publish_version
     from serving.registry.store import open_registry
 
     view = open_registry(registry)
@@ -148,12 +100,7 @@ def build_examples(registry: Path | str, only_missing: bool = True,
         if only_missing and view.versions(example.name):
             continue
         manifest, onnx_bytes = build_example(example)
-        version = publish_version(
-            registry,
-            manifest,
-            onnx_bytes,
-            model_toml=MODEL_TOML.format(max_batch_size=example.max_batch_size),
-        )
+        version = publish(registry, manifest, onnx_bytes, example.max_batch_size)
         parity = manifest.parity
         log(
             f"built {example.name} v{version}: {example.description}; parity on "
@@ -169,10 +116,6 @@ def publish_worse(registry: Path | str, name: str) -> int:
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
-    from serving.packaging.convert import to_onnx
-    from serving.packaging.describe import make_manifest
-    from serving.packaging.publish import publish_version
-
     if name != "iris":
         raise ValueError("only iris has a worse twin")
     data = load_iris()
@@ -180,11 +123,8 @@ def publish_worse(registry: Path | str, name: str) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est = LogisticRegression(C=1e-3, max_iter=1000).fit(x, data.target)
-        onnx_bytes = to_onnx(est, x.shape[1]).SerializeToString()
-    manifest = make_manifest(
-        name, onnx_bytes, labels=tuple(str(n) for n in data.target_names),
-        task="classification", samples={"input": x[:3].tolist()},
-        source={"kind": "example", "description": "deliberately worse: LogisticRegression C=1e-3"},
-        reference=reference_profile(onnx_bytes, x, [str(f) for f in data.feature_names]),
-    )
-    return publish_version(registry, manifest, onnx_bytes)
+    manifest, onnx_bytes = build_from_estimator(
+        name, est, x, labels=tuple(str(n) for n in data.target_names),
+        feature_names=[str(f) for f in data.feature_names],
+        source={"kind": "example", "description": "deliberately worse: LogisticRegression C=1e-3"})
+    return publish(registry, manifest, onnx_bytes)

@@ -1,6 +1,9 @@
-"""`serving package`: a scikit-learn estimator (or an ONNX file) -> a checked, published version.
+"""The packaging pipeline: a scikit-learn estimator (or an ONNX file) -> a checked version.
 
-The pickle is read here, on the user's machine, and never by the server.
+One pipeline serves `serving package`, the example models and the deliberately worse example:
+`build_from_estimator` (convert, check parity, profile, describe) or `build_from_onnx`
+(describe, profile when rows are given), then `publish`. The pickle is read here, on the user's
+machine, and never by the server.
 """
 
 from __future__ import annotations
@@ -15,8 +18,33 @@ import numpy as np
 
 from serving.packaging.describe import make_manifest
 from serving.registry.layout import check_model_name
+from serving.registry.manifest import Manifest
 
 _FLOAT = {"FP32": np.float32, "FP64": np.float64}
+SAMPLE_FORMATS = (".npy", ".csv")
+
+MODEL_TOML = """\
+# Serving configuration for this model (README: "Registry layout and model configuration").
+[batching]
+enabled = true
+max_batch_size = {max_batch_size}
+max_queue_delay_us = 0        # 0: batches form from what queued while the worker was busy
+max_queue_size = 1024
+default_timeout_us = 0        # 0: no deadline
+workers = 1
+inline_max_us = 250           # batches measured cheaper than this run on the event loop
+
+[versions]
+policy = "latest"             # latest | all | specific
+latest = 1
+
+[runtime]
+inter_op_threads = 1
+graph_optimization_level = "all"
+
+[routing]
+auto_promote = true           # false: new versions wait for a rollout (serving rollout start)
+"""
 
 
 class PackageError(Exception):
@@ -33,15 +61,30 @@ class PackageResult:
     outputs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def load_sample_data(path: Path, n_features: int | None) -> np.ndarray:
-    """Rows of numbers from .npy or .csv (an optional header line is skipped)."""
+def _is_number(text: str) -> bool:
     try:
-        if path.suffix == ".npy":
-            x = np.load(path, allow_pickle=False)
-        else:
-            text = path.read_text().splitlines()
-            skip = 1 if text and any(c.isalpha() for c in text[0]) else 0
-            x = np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    """A CSV table of numbers; its first line is a header when some field is not a number."""
+    lines = path.read_text().splitlines()
+    header = bool(lines) and not all(_is_number(f) for f in lines[0].split(","))
+    return np.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2)
+
+
+def load_sample_data(path: Path, n_features: int | None) -> np.ndarray:
+    """Rows of numbers from .npy or .csv (a header line is skipped)."""
+    if path.suffix not in SAMPLE_FORMATS:
+        raise PackageError(
+            f"cannot read sample data {path.name}: use a .npy file (numpy.save) or a .csv "
+            "table of numbers (an optional header line)"
+        )
+    try:
+        x = np.load(path, allow_pickle=False) if path.suffix == ".npy" else _read_csv(path)
     except (OSError, ValueError) as exc:
         raise PackageError(f"cannot read sample data {path}: {exc}") from None
     x = np.asarray(x)
@@ -81,6 +124,90 @@ def generated_data(estimator: Any, n_features: int, rows: int = 256) -> np.ndarr
     return rng.normal(size=(rows, n_features))
 
 
+def _profile(onnx_bytes: bytes, x: np.ndarray, feature_names: list[str] | None) -> dict[str, Any]:
+    from serving.packaging.profile import reference_profile
+
+    try:
+        return reference_profile(onnx_bytes, x, feature_names)
+    except ValueError as exc:
+        raise PackageError(f"reference profile: {exc}") from None
+
+
+def build_from_estimator(
+    name: str,
+    estimator: Any,
+    x: np.ndarray,
+    *,
+    datatype: str = "FP32",
+    atol: float = 1e-4,
+    labels: tuple[str, ...] = (),
+    feature_names: list[str] | None = None,
+    source: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
+    data_source: str = "",
+) -> tuple[Manifest, bytes]:
+    """Convert `estimator`, check parity and profile it on rows `x`: its manifest and ONNX."""
+    from serving.packaging.convert import is_classifier
+    from serving.packaging.parity import check_parity
+
+    x = np.ascontiguousarray(x, dtype=_FLOAT[datatype])
+    onnx_bytes = _convert(estimator, x.shape[1], datatype)
+    try:
+        parity = check_parity(estimator, onnx_bytes, x, "input", atol=atol)
+    except Exception as exc:
+        raise PackageError(f"parity check could not run: {exc}") from None
+    if data_source:
+        parity["data"] = data_source
+    classes = getattr(estimator, "classes_", None)
+    names = feature_names or [str(f) for f in getattr(estimator, "feature_names_in_", [])]
+    manifest = make_manifest(
+        name,
+        onnx_bytes,
+        reference=_profile(onnx_bytes, x, names or None),
+        labels=labels or (tuple(str(c) for c in classes) if classes is not None else ()),
+        task="classification" if is_classifier(estimator) else "regression",
+        parity=parity,
+        samples={"input": x[:3].tolist()},
+        source={"estimator": type(estimator).__name__, **(source or {})},
+        metadata=metadata,
+    )
+    return manifest, onnx_bytes
+
+
+def build_from_onnx(
+    name: str,
+    onnx_bytes: bytes,
+    x: np.ndarray | None = None,
+    *,
+    labels: tuple[str, ...] = (),
+    feature_names: list[str] | None = None,
+    source: dict[str, Any] | None = None,
+    metadata: dict[str, str] | None = None,
+) -> tuple[Manifest, bytes]:
+    """Describe an existing ONNX model (parity unchecked: no estimator); profile it on `x`."""
+    try:
+        manifest = make_manifest(name, onnx_bytes, source=source, metadata=metadata)
+    except Exception as exc:
+        raise PackageError(f"not a loadable ONNX model: {exc}") from None
+    parity: dict[str, Any] = {"checked": False, "reason": "ONNX input: no estimator to compare"}
+    manifest = replace(manifest, parity=parity)
+    if labels:
+        manifest = replace(manifest, labels=labels, task="classification")
+    if x is not None:
+        manifest = replace(manifest, reference=_profile(onnx_bytes, x, feature_names))
+    return manifest, onnx_bytes
+
+
+def publish(
+    registry: Path | str, manifest: Manifest, onnx_bytes: bytes, max_batch_size: int = 64
+) -> int:
+    """Publish as the model's next version (a default `model.toml` if it has none yet)."""
+    from serving.packaging.publish import publish_version
+
+    toml = MODEL_TOML.format(max_batch_size=max_batch_size)
+    return publish_version(registry, manifest, onnx_bytes, model_toml=toml)
+
+
 def package(
     source: Path,
     name: str,
@@ -96,8 +223,6 @@ def package(
     feature_names: list[str] | None = None,
 ) -> PackageResult:
     """Convert, check parity, and publish `source` as the next version of `name`."""
-    from serving.packaging.publish import publish_version
-
     check_model_name(name)
     if datatype not in _FLOAT:
         raise PackageError(f"--datatype must be FP32 or FP64, not {datatype}")
@@ -105,65 +230,32 @@ def package(
         raise PackageError(f"no such file: {source}")
     raw = source.read_bytes()
     source_info = {"file": source.name, "sha256": hashlib.sha256(raw).hexdigest()}
-
     if source.suffix == ".onnx":
-        onnx_bytes = raw
+        x = load_sample_data(sample_data, None) if sample_data is not None else None
         try:
-            manifest = make_manifest(name, onnx_bytes, source=source_info, metadata=metadata)
-        except Exception as exc:
-            raise PackageError(f"{source.name} is not a loadable ONNX model: {exc}") from None
-        parity: dict[str, Any] = {"checked": False, "reason": "ONNX input: no estimator to compare"}
-        if labels:
-            manifest = replace(manifest, labels=labels, task="classification")
-        manifest = replace(manifest, parity=parity)
+            manifest, onnx_bytes = build_from_onnx(
+                name, raw, x, labels=labels or (), feature_names=feature_names,
+                source=source_info, metadata=metadata)
+        except PackageError as exc:
+            raise PackageError(f"{source.name}: {exc}") from None
     else:
         estimator = _load_estimator(source)
         width = _feature_count(estimator, n_features)
         if sample_data is not None:
-            x = load_sample_data(sample_data, width)
-            data_source = str(sample_data.name)
+            x, data_source = load_sample_data(sample_data, width), sample_data.name
         else:
-            x = generated_data(estimator, width)
-            data_source = "generated"
-        x = np.ascontiguousarray(x, dtype=_FLOAT[datatype])
-        onnx_bytes = _convert(estimator, width, datatype)
-        from serving.packaging.convert import is_classifier
-        from serving.packaging.parity import check_parity
-
-        try:
-            parity = check_parity(estimator, onnx_bytes, x, "input", atol=atol)
-        except Exception as exc:
-            raise PackageError(f"parity check could not run: {exc}") from None
-        parity["data"] = data_source
-        classes = getattr(estimator, "classes_", None)
-        found_labels = tuple(str(c) for c in classes) if classes is not None else ()
-        names = feature_names or [str(f) for f in getattr(estimator, "feature_names_in_", [])]
-        from serving.packaging.examples import reference_profile
-
-        try:
-            reference = reference_profile(onnx_bytes, x, names or None)
-        except ValueError as exc:
-            raise PackageError(f"--feature-names: {exc}") from None
-        manifest = make_manifest(
-            name,
-            onnx_bytes,
-            reference=reference,
-            labels=labels or found_labels,
-            task="classification" if is_classifier(estimator) else "regression",
-            parity=parity,
-            samples={"input": x[:3].tolist()},
-            source={**source_info, "estimator": type(estimator).__name__},
-            metadata=metadata,
-        )
+            x, data_source = generated_data(estimator, width), "generated"
+        manifest, onnx_bytes = build_from_estimator(
+            name, estimator, x, datatype=datatype, atol=atol, labels=labels or (),
+            feature_names=feature_names, source=source_info, metadata=metadata,
+            data_source=data_source)
+    parity = dict(manifest.parity)
     if parity.get("checked", True) and not parity.get("passed", False):
         if not allow_parity_failure:
             return PackageResult(name, None, parity, published=False)
         parity["override"] = True
         manifest = replace(manifest, parity=parity)
-    from serving.packaging.examples import MODEL_TOML
-
-    model_toml = MODEL_TOML.format(max_batch_size=64)
-    version = publish_version(registry, manifest, onnx_bytes, model_toml=model_toml)
+    version = publish(registry, manifest, onnx_bytes)
     return PackageResult(
         name, version, parity, True,
         [t.to_json() for t in manifest.inputs], [t.to_json() for t in manifest.outputs],

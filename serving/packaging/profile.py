@@ -60,3 +60,30 @@ def profile_reference(
             edges, shares = _bins(arr.astype(np.float64).ravel())
             outs[name] = {"kind": "numeric", "edges": edges, "shares": shares}
     return {"rows": len(x), "input": input_name, "features": features, "outputs": outs}
+
+
+def reference_profile(
+    onnx_bytes: bytes, x: np.ndarray, feature_names: list[str] | None
+) -> dict[str, Any]:
+    """The drift reference: rows `x` and what the ONNX model answers on them.
+
+    The model must take one 2-D input of `x`'s width (what a profile of features describes).
+    """
+    import onnxruntime as ort
+
+    from serving.protocol.datatypes import NUMPY_DTYPES, from_onnx
+
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    inputs = sess.get_inputs()
+    shape = inputs[0].shape if len(inputs) == 1 else None
+    if shape is None or len(shape) != 2:
+        raise ValueError("a reference profile needs a model with one 2-D input")
+    width = shape[1]
+    if isinstance(width, int) and width != x.shape[1]:
+        raise ValueError(f"sample data has {x.shape[1]} columns but the model takes {width}")
+    dtype = NUMPY_DTYPES[from_onnx(inputs[0].type)]
+    if dtype.kind not in "iuf":
+        raise ValueError(f"a reference profile needs a numeric input, not {inputs[0].type}")
+    outs = sess.run(None, {inputs[0].name: np.ascontiguousarray(x, dtype)})
+    named = {o.name: v for o, v in zip(sess.get_outputs(), outs, strict=True)}
+    return profile_reference(x, named, feature_names, input_name=inputs[0].name)

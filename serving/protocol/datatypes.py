@@ -25,10 +25,6 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
 
 DATATYPES: frozenset[str] = frozenset(NUMPY_DTYPES)
 
-_FROM_NUMPY: dict[str, str] = {
-    np.dtype(v).str: k for k, v in NUMPY_DTYPES.items() if k not in ("BYTES", "BOOL")
-}
-
 # ONNX Runtime's type strings (`NodeArg.type`) -> V2 datatype.
 _FROM_ONNX: dict[str, str] = {
     "tensor(bool)": "BOOL",
@@ -55,18 +51,6 @@ def from_onnx(type_str: str) -> str:
         return _FROM_ONNX[type_str]
     except KeyError:
         raise ValueError(f"ONNX type {type_str} has no V2 datatype") from None
-
-
-def from_numpy(dtype: np.dtype) -> str:
-    """V2 datatype for a numpy dtype."""
-    if dtype == np.bool_:
-        return "BOOL"
-    if dtype.kind in "OUS":
-        return "BYTES"
-    try:
-        return _FROM_NUMPY[dtype.newbyteorder("<").str if dtype.byteorder == ">" else dtype.str]
-    except KeyError:
-        raise ValueError(f"numpy dtype {dtype} has no V2 datatype") from None
 
 
 def numpy_dtype(datatype: str) -> np.dtype:

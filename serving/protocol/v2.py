@@ -15,7 +15,6 @@ from serving.protocol.jsondata import array_from_json, loads_request
 from serving.signature import Signature
 from serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
-HEADER_LENGTH = "inference-header-content-length"
 _MAX_ELEMENTS = 1 << 31
 
 

@@ -21,6 +21,8 @@ from serving.registry.manifest import read_manifest, sha256_file
 
 pytestmark = pytest.mark.e2e  # trains models and runs the CLI in processes (the slow lane)
 
+Estimators = dict[str, tuple[Path, np.ndarray, object]]
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "serving", *args], capture_output=True,
@@ -163,3 +165,48 @@ def test_crash_mid_publish_leaves_the_registry_readable(estimators, tmp_path: Pa
     assert Layout(reg).versions("iris") == [1]
     assert sorted(p.name for p in (reg / "iris").iterdir()) == [".tmp-crashed", "1", "model.toml"]
     assert package(path, "iris", reg).version == 2
+
+
+@pytest.mark.parametrize("header", [None, "a,b,c,d", "sepal length,1e3,x,y"])
+def test_csv_sample_data_keeps_every_row(estimators: Estimators, tmp_path: Path,
+                                         header: str | None) -> None:
+    """A header is a first line with a field that is not a number; `1e-01` is a number."""
+    path, x, _ = estimators["iris"]
+    csv = tmp_path / "x.csv"
+    np.savetxt(csv, x[:54], delimiter=",", header=header or "", comments="")
+    if header is None:  # savetxt writes an empty first line for header=""; drop it
+        csv.write_text(csv.read_text().lstrip("\n"))
+    assert "e+00" in csv.read_text()  # scientific notation, as numpy.savetxt writes it
+    result = package(path, "iris", tmp_path / "reg", sample_data=csv)
+    assert result.parity["rows"] == 54
+
+
+def test_onnx_file_with_sample_data_gets_a_reference_profile(tmp_path: Path,
+                                                             models_dir: Path) -> None:
+    x = np.random.default_rng(0).uniform(0, 7, (40, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    result = package(models_dir / "iris/1/model.onnx", "iris-copy", tmp_path / "reg",
+                     sample_data=tmp_path / "x.npy")
+    assert result.published
+    m = read_manifest(tmp_path / "reg/iris-copy/1/manifest.json")
+    assert m.reference["rows"] == 40 and m.reference["input"] == "input"
+    assert len(m.reference["features"]) == 4 and "label" in m.reference["outputs"]
+    np.save(tmp_path / "wide.npy", np.zeros((5, 7), np.float32))
+    with pytest.raises(PackageError, match="sample data has 7 columns but the model takes 4"):
+        package(models_dir / "iris/1/model.onnx", "iris-copy", tmp_path / "reg",
+                sample_data=tmp_path / "wide.npy")
+
+
+@pytest.mark.parametrize("source", ["onnx", "joblib"])
+def test_unsupported_sample_data_format_names_the_supported_ones(
+    estimators: Estimators, tmp_path: Path, models_dir: Path, source: str
+) -> None:
+    data = tmp_path / "data.json"
+    data.write_text("[[5.1, 3.5, 1.4, 0.2]]")
+    model = models_dir / "iris/1/model.onnx" if source == "onnx" else estimators["iris"][0]
+    r = _cli("package", str(model), "--name", "iris", "--registry", str(tmp_path / "reg"),
+             "--sample-data", str(data))
+    assert r.returncode == 1
+    assert "data.json" in r.stderr and ".npy" in r.stderr and ".csv" in r.stderr, r.stderr
+    assert "columns" not in r.stderr and "Warning" not in r.stderr
+    assert not (tmp_path / "reg").exists()

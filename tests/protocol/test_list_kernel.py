@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -10,9 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from serving.errors import BadRequest
+from serving.protocol import _reference
 from serving.protocol._reference import RAGGED, finish_numbers
 from tests.compiled import compiled as _kernels
-from tests.compiled import needs_compiled
+from tests.compiled import impls, needs_compiled
 
 pytestmark = needs_compiled
 
@@ -96,3 +98,46 @@ def test_array_from_json_reports_the_same_errors_either_way() -> None:
     got = array_from_json([[1.5, 2], [3, 4.25]], "FP32", "x")
     assert got.dtype == np.float32 and got.tolist() == [1.5, 2.0, 3.0, 4.25]
     assert math.isclose(array_from_json([0.1], "FP64", "x")[0], 0.1)
+
+
+def _deep(dims: list[int]) -> list[object]:
+    """A nested list whose first elements have these lengths; the rest are zeros (cheap: the
+    shape the kernel reads can multiply past 2**63 while the document stays small)."""
+    out: list[object] = [1.0] * dims[-1]
+    for n in reversed(dims[:-1]):
+        out = [out, *([0] * (n - 1))]
+    return out
+
+
+@pytest.mark.parametrize(
+    "dims",
+    [
+        pytest.param([100_000] * 5, id="1e25-elements"),
+        pytest.param([1 << 16] * 4, id="2**64-wraps-to-0"),
+        pytest.param([1 << 16] * 3 + [(1 << 16) + 1], id="2**64+2**48"),
+        pytest.param([2, (1 << 20)], id="just-past-the-cap"),
+        pytest.param([1 << 10, (1 << 10) + 1], id="product-past-the-cap"),
+    ],
+)
+@pytest.mark.parametrize("impl", impls(_reference))
+def test_element_count_past_the_cap_declines_without_overflow(impl: ModuleType,
+                                                               dims: list[int]) -> None:
+    """The element count is checked before each multiply (no signed overflow: the sanitizer
+    lane fails on one); the general path then answers with a 400."""
+    from serving.protocol.jsondata import array_from_json
+
+    data = _deep(dims)
+    assert impl.numbers_from_list(data, "FP32") is None
+    with pytest.raises(BadRequest, match="ragged"):
+        array_from_json(data, "FP32", "x")
+
+
+@settings(max_examples=60, deadline=None)
+@given(dims=st.lists(st.integers(1, 1 << 21), min_size=1, max_size=6))
+def test_any_shape_is_taken_only_within_the_cap(dims: list[int]) -> None:
+    assert _kernels is not None
+    data = _deep(dims)
+    fast = _kernels.numbers_from_list(data, "FP64")
+    within = math.prod(dims) <= 1 << 20
+    rectangular = all(n == 1 for n in dims[:-1])  # the zeros make anything else ragged
+    assert (fast is not None) == (within and rectangular)
