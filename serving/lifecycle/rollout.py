@@ -277,7 +277,6 @@ class RolloutController:
         return RoutingState(primary=ro.candidate, rollout=ro)
 
     def _finished(self, ro: Rollout, state: RolloutState, reason: str) -> RoutingState:
-        log.warning("rollout %s: %s", ro.id, reason)
         return RoutingState(primary=ro.baseline, rollout=replace(
             ro, state=state, reason=reason, finished_at=now_iso()))
 
@@ -287,9 +286,10 @@ class RolloutController:
         ro = rs.rollout
         current = self.manager.get_model(name).routing
         past = list(current.past_rollouts) if current is not None else []
+        finished = ro is not None and not ro.state.active and all(p.id != ro.id for p in past)
         if ro is not None:
             ro = replace(ro, updated_at=now_iso())
-            if not ro.state.active and all(p.id != ro.id for p in past):
+            if finished:
                 past.append(ro.summary())
         try:
             await self.manager.set_routing(
@@ -299,6 +299,8 @@ class RolloutController:
             log.error("model %s: could not save its routing state (%s): the state in force "
                       "stays until a save succeeds", name, exc)
             raise Unavailable(f"could not save the routing state of {name!r}: {exc}") from exc
+        if finished and ro is not None and ro.reason:  # logged once it holds
+            log.warning("rollout %s: %s", ro.id, ro.reason)
 
     # ---- the API ------------------------------------------------------------------------------
 
