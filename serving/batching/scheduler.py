@@ -297,7 +297,7 @@ class Scheduler:
                     item.future.set_exception(error)
             return
         assert outputs is not None
-        stats.executed(len(batch), rows, run_s)
+        stats.executed(rows, run_s)
         q_counts, q_bounds = stats.queue_time.counts, stats.queue_time.bounds
         total = 0.0
         for item, out in zip(batch, outputs, strict=True):

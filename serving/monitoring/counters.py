@@ -124,7 +124,6 @@ class BatchStats:
     queue_time: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     run_time: Histogram = field(default_factory=lambda: Histogram(LATENCY_BUCKETS))
     requests: int = 0
-    ran: int = 0  # requests that ran
     last_at: float = 0.0  # wall-clock time of the last successful batch
     batches: int = 0  # every batch run, failed ones too
     rows: int = 0
@@ -140,10 +139,9 @@ class BatchStats:
             self.rejected = {}
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
-    def executed(self, requests: int, rows: int, run_s: float) -> None:
-        """One successful batch of `requests` requests and `rows` rows (their queue times are
-        added by the caller, as it resolves each request)."""
-        self.ran += requests
+    def executed(self, rows: int, run_s: float) -> None:
+        """One successful batch of `rows` rows (its requests' queue times are added by the
+        caller, as it resolves each request)."""
         self.last_at = time.time()
         self.run_time.observe(run_s)
         entry = self.by_size.get(rows)

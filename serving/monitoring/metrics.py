@@ -280,7 +280,9 @@ class ServingCollector(Collector):
         labels = ["model", "version"]
         fams = {
             "mirrored": CounterMetricFamily(
-                "serving_shadow_requests", "Requests mirrored to a shadow version", labels=labels),
+                "serving_shadow_requests",
+                "Requests mirrored to a shadow version (counted when the copy has run)",
+                labels=labels),
             "compared": CounterMetricFamily(
                 "serving_shadow_compared", "Shadow answers compared with the primary's",
                 labels=labels),

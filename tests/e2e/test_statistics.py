@@ -154,9 +154,10 @@ def _perf_analyzer() -> str:
 
 def test_perf_analyzer_runs_clean_in_both_formats(models_dir: Path, tmp_path: Path) -> None:
     """perf_analyzer, a client nobody here wrote, measures iris with binary and with JSON
-    tensors through benchmarks/perf_analyzer.sh, server-side statistics included."""
+    tensors through benchmarks/perf_analyzer.sh, server-side statistics included. Stability
+    is not what this checks (the machine may be busy): any three windows within 5x will do."""
     env = {**os.environ, "PERF_ANALYZER": _perf_analyzer(), "MODELS": "iris",
-           "CONCURRENCY": "4", "INTERVAL_MS": "500", "STABILITY": "100", "MAX_TRIALS": "10",
+           "CONCURRENCY": "4", "INTERVAL_MS": "500", "STABILITY": "500", "MAX_TRIALS": "10",
            "PA_CPUS": "", "VERBOSE": "1"}
     with run_server(models_dir, tmp_path) as s:
         proc = subprocess.run(

@@ -28,10 +28,9 @@ def test_histogram_buckets_are_cumulative() -> None:
 
 def test_batch_stats_table_by_batch_size() -> None:
     st = BatchStats()
-    st.executed(3, 5, 0.002)
-    st.executed(1, 5, 0.001)
-    st.executed(1, 1, 0.0005)
-    assert st.ran == 5
+    st.executed(5, 0.002)
+    st.executed(5, 0.001)
+    st.executed(1, 0.0005)
     assert st.by_size == {5: [2, pytest.approx(0.003)], 1: [1, 0.0005]}
     assert st.run_time.family_buckets()[-1] == ("+Inf", 3)
     assert st.last_at > 0
@@ -55,8 +54,8 @@ def test_triton_statistics_count_per_request_and_per_batch_size(tmp_path: Path) 
     counters.request_stats("iris", "1", "canary").add_success(0.030, 0.002, 0.001, 0.006, 0.001)
     counters.request_stats("iris", "1", "primary").add("client_error", 0.001)
     counters.request_stats("iris", "2", "primary").add_success(1.0, 1.0, 1.0, 1.0, 1.0)  # not v1
-    mv.stats.executed(2, 2, 0.003)  # the first two requests ran in one batch of 2 rows
-    mv.stats.executed(1, 3, 0.006)  # the third had 3 rows
+    mv.stats.executed(2, 0.003)  # the first two requests ran in one batch of 2 rows
+    mv.stats.executed(3, 0.006)  # the third had 3 rows
 
     (stat,) = model_statistics(manager, counters, "iris", "1")["model_stats"]
     inf = stat["inference_stats"]
@@ -85,11 +84,11 @@ def test_triton_statistics_count_per_request_and_per_batch_size(tmp_path: Path) 
 def test_a_new_version_object_reports_the_same_counters(tmp_path: Path) -> None:
     """A reload replaces the ModelVersion (and its Scheduler); the Model keeps the counters."""
     manager, model, mv = _manager(tmp_path)
-    mv.stats.executed(4, 4, 0.001)
+    mv.stats.executed(4, 0.001)
     reloaded = ModelVersion("iris", 1, mv.path, ModelConfig(),
                             stats=model.batch_stats.setdefault(1, BatchStats()))
     model.versions[1] = reloaded
-    reloaded.stats.executed(1, 1, 0.001)
+    reloaded.stats.executed(1, 0.001)
     (stat,) = model_statistics(manager, CounterStore(), "iris", None)["model_stats"]
     assert stat["execution_count"] == 2 and stat["inference_count"] == 5
 
