@@ -98,18 +98,9 @@ def split(results: dict[str, np.ndarray], counts: list[int]) -> list[Outputs]:
     return [{n: p[i] for n, p in zip(names, pieces, strict=True)} for i in range(len(counts))]
 
 
-class RunResult:
-    """What running a batch gave: per-request outputs or the error, and ORT's wall/CPU time."""
-
-    __slots__ = ("cpu_s", "error", "outputs", "run_s")
-
-    def __init__(
-        self, outputs: list[Outputs] | None, error: Exception | None, run_s: float, cpu_s: float
-    ) -> None:
-        self.outputs = outputs
-        self.error = error
-        self.run_s = run_s
-        self.cpu_s = cpu_s
+# What running a batch gave: per-request outputs or the error, and ORT's wall and CPU seconds
+# (a plain tuple: this is built once per batch, on the loop for inline runs).
+RunResult = tuple[list[Outputs] | None, Exception | None, float, float]
 
 
 def _timed_run(
@@ -144,7 +135,7 @@ def run_batch(
                 observer(feeds, by_name)
             except Exception:
                 log.exception("monitoring failed for model %s (inference unaffected)", label)
-        return RunResult(split(by_name, counts), None, run_s, cpu_s)
+        return split(by_name, counts), None, run_s, cpu_s
     except Exception as exc:
         log.exception("inference failed for model %s", label)
-        return RunResult(None, ModelError(f"model {label} failed to run: {exc}"), run_s, cpu_s)
+        return None, ModelError(f"model {label} failed to run: {exc}"), run_s, cpu_s

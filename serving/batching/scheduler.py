@@ -244,9 +244,14 @@ class Scheduler:
     def _form_batches(self) -> None:
         queue = self._queue
         inline_s = self._inline_s
-        turn_started = time.perf_counter()
+        turn_ends = 0.0  # set by the first inline run of this turn
         while queue and (self._free or inline_s):
             now = time.monotonic()
+            if turn_ends and now >= turn_ends:
+                # This turn's share of inline work is spent: let the loop read and answer
+                # other connections, and continue behind them.
+                self._schedule_dispatch()
+                return
             if self._shed_head(now):
                 continue
             if self._batched and self._wait_for_company(now):
@@ -258,12 +263,9 @@ class Scheduler:
             if inline_s and 0.0 < estimate <= inline_s:
                 # Cheaper to run here than to hand to a thread and back (two context switches
                 # and a self-pipe wake-up cost more than a few-microsecond session.run).
+                if not turn_ends:
+                    turn_ends = now + self._turn_s
                 self._run_inline(batch, rows, now)
-                if queue and time.perf_counter() - turn_started >= self._turn_s:
-                    # This turn's share is spent: let the loop read and answer other
-                    # connections, and continue behind them.
-                    self._schedule_dispatch()
-                    return
                 continue
             if not self._free:
                 queue.extendleft(reversed(batch))
@@ -274,11 +276,12 @@ class Scheduler:
             self._jobs.put(batch)
 
     def _run_inline(self, batch: list[_Item], rows: int, now: float) -> None:
-        r = run_batch(self.session, self.label, [item.feeds for item in batch],
-                      [item.rows for item in batch], batch[0].key, self.policy.max_batch_size,
-                      self._loop_buffers, self.observer, on_loop=True)
-        self._measured(rows, r.run_s, r.cpu_s)
-        self._finish(batch, r.outputs, r.error, rows, now, r.run_s)
+        outputs, error, run_s, cpu_s = run_batch(
+            self.session, self.label, [item.feeds for item in batch],
+            [item.rows for item in batch], batch[0].key, self.policy.max_batch_size,
+            self._loop_buffers, self.observer, on_loop=True)
+        self._measured(rows, run_s, cpu_s)
+        self._finish(batch, outputs, error, rows, now, run_s)
 
     def _finish(
         self, batch: list[_Item], outputs: list[Outputs] | None, error: Exception | None,
@@ -312,8 +315,9 @@ class Scheduler:
         """On the loop, for a worker's batch: resolve, free the worker, dispatch what waits."""
         self._free += 1
         self._in_flight -= len(batch)
-        self._measured(rows, r.run_s, r.cpu_s)
-        self._finish(batch, r.outputs, r.error, rows, started, r.run_s)
+        outputs, error, run_s, cpu_s = r
+        self._measured(rows, run_s, cpu_s)
+        self._finish(batch, outputs, error, rows, started, run_s)
         if self._queue:
             self._dispatch()
         elif self._idle is not None and not self._in_flight:
