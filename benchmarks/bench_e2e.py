@@ -28,6 +28,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -166,7 +167,7 @@ def raw_ort_limit(registry: Path, model: str, rows: int = 1) -> dict[str, float]
     return best
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="iris,forest,digits")
     ap.add_argument("--clients", default="1,16,64")
@@ -182,15 +183,13 @@ def main() -> int:
                     help="instead: drive the batching server at 64 clients on iris and digits "
                          "for this long, and report its resident memory every minute")
     ap.add_argument("--json", help="write the results here")
-    args = ap.parse_args()
-    if not shutil.which("wrk"):
-        print("wrk not found: apt-get install wrk", file=sys.stderr)
-        return 2
-    models = args.models.split(",")
-    clients = [int(c) for c in args.clients.split(",")]
-    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
-    registry = Path(args.registry) if args.registry else tmp / "registry"
-    if not args.registry:
+    return ap.parse_args()
+
+
+def registries(registry_arg: str | None, tmp: Path) -> tuple[Path, Path, Path]:
+    """The example registry (built unless given), and copies with batching or drift off."""
+    registry = Path(registry_arg) if registry_arg else tmp / "registry"
+    if not registry_arg:
         sys.path.insert(0, str(ROOT))
         from serving.packaging.examples import build_examples
 
@@ -203,12 +202,16 @@ def main() -> int:
     shutil.copytree(registry, nomonitor)
     for toml in nomonitor.glob("*/model.toml"):
         toml.write_text(toml.read_text() + "\n[monitoring]\ndrift = false\n")
+    return registry, nobatch, nomonitor
 
+
+def server_specs(registry: Path, nobatch: Path, nomonitor: Path) -> dict[str, Any]:
+    """Server name -> (port -> command line)."""
     def ours(reg: Path, port: int) -> list[str]:
         return [sys.executable, "-m", "serving", "serve", "--registry", str(reg),
                 "--port", str(port), "--log-level", "warning", "--drain-grace", "0"]
 
-    specs = {
+    return {
         "batching": lambda port: ours(registry, port),
         "nobatch": lambda port: ours(nobatch, port),
         # drift monitoring off (it is on wherever the manifest has a reference profile)
@@ -218,18 +221,39 @@ def main() -> int:
         "workers1": lambda port: [*ours(registry, port), "--workers", "1"],
         "workers2": lambda port: [*ours(registry, port), "--workers", "2"],
     }
-    all_cpus = f"0-{NCPU - 1}"
-    cpus = {n: all_cpus if n.startswith("workers") else SERVER_CPU for n in specs}
+
+
+def sample_inputs(registry: Path, models: list[str]) -> dict[str, np.ndarray]:
+    """One sample row per model, from its manifest."""
+    sys.path.insert(0, str(ROOT))
+    from serving.registry.manifest import read_manifest
+
+    rows = {}
+    for model in models:
+        m = read_manifest(next((registry / model).glob("*/manifest.json")))
+        rows[model] = np.asarray(m.samples["input"][:1], np.float32)
+    return rows
+
+
+def main() -> int:
+    args = parse_args()
+    if not shutil.which("wrk"):
+        print("wrk not found: apt-get install wrk", file=sys.stderr)
+        return 2
+    models = args.models.split(",")
+    clients = [int(c) for c in args.clients.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    registry, nobatch, nomonitor = registries(args.registry, tmp)
+    specs = server_specs(registry, nobatch, nomonitor)
     names = args.servers.split(",")
     print(f"# cores: {NCPU}; server on core {SERVER_CPU}, wrk (1 thread) on core {LOAD_CPU}; "
           f"{args.duration:g}s per run, median of {args.repeats}")
     if any(n.startswith("workers") for n in names):
-        print(f"# workersN servers may use cores {all_cpus}: they share core {LOAD_CPU} "
+        print(f"# workersN servers may use cores 0-{NCPU - 1}: they share core {LOAD_CPU} "
               "with wrk")
-    results: dict[str, object] = {"cores": NCPU, "server_cpu": SERVER_CPU, "load_cpu": LOAD_CPU,
-                                  "duration_s": args.duration, "repeats": args.repeats,
-                                  "cells": [], "raw_ort": {}, "rss_mb": {}}
-    cells: list[dict[str, object]] = results["cells"]  # type: ignore[assignment]
+    results: dict[str, Any] = {"cores": NCPU, "server_cpu": SERVER_CPU, "load_cpu": LOAD_CPU,
+                               "duration_s": args.duration, "repeats": args.repeats,
+                               "cells": [], "raw_ort": {}, "rss_mb": {}}
 
     # The generator's own ceiling: wrk against a constant ASGI endpoint on the server core.
     port = free_port()
@@ -239,36 +263,45 @@ def main() -> int:
     results["generator_ceiling"] = ceiling
     print(f"# generator ceiling (raw ASGI constant, 64 clients): {ceiling['rps']:.0f} req/s, "
           f"wrk CPU {ceiling['gen_cpu_pct']:.0f}%")
-
     for model in models:
-        results["raw_ort"][model] = raw_ort_limit(registry, model)  # type: ignore[index]
-    x_rows = {}
-    sys.path.insert(0, str(ROOT))
-    from serving.registry.manifest import read_manifest
-
-    for model in models:
-        m = read_manifest(next((registry / model).glob("*/manifest.json")))
-        x_rows[model] = np.asarray(m.samples["input"][:1], np.float32)
-
+        results["raw_ort"][model] = raw_ort_limit(registry, model)
+    x_rows = sample_inputs(registry, models)
     if args.soak:
         return soak(registry, args.soak, tmp)
+    cases = [(m, c, 1) for m in models for c in clients]
+    if args.rows64:
+        cases.append(("digits", 16, 64))
+    run_cases(args, specs, names, cases, x_rows, results, tmp)
+    print("# resident memory (MB, start -> end): " + ", ".join(
+        f"{n} {v['start']:.0f} -> {v['end']:.0f}" for n, v in results["rss_mb"].items()))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def run_cases(
+    args: argparse.Namespace, specs: dict[str, Any], names: list[str],
+    cases: list[tuple[str, int, int]], x_rows: dict[str, np.ndarray], results: dict[str, Any],
+    tmp: Path,
+) -> None:
+    """Start every server once, then run each case on all of them, interleaved."""
+    all_cpus = f"0-{NCPU - 1}"
     ports = {n: free_port() for n in names}
+    cells: list[dict[str, object]] = results["cells"]
     with contextlib.ExitStack() as stack:
         procs = {}
         for n in names:
             url = f"http://127.0.0.1:{ports[n]}"
-            ready = f"{url}/v2/health/ready" if n != "naive" else None
-            if ready is None:
+            if n == "naive":
                 # the naive server has no health route: wait until it answers an inference
                 procs[n] = stack.enter_context(_start_naive(specs[n](ports[n]), url, tmp))
             else:
+                cpus = all_cpus if n.startswith("workers") else SERVER_CPU
                 procs[n] = stack.enter_context(
-                    start(specs[n](ports[n]), ready, tmp / f"{n}.log", cpus[n]))
+                    start(specs[n](ports[n]), f"{url}/v2/health/ready", tmp / f"{n}.log", cpus))
         for n in names:
-            results["rss_mb"][n] = {"start": rss_mb(procs[n].pid)}  # type: ignore[index]
-        cases = [(m, c, 1) for m in models for c in clients]
-        if args.rows64:
-            cases.append(("digits", 16, 64))
+            results["rss_mb"][n] = {"start": rss_mb(procs[n].pid)}
         for model, c, rows in cases:
             x = np.repeat(x_rows[model], rows, axis=0) if rows > 1 else x_rows[model]
             body = v2_body(x)
@@ -281,16 +314,9 @@ def main() -> int:
                 med = {k: statistics.median(r[k] for r in runs[n]) for k in runs[n][0]}
                 cells.append({"model": model, "clients": c, "rows": rows, "server": n, **med,
                               "runs": runs[n]})
-            _print_cell(cells[-len(names):], results["raw_ort"][model])  # type: ignore[index]
+            _print_cell(cells[-len(names):], results["raw_ort"][model])
         for n in names:
-            results["rss_mb"][n]["end"] = rss_mb(procs[n].pid)  # type: ignore[index]
-    print("# resident memory (MB, start -> end): " + ", ".join(
-        f"{n} {v['start']:.0f} -> {v['end']:.0f}"
-        for n, v in results["rss_mb"].items()))  # type: ignore[union-attr]
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-    shutil.rmtree(tmp, ignore_errors=True)
-    return 0
+            results["rss_mb"][n]["end"] = rss_mb(procs[n].pid)
 
 
 def soak(registry: Path, seconds: int, tmp: Path) -> int:
