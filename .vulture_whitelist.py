@@ -7,10 +7,11 @@ Dead code is deleted, not listed here.
 
 _: object
 
-_.formatter_class  # serving/cli.py: argparse.ArgumentParser reads it to format --help
+_.formatter_class  # serving/cli/: argparse.ArgumentParser reads it to format --help
 _.capture_signals  # serving/http/server.py: overrides uvicorn.Server.capture_signals
 _.should_exit  # serving/http/server.py: uvicorn.Server's main loop reads it to stop
 _.NUMERIC_DATATYPES  # serving/protocol/_reference.py: the compiled twin (ext/_jsondata.pxi) reads it
 _.inter_op_num_threads  # serving/runtime/session.py: onnxruntime.SessionOptions, read by ORT
 _.execution_mode  # serving/runtime/session.py: onnxruntime.SessionOptions, read by ORT
 _.log_severity_level  # serving/runtime/session.py: onnxruntime.SessionOptions, read by ORT
+_.shed  # serving/monitoring/counters.py ShadowStats: metrics.py exports it by name (getattr) as serving_shadow_shed
