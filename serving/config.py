@@ -250,6 +250,9 @@ class MonitoringConfig:
     sample: float = 1.0  # share of batches accounted
     psi_threshold: float = 0.2
     max_rows_per_batch: int = 8  # bigger batches are sampled (strided) down to this
+    # Fewer rows than this in the window (or than window_rows, if smaller): "not enough data",
+    # never drifted (a PSI over a handful of rows is noise: 5 rows gave 5-7).
+    min_rows: int = 1_000
 
     def __post_init__(self) -> None:
         if self.window_rows < 1:
@@ -260,6 +263,8 @@ class MonitoringConfig:
             raise ValueError("monitoring.psi_threshold must be > 0")
         if self.max_rows_per_batch < 1:
             raise ValueError("monitoring.max_rows_per_batch must be >= 1")
+        if self.min_rows < 1:
+            raise ValueError("monitoring.min_rows must be >= 1")
 
 
 @dataclass(frozen=True)
