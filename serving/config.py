@@ -211,12 +211,17 @@ class VersionPolicy:
     kind: str = "latest"
     latest: int = 1
     versions: tuple[int, ...] = ()
+    # A retired version stops taking requests and finishes those it holds; past this it is
+    # closed anyway (a stuck run must not keep it, or the registry poll, waiting forever).
+    drain_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("latest", "all", "specific"):
             raise ValueError("versions.policy must be latest, all or specific")
         if self.kind == "latest" and self.latest < 1:
             raise ValueError("versions.latest must be >= 1")
+        if not self.drain_timeout_s > 0:
+            raise ValueError("versions.drain_timeout_s must be > 0")
 
     def select(self, available: list[int]) -> list[int]:
         """The versions to load out of those published (ascending)."""
@@ -298,6 +303,7 @@ class ModelConfig:
             kind=str(v.get("policy", "latest")),
             latest=int(v.get("latest", 1)),
             versions=tuple(int(x) for x in v.get("versions", ())),
+            drain_timeout_s=float(v.get("drain_timeout_s", VersionPolicy.drain_timeout_s)),
         )
         r = dict(doc.get("runtime", {}))
         if "providers" in r:
