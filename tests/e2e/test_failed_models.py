@@ -56,8 +56,9 @@ def test_corrupt_file_and_checksum_mismatch(registry_copy, tmp_path) -> None:
 
 def test_a_model_whose_loading_raises_fails_alone_and_recovers(registry_copy, tmp_path) -> None:
     """Reading alltypes' routing state raises (a directory where its file should be, as an
-    unreadable file would): that model is FAILED with the reason, the others load (it is the
-    first one loaded: it used to stop them all), and a poll loads it once the fault is gone."""
+    unreadable file would): that model is FAILED with the reason, the others load, readiness says
+    which model is missing (it is the first one loaded: loading at start used to end there, and
+    readiness said "models are loading" for ever), and a poll loads it once the fault is gone."""
     state = registry_copy / "_state" / "alltypes.json"
     state.mkdir(parents=True)
     with run_server(registry_copy, tmp_path, "--poll", "0.2", wait_ready=False) as s, \
