@@ -249,12 +249,17 @@ class VersionPolicy:
     kind: str = "latest"
     latest: int = 1
     versions: tuple[int, ...] = ()
+    # A retired version stops taking requests and finishes those it holds; past this it is
+    # closed anyway (a stuck run must not keep it, or the registry poll, waiting forever).
+    drain_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("latest", "all", "specific"):
             raise ValueError("versions.policy must be latest, all or specific")
         if self.kind == "latest" and self.latest < 1:
             raise ValueError("versions.latest must be >= 1")
+        if not self.drain_timeout_s > 0:
+            raise ValueError("versions.drain_timeout_s must be > 0")
 
     def select(self, available: list[int]) -> list[int]:
         """The versions to load out of those published (ascending)."""
@@ -288,6 +293,9 @@ class MonitoringConfig:
     sample: float = 1.0  # share of batches accounted
     psi_threshold: float = 0.2
     max_rows_per_batch: int = 8  # bigger batches are sampled (strided) down to this
+    # Fewer rows than this in the window (or than window_rows, if smaller): "not enough data",
+    # never drifted (a PSI over a handful of rows is noise: 5 rows gave 5-7).
+    min_rows: int = 1_000
 
     def __post_init__(self) -> None:
         if self.window_rows < 1:
@@ -298,6 +306,8 @@ class MonitoringConfig:
             raise ValueError("monitoring.psi_threshold must be > 0")
         if self.max_rows_per_batch < 1:
             raise ValueError("monitoring.max_rows_per_batch must be >= 1")
+        if self.min_rows < 1:
+            raise ValueError("monitoring.min_rows must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -331,6 +341,7 @@ class ModelConfig:
             kind=str(v.get("policy", "latest")),
             latest=int(v.get("latest", 1)),
             versions=tuple(int(x) for x in v.get("versions", ())),
+            drain_timeout_s=float(v.get("drain_timeout_s", VersionPolicy.drain_timeout_s)),
         )
         r = dict(doc.get("runtime", {}))
         if "providers" in r:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,6 +25,7 @@ from serving.http.errors import http_exception_handler, json_response, serving_e
 from serving.http.infer import InferEndpoint, match_infer
 from serving.http.rollout import rollout_routes
 from serving.http.siblings import WorkerSpec
+from serving.lifecycle.background import supervise
 from serving.lifecycle.health import Readiness
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.rollout import InProcessSource, RolloutController
@@ -172,25 +173,37 @@ class ServingApp:
         return Response(generate_latest(self._scrape_registry), media_type=CONTENT_TYPE_LATEST)
 
     async def _snapshots(self, worker: WorkerSpec) -> None:
-        """Write this worker's metrics where its siblings' scrapes read them."""
+        """Write this worker's metrics where its siblings' scrapes read them (a last time when
+        cancelled at shutdown); a failed write ends the run, for `supervise` to log and restart."""
         try:
             while True:
                 write_snapshot(self.metrics.registry, worker.metrics_dir, worker.index)
                 await asyncio.sleep(SNAPSHOT_INTERVAL_S)
-        finally:
-            write_snapshot(self.metrics.registry, worker.metrics_dir, worker.index)
+        except asyncio.CancelledError:
+            try:
+                write_snapshot(self.metrics.registry, worker.metrics_dir, worker.index)
+            except OSError as exc:
+                log.error("could not write the last metrics snapshot: %s", exc)
+            raise
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         # Load in the background: /v2/health/live answers while models load, ready says when.
-        self._loading = asyncio.create_task(self.manager.load_all())
-        tasks: list[asyncio.Task[None]] = [asyncio.create_task(self.readiness.watch())]
+        # Every background task is supervised: a failure is logged and the task started again
+        # (with backoff), never left to die unseen while readiness waits on it.
+        def start(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+            return asyncio.create_task(supervise(name, run), name=name)
+
+        self._loading = start("load models", self.manager.load_all)
+        tasks = [start("readiness watch", self.readiness.watch)]
         if self.config.poll > 0:
-            tasks.append(asyncio.create_task(self.manager.poll(self.config.poll)))
+            poll = self.config.poll
+            tasks.append(start("registry poll", lambda: self.manager.poll(poll)))
         if self.controller is not None:
-            tasks.append(asyncio.create_task(self.controller.run()))
+            tasks.append(start("rollout controller", self.controller.run))
         if self.worker is not None:
-            tasks.append(asyncio.create_task(self._snapshots(self.worker)))
+            worker = self.worker
+            tasks.append(start("metrics snapshots", lambda: self._snapshots(worker)))
         try:
             yield
         finally:

@@ -37,9 +37,8 @@ class Readiness:
             return False, "draining: shutting down"
         if self.saturated:
             return False, f"saturated: {self._worst}"
-        if not self.manager.ready(self.strict):
-            return False, "models are loading or a model has no ready version"
-        return True, ""
+        why = self.manager.not_ready_reason(self.strict)
+        return not why, why
 
     def sample(self, now: float | None = None) -> None:
         """One look at the queues; flips `saturated` once a streak has lasted `sustain_s`."""

@@ -51,6 +51,7 @@ class DriftMonitor:
     def __init__(
         self, reference: dict[str, Any], created_at: str, window_rows: int = 10_000,
         sample: float = 1.0, psi_threshold: float = 0.2, max_rows_per_batch: int = 8,
+        min_rows: int = 1_000,
     ) -> None:
         feats = reference["features"]
         self.input_name = str(reference.get("input", "input"))
@@ -67,7 +68,6 @@ class DriftMonitor:
             raise ValueError("at most 120 bins per feature")
         self._nbins = np.array([len(f["shares"]) for f in feats])
         self._ref = [np.asarray(f["shares"], np.float64) for f in feats]
-        self._ref_nan = np.array([f.get("nan_share", 0.0) for f in feats])
         self._min = np.array([-np.inf if f["min"] is None else f["min"] for f in feats])
         self._max = np.array([np.inf if f["max"] is None else f["max"] for f in feats])
         self._offsets = (np.arange(n) * self._width)[None, :]
@@ -80,6 +80,9 @@ class DriftMonitor:
         self.sample = sample
         self.max_rows_per_batch = max(1, max_rows_per_batch)
         self.psi_threshold = psi_threshold
+        # below this many rows the window is too small to judge (a window never holds more
+        # than 2 * window_rows, and holds at least window_rows once the first half is full)
+        self.min_rows = max(1, min(min_rows, window_rows))
         self.created_at = created_at
         self._lock = threading.Lock()
         self._current = _Half(n, self._width, self._out_widths)
@@ -231,41 +234,18 @@ class DriftMonitor:
             return 0.0
 
     def report(self) -> dict[str, Any]:
+        """The window against the reference. Below `min_rows` rows the status is "not enough
+        data": distances read 0 and nothing is drifted (a PSI over a handful of rows is noise)."""
         w = self._window()
-        features = []
-        for i, name in enumerate(self.names):
-            seen = w.bins[i, : self._nbins[i]]
-            total = int(seen.sum())
-            shares = seen / total if total else np.zeros(self._nbins[i])
-            p = psi(self._ref[i], shares) if total else 0.0
-            d = ks(self._ref[i], shares) if total else 0.0
-            features.append({
-                "name": name,
-                "psi": round(p, 5),
-                "ks": round(d, 5),
-                "nan_share": round(float(w.nan[i]) / w.rows, 6) if w.rows else 0.0,
-                "out_of_range_share": round(float(w.oor[i]) / w.rows, 6) if w.rows else 0.0,
-                "drifted": bool(total and p > self.psi_threshold),
-            })
+        enough = w.rows >= self.min_rows
+        features = [self._feature(w, i, enough) for i in range(len(self.names))]
         features.sort(key=lambda f: -f["psi"])
-        outputs = {}
-        for (name, spec), counts in zip(self.outputs, w.out, strict=True):
-            total = int(counts.sum())
-            ref = np.asarray(spec["shares"], np.float64)
-            seen = counts[: len(ref)] / total if total else np.zeros(len(ref))
-            p = psi(ref, seen) if total else 0.0
-            entry = {"kind": spec["kind"], "psi": round(p, 5),
-                     "ks": round(ks(ref, seen), 5) if total else 0.0,
-                     "drifted": bool(total and p > self.psi_threshold)}
-            if spec["kind"] == "classes":
-                entry["shares"] = {str(c): round(float(s), 5)
-                                   for c, s in zip(spec["classes"], seen, strict=True)}
-                entry["reference_shares"] = {str(c): round(float(s), 5)
-                                             for c, s in zip(spec["classes"], ref, strict=True)}
-                entry["unknown_share"] = round(float(counts[-1]) / total, 5) if total else 0.0
-            outputs[name] = entry
+        outputs = {name: _output_entry(spec, counts, enough, self.psi_threshold)
+                   for (name, spec), counts in zip(self.outputs, w.out, strict=True)}
         return {
+            "status": "ok" if enough else "not enough data",
             "window_rows": int(w.rows),
+            "min_rows": self.min_rows,
             "reference_rows": self.reference_rows,
             "psi_threshold": self.psi_threshold,
             "age_seconds": round(self.age_seconds(), 1),
@@ -273,4 +253,38 @@ class DriftMonitor:
             "outputs": outputs,
         }
 
+    def _feature(self, w: _Half, i: int, enough: bool) -> dict[str, Any]:
+        seen = w.bins[i, : self._nbins[i]]
+        total = int(seen.sum())
+        judged = enough and total > 0
+        shares = seen / total if total else np.zeros(self._nbins[i])
+        p = psi(self._ref[i], shares) if judged else 0.0
+        return {
+            "name": self.names[i],
+            "psi": round(p, 5),
+            "ks": round(ks(self._ref[i], shares), 5) if judged else 0.0,
+            "nan_share": round(float(w.nan[i]) / w.rows, 6) if w.rows else 0.0,
+            "out_of_range_share": round(float(w.oor[i]) / w.rows, 6) if w.rows else 0.0,
+            "drifted": bool(judged and p > self.psi_threshold),
+        }
 
+
+def _output_entry(
+    spec: dict[str, Any], counts: np.ndarray, enough: bool, threshold: float
+) -> dict[str, Any]:
+    """One output's distances against its reference shares (0 until there is enough data)."""
+    total = int(counts.sum())
+    judged = enough and total > 0
+    ref = np.asarray(spec["shares"], np.float64)
+    seen = counts[: len(ref)] / total if total else np.zeros(len(ref))
+    p = psi(ref, seen) if judged else 0.0
+    entry: dict[str, Any] = {"kind": spec["kind"], "psi": round(p, 5),
+                             "ks": round(ks(ref, seen), 5) if judged else 0.0,
+                             "drifted": bool(judged and p > threshold)}
+    if spec["kind"] == "classes":
+        entry["shares"] = {str(c): round(float(s), 5)
+                           for c, s in zip(spec["classes"], seen, strict=True)}
+        entry["reference_shares"] = {str(c): round(float(s), 5)
+                                     for c, s in zip(spec["classes"], ref, strict=True)}
+        entry["unknown_share"] = round(float(counts[-1]) / total, 5) if total else 0.0
+    return entry

@@ -9,9 +9,18 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from serving.registry.layout import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE, Layout, write_atomic
+from serving.registry.layout import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    Layout,
+    is_version,
+    write_atomic,
+)
 from serving.registry.manifest import Manifest, write_manifest
 from serving.registry.s3 import is_s3_url
+
+_MAX_TRIES = 1000  # racing publishers each take the next free number; this bounds the loop
 
 
 def publish_version(
@@ -39,9 +48,11 @@ def publish_version(
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; servers under another user must read it
     try:
         (tmp / MODEL_FILE).write_bytes(onnx_bytes)
-        while True:
-            existing = layout.versions(manifest.name)
-            version = (existing[-1] + 1) if existing else 1
+        # After every numbered directory, complete or not: a number whose directory lacks its
+        # manifest (a half-copied version, a stray folder) is taken too, never published over.
+        version = max(_numbered(model_dir), default=0)
+        for _ in range(_MAX_TRIES):
+            version += 1
             write_manifest(tmp / MANIFEST_FILE, replace(manifest, version=version))
             _fsync_dir(tmp)
             try:
@@ -52,9 +63,15 @@ def publish_version(
                 raise
             _fsync_dir(model_dir)
             return version
+        raise RuntimeError(f"could not claim a version number for {manifest.name} in {registry}")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _numbered(model_dir: Path) -> list[int]:
+    """Every entry named like a version, whether or not it holds a manifest."""
+    return [int(p.name) for p in model_dir.iterdir() if is_version(p.name)]
 
 
 def _fsync_dir(path: Path) -> None:

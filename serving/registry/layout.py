@@ -44,6 +44,17 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def file_stamp(path: Path) -> tuple[int, int, int]:
+    """(inode, mtime_ns, size) of a file, (0, 0, 0) when absent: what pollers compare. A rewrite
+    of the same size within the timestamp's granularity keeps the other two; an atomic replace
+    (`write_atomic`, an editor's save-and-rename) always brings a new inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, 0, 0)
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
 def check_model_name(name: str) -> str:
     if not is_model_name(name):
         raise BadRequest(

@@ -118,12 +118,3 @@ def state_model(filename: str) -> str | None:
     """The model a state file (`<model>.json`) is for; None for any other name."""
     name = filename.removesuffix(".json")
     return name if filename.endswith(".json") and is_model_name(name) else None
-
-
-def routing_stat(registry: Path | str, model: str) -> tuple[int, int]:
-    """(mtime_ns, size) of the state file, (0, 0) when absent: what polling compares."""
-    try:
-        st = state_path(registry, model).stat()
-    except OSError:
-        return (0, 0)
-    return (st.st_mtime_ns, st.st_size)

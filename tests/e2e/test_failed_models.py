@@ -54,6 +54,31 @@ def test_corrupt_file_and_checksum_mismatch(registry_copy, tmp_path) -> None:
         assert "checksum mismatch" in s.log()
 
 
+def test_a_model_whose_loading_raises_fails_alone_and_recovers(registry_copy, tmp_path) -> None:
+    """Reading alltypes' routing state raises (a directory where its file should be, as an
+    unreadable file would): that model is FAILED with the reason, the others load, readiness says
+    which model is missing (it is the first one loaded: loading at start used to end there, and
+    readiness said "models are loading" for ever), and a poll loads it once the fault is gone."""
+    state = registry_copy / "_state" / "alltypes.json"
+    state.mkdir(parents=True)
+    with run_server(registry_copy, tmp_path, "--poll", "0.2", wait_ready=False) as s, \
+            httpx.Client(base_url=s.url, timeout=10) as c:
+        wait_until_ready(s.url, "/v2/models/iris/ready", timeout=30)
+        wait_until_ready(s.url, "/v2/models/forest/ready", timeout=30)
+        r = c.get("/v2/health/ready")
+        assert r.status_code == 503
+        assert r.json()["reason"].startswith("model alltypes has no ready version")
+        assert "Is a directory" in r.json()["reason"]
+        meta = c.get("/v2/models/alltypes").json()
+        assert meta["state"] == "FAILED" and "Is a directory" in meta["reason"]
+        index = c.post("/v2/repository/index").json()
+        assert [e["state"] for e in index if e["name"] == "alltypes"] == ["FAILED"]
+        assert "model alltypes could not be loaded" in s.log()
+        state.rmdir()
+        wait_until_ready(s.url, timeout=30)  # the poll tried again, and it loaded
+        assert c.get("/v2/models/alltypes/ready").status_code == 200
+
+
 def test_lenient_readiness_and_sigterm_exit(registry_copy, tmp_path) -> None:
     (registry_copy / "forest/1/model.onnx").write_bytes(b"garbage")
     with run_server(registry_copy, tmp_path, "--no-strict-readiness") as s:

@@ -11,28 +11,26 @@ from typing import Any
 
 import pytest
 
-import serving.lifecycle.manager as manager_module
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.states import State
+from serving.runtime.session import load_session
 from tests.e2e.models import identity_model, publish
 
 
 def test_a_load_in_flight_at_shutdown_is_abandoned(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     publish(tmp_path, "ident", identity_model(["FP32"]))
     entered, release = threading.Event(), threading.Event()
-    real = manager_module.load_session
+    real = load_session
 
     def held_load(*args: Any, **kwargs: Any) -> Any:  # the real load, held at its start
         entered.set()
         release.wait(10)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(manager_module, "load_session", held_load)
-
     async def scenario() -> State:
-        manager = ModelManager(str(tmp_path))
+        manager = ModelManager(str(tmp_path), session_loader=held_load)
         loading = asyncio.create_task(manager.load_all())
         assert await asyncio.to_thread(entered.wait, 10)
         loading.cancel()  # what the lifespan does at shutdown

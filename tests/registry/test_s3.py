@@ -20,8 +20,9 @@ import pytest
 from serving.packaging.examples import EXAMPLES, MODEL_TOML, build_example
 from serving.packaging.publish import publish_version
 from serving.registry.manifest import Manifest
+from serving.registry.mirror import S3Mirror
 from serving.registry.routing_state import RoutingState, routing_bytes
-from serving.registry.s3 import S3Mirror, S3Registry, S3Url, default_cache_dir
+from serving.registry.s3 import S3Registry, S3Url, default_cache_dir
 from tests.conftest import run_server, wait_for
 
 pytestmark = pytest.mark.e2e  # real server processes (the slow lane)
