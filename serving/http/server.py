@@ -144,6 +144,7 @@ def run_server(config: ServerConfig, worker: WorkerSpec | None = None) -> int:
             config.header_timeout, config.body_timeout, config.max_connections
         ),
         lifespan="on",
+        ws="none",  # no WebSocket routes: uvicorn need not import a websockets implementation
         access_log=False,
         proxy_headers=False,  # nothing here reads client addresses; saves a wrapper per request
         log_level=config.log_level,

@@ -37,12 +37,21 @@ class Load(ClientThreads):
         self.statuses: Counter[int] = Counter()
         self.versions: Counter[str] = Counter()
         self.errors: list[str] = []
+        self.done = [0] * clients  # answers each client has read
+
+    def settle(self) -> None:
+        """Wait until every client has read one more answer: none sent before this is in
+        flight any more."""
+        with self.lock:
+            before = list(self.done)
+        wait_for(lambda: all(now > then for now, then in zip(self.done, before, strict=True)))
 
     def run(self, index: int) -> None:
         with httpx.Client(base_url=self.url, timeout=10) as c:
             while not self.stop.is_set():
                 r = c.post("/v2/models/iris/infer", content=GOOD)
                 with self.lock:
+                    self.done[index] += 1
                     self.statuses[r.status_code] += 1
                     if r.status_code == 200:
                         doc = r.json()
@@ -73,6 +82,7 @@ def test_hot_swap_under_load_with_zero_failures(registry_copy: Path, tmp_path: P
         # latest-1 policy: v1 drains (no new requests, in-flight ones finish), then goes
         wait_for(lambda: states()[("iris", "1")] == "UNAVAILABLE")
         assert states()[("iris", "2")] == "READY"
+        load.settle()  # an answer v1 gave just before it went may still be on its way
         seen_v1 = load.seen("1")
 
         assert _republish(registry_copy, "iris", corrupt=True) == 3

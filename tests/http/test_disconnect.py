@@ -39,6 +39,7 @@ async def _app(scope: Scope, receive: Receive, send: Send) -> None:
 @pytest.fixture
 def uvicorn_server() -> Iterator[int]:
     config = uvicorn.Config(_app, host="127.0.0.1", port=0, loop="asyncio", http="httptools",
+                            ws="none",
                             lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run)
