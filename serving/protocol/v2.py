@@ -10,6 +10,7 @@ import orjson
 
 from serving.errors import BadRequest
 from serving.protocol import binary
+from serving.protocol.columns import conform
 from serving.protocol.datatypes import NUMPY_DTYPES, numpy_dtype
 from serving.protocol.jsondata import array_from_json, loads_request
 from serving.signature import Signature
@@ -82,6 +83,8 @@ def decode_request(
     binary_outputs = req_params.get("binary_data_output", False)
     if not isinstance(binary_outputs, bool):
         raise BadRequest("parameter binary_data_output must be true or false")
+    if signature is not None:
+        inputs = conform(inputs, signature)
     return InferRequest(inputs, req_id, outputs, req_params, binary_outputs)
 
 

@@ -1,0 +1,110 @@
+"""Requests for tabular models: one input per column, each with its own datatype.
+
+Clients of DataFrame pipelines send each column as `[N]` or `[N, 1]` (MLServer's pandas codec
+sends `[N, 1]`, Triton clients often `[N]`) and send numbers in the datatype their DataFrame
+had (pandas' FP64 for a model converted with FP32 inputs). `conform` meets them where that is
+unambiguous, and names the column in every refusal, before the signature check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from serving.errors import BadRequest
+from serving.protocol._reference import finish_numbers
+from serving.signature import Signature
+from serving.types import Tensor, TensorSpec
+
+# Datatypes a column's numbers may be converted between (JSON numbers carry no width).
+_NUMERIC = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
+                      "FP16", "FP32", "FP64"})
+
+
+def conform(inputs: list[Tensor], signature: Signature) -> list[Tensor]:
+    """`inputs` with shapes and numeric datatypes matched to the signature where unambiguous.
+
+    The common case (every input in the model's order, datatype and rank) costs a few
+    comparisons per input; anything else takes the slow path, which converts or refuses.
+    """
+    specs = signature.inputs
+    if len(inputs) == len(specs):
+        rows = -1
+        for t, s in zip(inputs, specs, strict=True):
+            if t.name != s.name or t.datatype != s.datatype or len(t.shape) != len(s.shape):
+                break
+            if t.shape and len(specs) > 1:
+                if rows == -1:
+                    rows = t.shape[0]
+                elif t.shape[0] != rows:
+                    break
+        else:
+            return inputs
+    return _conform_slow(inputs, specs)
+
+
+def _conform_slow(inputs: list[Tensor], specs: Sequence[TensorSpec]) -> list[Tensor]:
+    tabular = len(specs) > 1
+    by_name = {s.name: s for s in specs}
+    out: list[Tensor] = []
+    for t in inputs:
+        spec = by_name.get(t.name)
+        if spec is None:
+            if tabular:
+                raise BadRequest(f"unknown input {t.name[:64]!r}; this model takes columns "
+                                 f"{', '.join(by_name)}")
+            out.append(t)  # the signature check words it
+            continue
+        out.append(_conform_one(t, spec, tabular))
+    if tabular:
+        _check_columns(out, specs)
+    return out
+
+
+def _conform_one(t: Tensor, spec: TensorSpec, tabular: bool) -> Tensor:
+    data = t.data
+    datatype = t.datatype
+    if datatype != spec.datatype:
+        if tabular and datatype in _NUMERIC and spec.datatype in _NUMERIC:
+            try:
+                data = finish_numbers(data, spec.datatype)[0]
+            except ValueError as exc:
+                raise BadRequest(f"column {t.name!r}: expected {spec.datatype}, got {datatype} "
+                                 f"({exc})") from None
+            datatype = spec.datatype
+        elif tabular:
+            raise BadRequest(f"column {t.name!r}: expected {spec.datatype}, got {datatype}")
+    shape = _column_shape(t.shape, spec.shape)
+    if datatype is t.datatype and shape is t.shape:
+        return t
+    return Tensor(t.name, datatype, shape, data, t.parameters, t.finite)
+
+
+def _column_shape(shape: tuple[int, ...], want: tuple[int, ...]) -> tuple[int, ...]:
+    """`[N]` for a model column of `[-1, 1]` and `[N, 1]` for `[-1]`; anything else as sent."""
+    if len(shape) == 1 and len(want) == 2 and want[0] == -1 and want[1] == 1:
+        return (shape[0], 1)
+    if len(shape) == 2 and shape[1] == 1 and len(want) == 1 and want[0] == -1:
+        return (shape[0],)
+    return shape
+
+
+def _check_columns(inputs: list[Tensor], specs: Sequence[TensorSpec]) -> None:
+    """Missing, repeated and ragged columns, each named."""
+    seen: dict[str, int] = {}
+    for t in inputs:
+        if t.name in seen:
+            raise BadRequest(f"column {t.name!r} is given more than once")
+        seen[t.name] = t.shape[0] if t.shape else 1
+    missing = [s.name for s in specs if s.name not in seen]
+    if missing:
+        raise BadRequest(f"missing input {', '.join(repr(n) for n in missing)}; this model "
+                         f"takes columns {', '.join(s.name for s in specs)}")
+    batched = [s for s in specs if s.shape and s.shape[0] == -1]
+    if len(batched) > 1:
+        first = batched[0].name
+        for s in batched[1:]:
+            if seen[s.name] != seen[first]:
+                raise BadRequest(
+                    f"ragged columns: {first!r} has {seen[first]} rows but {s.name!r} has "
+                    f"{seen[s.name]}"
+                )
