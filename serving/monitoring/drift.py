@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from serving.errors import BadRequest
+from serving.monitoring.categorical import CategoricalCounts
 
 _EPS = 1e-4  # floor for empty bins in the PSI
 CHUNK = 1024  # rows buffered before they are counted
@@ -93,6 +94,8 @@ class DriftMonitor:
         self._out_edges = {name: np.asarray(spec["edges"], np.float64)
                            for name, spec in self.outputs if spec["kind"] != "classes"}
         self._previous: _Half | None = None
+        cats = reference.get("categorical")
+        self._cats = CategoricalCounts(cats) if cats else None
 
     # ---- per batch (worker thread) ------------------------------------------------------------
 
@@ -103,9 +106,12 @@ class DriftMonitor:
         if self.sample < 1.0 and random.random() >= self.sample:
             return
         x = feeds.get(self.input_name)
+        if x is None:
+            x = self._column_block(feeds)  # a tabular model: one input per column
         if x is None or x.ndim != 2 or x.shape[1] != self._n_features:
             return
         outs = [outputs.get(name) for name in self._out_names]
+        step = 1
         n = len(x)
         if n > self.max_rows_per_batch:
             # a strided sample of big batches: the window stays representative and a 64-row
@@ -122,6 +128,8 @@ class DriftMonitor:
             for pend, arr in zip(self._pending_out, outs, strict=True):
                 pend.append(np.full(n, np.nan) if arr is None or len(arr) != n else arr)
             self._buffered += n
+            if self._cats is not None:
+                self._cats.add(feeds, step)
             if self._buffered >= CHUNK:
                 self._count()
 
@@ -179,9 +187,13 @@ class DriftMonitor:
             else:
                 pos = np.searchsorted(self._out_edges[_name], vals, side="right")
             acc += np.bincount(pos, minlength=width)[:width]
+        if self._cats is not None:
+            self._cats.fold()
         if cur.rows >= self.window_rows:
             self._previous = cur
             self._current = _Half(len(self.names), self._width, self._out_widths)
+            if self._cats is not None:
+                self._cats.roll()
 
     # ---- enforcement (event loop, before queueing) ---------------------------------------------
 
@@ -247,6 +259,7 @@ class DriftMonitor:
                 "out_of_range_share": round(float(w.oor[i]) / w.rows, 6) if w.rows else 0.0,
                 "drifted": bool(total and p > self.psi_threshold),
             })
+        features += self._categorical_report()
         features.sort(key=lambda f: -f["psi"])
         outputs = {}
         for (name, spec), counts in zip(self.outputs, w.out, strict=True):
@@ -273,4 +286,26 @@ class DriftMonitor:
             "outputs": outputs,
         }
 
+    # ---- tabular models: one input per column ----------------------------------------------------
 
+    def _column_block(self, feeds: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The numeric feature columns side by side (each an input of shape [N] or [N, 1]), or
+        None when the batch does not have them all; with only categorical columns, an empty
+        [N, 0] block that carries the row count."""
+        cols = []
+        for name in self.names:
+            arr = feeds.get(name)
+            if arr is None or arr.ndim not in (1, 2) or arr.size != len(arr):
+                return None
+            cols.append(arr.reshape(-1))
+        if cols:
+            return np.column_stack(cols)
+        rows = self._cats.rows_of(feeds) if self._cats is not None else None
+        return None if rows is None else np.empty((rows, 0))
+
+    def _categorical_report(self) -> list[dict[str, Any]]:
+        if self._cats is None:
+            return []
+        with self._lock:
+            counts = self._cats.window()
+        return self._cats.report(counts, self.psi_threshold, psi)
