@@ -219,3 +219,72 @@ def test_categorical_drift_and_quality_per_column(tab_registry: Path, tmp_path: 
     assert report["features"][0]["name"] == "colour"  # worst first
     line = 'serving_feature_out_of_range_ratio{feature="colour",model="tab",version="1"}'
     assert line in metrics
+
+
+# ---- MLServer's own pandas codec -------------------------------------------------------------
+
+# MLServer pins fastapi below ours, so the codec runs in a venv of its own and hands over the
+# request bytes it would send (what matters is what goes over the wire).
+MLSERVER = "mlserver==1.7.1"
+_ENCODE = """
+import json, sys
+import pandas as pd
+from mlserver.codecs import PandasCodec
+doc = json.load(sys.stdin)
+df = pd.DataFrame({c: pd.Series(v, dtype=doc["dtypes"][c]) for c, v in doc["columns"].items()})
+req = PandasCodec.encode_request(df, use_bytes=doc["use_bytes"])
+# the two ways MLServer's docs send it: pydantic's JSON, and json= of the model_dump()
+print(req.model_dump_json() if doc["use_bytes"] else json.dumps(req.model_dump()))
+"""
+
+
+@pytest.fixture(scope="session")
+def mlserver_python(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A python with MLServer installed: SERVING_TEST_MLSERVER_PYTHON, or a fresh venv. Fails
+    (never skips) when MLServer cannot be had: the codec is what this test is about."""
+    import os
+    import subprocess
+    import sys
+
+    given = os.environ.get("SERVING_TEST_MLSERVER_PYTHON")
+    if given:
+        return given
+    venv = tmp_path_factory.mktemp("mlserver") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    done = subprocess.run([python, "-m", "pip", "install", "-q", MLSERVER],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode:
+        pytest.fail(f"could not install {MLSERVER}: {done.stderr[-2000:]}")
+    return python
+
+
+def mlserver_encode(python: str, df: pd.DataFrame, use_bytes: bool) -> bytes:
+    import subprocess
+
+    doc = {
+        "columns": df.to_dict(orient="list"),
+        # object, not pandas 3's default string dtype, which MLServer 1.7.1 cannot encode
+        "dtypes": {c: str(df[c].dtype) for c in df.columns},
+        "use_bytes": use_bytes,
+    }
+    done = subprocess.run([python, "-c", _ENCODE], input=orjson.dumps(doc),
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout
+
+
+@pytest.mark.parametrize("use_bytes", [True, False], ids=["bytes", "str"])
+def test_mlserver_pandas_codec_request(tab_server: RunningServer, pipes: dict[str, Any],
+                                       mlserver_python: str, use_bytes: bool) -> None:
+    df = frame(30, seed=12)
+    df["income"] = df["income"].astype(np.float64)  # what a DataFrame usually holds
+    body = mlserver_encode(mlserver_python, df, use_bytes)
+    sent = orjson.loads(body)
+    assert sent["parameters"]["content_type"] == "pd"
+    assert {i["name"]: i.get("parameters", {}).get("content_type") for i in sent["inputs"]}[
+        "colour"] == "str"
+    r = httpx.post(f"{tab_server.url}/v2/models/tab/infer", content=body)
+    assert r.status_code == 200, r.text
+    out = outputs(r.json())
+    check(pipes["tab"], df, out["label"], out["probabilities"])
