@@ -201,7 +201,8 @@ def split_tensor_data(body: bytes) -> tuple[bytes, list[Span]] | None:
         return None
     if not spans:
         return body, spans
-    pieces, prev = [], 0
+    pieces: list[bytes] = []
+    prev = 0
     for _, start, end in spans:
         pieces += (body[prev:start], b"null")
         prev = end

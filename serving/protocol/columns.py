@@ -10,8 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from serving.errors import BadRequest
 from serving.protocol._reference import finish_numbers
+from serving.protocol.datatypes import NUMPY_DTYPES
 from serving.signature import Signature
 from serving.types import Tensor, TensorSpec
 
@@ -66,7 +69,7 @@ def _conform_one(t: Tensor, spec: TensorSpec, tabular: bool) -> Tensor:
     if datatype != spec.datatype:
         if tabular and datatype in _NUMERIC and spec.datatype in _NUMERIC:
             try:
-                data = finish_numbers(data, spec.datatype)[0]
+                data = _convert(data, spec.datatype, t.finite)
             except ValueError as exc:
                 raise BadRequest(f"column {t.name!r}: expected {spec.datatype}, got {datatype} "
                                  f"({exc})") from None
@@ -77,6 +80,16 @@ def _conform_one(t: Tensor, spec: TensorSpec, tabular: bool) -> Tensor:
     if datatype is t.datatype and shape is t.shape:
         return t
     return Tensor(t.name, datatype, shape, data, t.parameters, t.finite)
+
+
+def _convert(data: np.ndarray, datatype: str, finite: bool) -> np.ndarray:
+    """Numbers to `datatype`: checked like JSON numbers, except that data not known to be
+    finite (binary, or nulls as NaN) keeps its NaN/Infinity for the signature's NaN check."""
+    dtype = NUMPY_DTYPES[datatype]
+    if not finite and dtype.kind == "f" and data.dtype.kind == "f":
+        with np.errstate(over="ignore"):
+            return data.astype(dtype)
+    return finish_numbers(data, datatype)[0]
 
 
 def _column_shape(shape: tuple[int, ...], want: tuple[int, ...]) -> tuple[int, ...]:

@@ -288,3 +288,17 @@ def test_mlserver_pandas_codec_request(tab_server: RunningServer, pipes: dict[st
     assert r.status_code == 200, r.text
     out = outputs(r.json())
     check(pipes["tab"], df, out["label"], out["probabilities"])
+
+
+def test_mlserver_pandas_codec_missing_numbers(tab_server: RunningServer,
+                                               mlserver_python: str) -> None:
+    """The codec sends a NaN as null: NaN for the model, which (without `[inputs]
+    allow_nonfinite`) refuses it by name rather than with a parse error."""
+    df = frame(4, seed=13)
+    df["income"] = df["income"].astype(np.float64)
+    df.loc[2, "income"] = np.nan
+    body = mlserver_encode(mlserver_python, df, True)
+    assert orjson.loads(body)["inputs"][1]["data"][2] is None
+    r = httpx.post(f"{tab_server.url}/v2/models/tab/infer", content=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "input 'income' contains NaN or Infinity"

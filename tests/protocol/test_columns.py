@@ -108,3 +108,32 @@ def test_v1_string_columns_refuse_other_values(colour: list[object], message: st
     body = orjson.dumps({"inputs": {"age": [30, 60], "income": [1.5, 2.5], "colour": colour}})
     with pytest.raises(BadRequest, match=message.replace("(", r"\(").replace(")", r"\)")):
         v1.decode_request(body, TABULAR)
+
+
+@pytest.mark.parametrize("rows", [2, 200], ids=["small-body", "split-body"])
+def test_nulls_in_a_float_column_are_nan_and_meet_the_nan_policy(rows: int) -> None:
+    """MLServer's pandas codec sends a DataFrame's NaN as null: NaN for the model, which the
+    default policy then refuses by name (a model with allow_nonfinite takes it)."""
+    n = rows
+    income = [None if i % 2 else 1.5 for i in range(n)]
+    body = _v2(dict(AGE, shape=[n, 1], data=list(range(n))),
+               dict(INCOME, shape=[n, 1], data=income),
+               dict(COLOUR, shape=[n, 1], data=["red"] * n))
+    req = v2.decode_request(body, None, TABULAR)
+    got = req.inputs[1].data
+    assert got.dtype == np.float32 and np.isnan(got[1]) and got[0] == 1.5
+    with pytest.raises(BadRequest, match="input 'income' contains NaN"):
+        TABULAR.check_inputs(req.inputs)
+    feeds, _ = TABULAR.check_inputs(req.inputs, allow_nonfinite=True)
+    assert np.isnan(feeds["income"][1, 0])
+
+
+@pytest.mark.parametrize("data", [[None, "x"], [None, True], [None, [1.0]]])
+def test_nulls_do_not_open_the_door_to_other_values(data: list[object]) -> None:
+    with pytest.raises(BadRequest, match="input 'income'"):
+        v2.decode_request(_v2(AGE, dict(INCOME, data=data), COLOUR), None, TABULAR)
+
+
+def test_nulls_in_an_integer_column_are_refused() -> None:
+    with pytest.raises(BadRequest, match="input 'age'"):
+        v2.decode_request(_v2(dict(AGE, data=[1, None]), INCOME, COLOUR), None, TABULAR)
