@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import orjson
 
 from serving.errors import BadRequest
 from serving.protocol._reference import finish_numbers
@@ -21,6 +22,28 @@ from serving.types import Tensor, TensorSpec
 # Datatypes a column's numbers may be converted between (JSON numbers carry no width).
 _NUMERIC = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64",
                       "FP16", "FP32", "FP64"})
+
+
+# MLServer's pandas codec marks an object column it could not send as plain strings (values of
+# mixed types) with this content type: each element is then one JSON document.
+PD_JSON = "pd_json"
+
+
+def pd_json_strings(data: np.ndarray, name: str) -> np.ndarray:
+    """A `pd_json` BYTES column as the strings it encodes: JSON strings as themselves, null as
+    "" (a missing value); anything else is not a string column's value."""
+    out = np.empty(len(data), dtype=object)
+    for i, x in enumerate(data):
+        try:
+            value = orjson.loads(x)
+        except orjson.JSONDecodeError:
+            raise BadRequest(f"column {name!r}: element {i} is not JSON (content_type "
+                             f"{PD_JSON})") from None
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"column {name!r}: element {i} is {type(value).__name__} "
+                             f"{str(value)[:32]!r}, not a string")
+        out[i] = value or ""
+    return out
 
 
 def conform(inputs: list[Tensor], signature: Signature) -> list[Tensor]:

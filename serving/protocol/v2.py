@@ -10,7 +10,7 @@ import orjson
 
 from serving.errors import BadRequest
 from serving.protocol import binary
-from serving.protocol.columns import conform
+from serving.protocol.columns import PD_JSON, conform, pd_json_strings
 from serving.protocol.datatypes import NUMPY_DTYPES, numpy_dtype
 from serving.protocol.jsondata import FLOATS, array_from_json, floats_with_nulls, loads_request
 from serving.signature import Signature
@@ -130,6 +130,8 @@ def _decode_input(
             f"input {name!r}: 'data' has {data.size} elements but shape "
             f"{list(shape)} needs {count}"
         )
+    if params and params.get("content_type") == PD_JSON and datatype == "BYTES":
+        data = pd_json_strings(data, name)
     return Tensor(name, datatype, shape, data, params, finite), 0
 
 

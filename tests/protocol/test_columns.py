@@ -137,3 +137,13 @@ def test_nulls_do_not_open_the_door_to_other_values(data: list[object]) -> None:
 def test_nulls_in_an_integer_column_are_refused() -> None:
     with pytest.raises(BadRequest, match="input 'age'"):
         v2.decode_request(_v2(dict(AGE, data=[1, None]), INCOME, COLOUR), None, TABULAR)
+
+
+def test_pd_json_string_columns_are_unwrapped() -> None:
+    """MLServer's codec sends an object column of mixed values as JSON documents (pd_json)."""
+    colour = dict(COLOUR, data=['"red"', "null"], parameters={"content_type": "pd_json"})
+    req = v2.decode_request(_v2(AGE, INCOME, colour), None, TABULAR)
+    assert req.inputs[2].data.tolist() == ["red", ""]
+    bad = dict(colour, data=['"red"', "3"])
+    with pytest.raises(BadRequest, match="column 'colour': element 1 is int '3', not a string"):
+        v2.decode_request(_v2(AGE, INCOME, bad), None, TABULAR)
