@@ -62,7 +62,7 @@ def conform(inputs: list[Tensor], signature: Signature) -> list[Tensor]:
         for t, s in zip(inputs, specs, strict=True):
             if t.name != s.name or t.datatype != s.datatype or len(t.shape) != len(s.shape):
                 break
-            if t.shape and len(specs) > 1:
+            if t.shape:
                 if rows == -1:
                     rows = t.shape[0]
                 elif t.shape[0] != rows:
