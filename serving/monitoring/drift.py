@@ -200,20 +200,23 @@ class DriftMonitor:
     def enforce(self, feeds: dict[str, np.ndarray]) -> None:
         """400 naming the feature for NaN/Infinity or a value outside the reference range."""
         x = feeds.get(self.input_name)
+        where = f"input {self.input_name!r}: feature"
+        if x is None:
+            x, where = self._column_block(feeds), "column"  # a tabular model
         if x is None or x.ndim != 2 or x.shape[1] != len(self.names):
             return
         bad = ~np.isfinite(x)
         if bad.any():
             row, col = np.argwhere(bad)[0]
             raise BadRequest(
-                f"input {self.input_name!r}: feature {self.names[col]!r} is {x[row, col]} "
+                f"{where} {self.names[col]!r} is {x[row, col]} "
                 f"(row {row}); this model refuses NaN and Infinity"
             )
         out = (x < self._min) | (x > self._max)
         if out.any():
             row, col = np.argwhere(out)[0]
             raise BadRequest(
-                f"input {self.input_name!r}: feature {self.names[col]!r} = {float(x[row, col]):g} "
+                f"{where} {self.names[col]!r} = {float(x[row, col]):g} "
                 f"(row {row}) is outside the training range [{self._min[col]:g}, "
                 f"{self._max[col]:g}]"
             )

@@ -56,3 +56,17 @@ def test_only_categorical_columns() -> None:
     report = mon.report()
     assert report["features"][0]["shares"] == {"blue": 0.0, "red": 1.0}
     assert report["window_rows"] == 9
+
+
+def test_reject_out_of_range_names_the_column_of_a_tabular_model() -> None:
+    import pytest
+
+    from serving.errors import BadRequest
+
+    mon = DriftMonitor(REFERENCE, "2024-01-01T00:00:00+00:00")
+    mon.enforce(_feeds(["red", "blue"]))  # in range: nothing to say
+    feeds = _feeds(["red", "blue"])
+    feeds["age"] = np.array([[30.0], [150.0]])
+    with pytest.raises(BadRequest, match=r"column 'age' = 150 \(row 1\) is outside the "
+                                         r"training range \[0, 100\]"):
+        mon.enforce(feeds)
