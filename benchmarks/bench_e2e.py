@@ -350,15 +350,17 @@ def soak(registry: Path, seconds: int, tmp: Path) -> int:
 
 
 @contextlib.contextmanager
-def _start_naive(cmd: list[str], url: str, tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
+def _start_naive(cmd: list[str], url: str, tmp: Path, model: str = "iris",
+                 body: bytes | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """The naive server, ready once `model` answers `body` (it has no health route)."""
     with (tmp / "naive.log").open("wb") as f:
         proc = subprocess.Popen(pinned(SERVER_CPU, cmd), stdout=f, stderr=subprocess.STDOUT)
     try:
-        body = v2_body(np.zeros((1, 4), np.float32))
+        body = body or v2_body(np.zeros((1, 4), np.float32))
         deadline = time.monotonic() + 60
         while True:
             try:
-                req = urllib.request.Request(f"{url}/v2/models/iris/infer", data=body)
+                req = urllib.request.Request(f"{url}/v2/models/{model}/infer", data=body)
                 urllib.request.urlopen(req, timeout=2).read()
                 break
             except OSError:

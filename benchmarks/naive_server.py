@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64}
+DTYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "BYTES": object}
 
 
 def make_app(registry: Path) -> Starlette:

@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "serving.registry": 2,
     "serving.monitoring.counters": 2,
     "serving.monitoring.drift": 2,
+    "serving.monitoring.categorical": 1,  # a leaf (numpy only) that drift.py imports
     "serving.runtime": 3,
     "serving.batching": 4,
     "serving.routing": 4,

@@ -8,6 +8,7 @@ the previous one).
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from serving.errors import BadRequest
+from serving.monitoring.categorical import CategoricalCounts
 
 _EPS = 1e-4  # floor for empty bins in the PSI
 CHUNK = 1024  # rows buffered before they are counted
@@ -96,6 +98,8 @@ class DriftMonitor:
         self._out_edges = {name: np.asarray(spec["edges"], np.float64)
                            for name, spec in self.outputs if spec["kind"] != "classes"}
         self._previous: _Half | None = None
+        cats = reference.get("categorical")
+        self._cats = CategoricalCounts(cats) if cats else None
 
     # ---- per batch (worker thread) ------------------------------------------------------------
 
@@ -106,9 +110,12 @@ class DriftMonitor:
         if self.sample < 1.0 and random.random() >= self.sample:
             return
         x = feeds.get(self.input_name)
+        if x is None:
+            x = self._column_block(feeds)  # a tabular model: one input per column
         if x is None or x.ndim != 2 or x.shape[1] != self._n_features:
             return
         outs = [outputs.get(name) for name in self._out_names]
+        step = 1
         n = len(x)
         if n > self.max_rows_per_batch:
             # a strided sample of big batches: the window stays representative and a 64-row
@@ -125,6 +132,8 @@ class DriftMonitor:
             for pend, arr in zip(self._pending_out, outs, strict=True):
                 pend.append(np.full(n, np.nan) if arr is None or len(arr) != n else arr)
             self._buffered += n
+            if self._cats is not None:
+                self._cats.add(feeds, step)
             if self._buffered >= CHUNK:
                 self._count()
 
@@ -182,29 +191,36 @@ class DriftMonitor:
             else:
                 pos = np.searchsorted(self._out_edges[_name], vals, side="right")
             acc += np.bincount(pos, minlength=width)[:width]
+        if self._cats is not None:
+            self._cats.fold()
         if cur.rows >= self.window_rows:
             self._previous = cur
             self._current = _Half(len(self.names), self._width, self._out_widths)
+            if self._cats is not None:
+                self._cats.roll()
 
     # ---- enforcement (event loop, before queueing) ---------------------------------------------
 
     def enforce(self, feeds: dict[str, np.ndarray]) -> None:
         """400 naming the feature for NaN/Infinity or a value outside the reference range."""
         x = feeds.get(self.input_name)
+        where = f"input {self.input_name!r}: feature"
+        if x is None:
+            x, where = self._column_block(feeds), "column"  # a tabular model
         if x is None or x.ndim != 2 or x.shape[1] != len(self.names):
             return
         bad = ~np.isfinite(x)
         if bad.any():
             row, col = np.argwhere(bad)[0]
             raise BadRequest(
-                f"input {self.input_name!r}: feature {self.names[col]!r} is {x[row, col]} "
+                f"{where} {self.names[col]!r} is {x[row, col]} "
                 f"(row {row}); this model refuses NaN and Infinity"
             )
         out = (x < self._min) | (x > self._max)
         if out.any():
             row, col = np.argwhere(out)[0]
             raise BadRequest(
-                f"input {self.input_name!r}: feature {self.names[col]!r} = {float(x[row, col]):g} "
+                f"{where} {self.names[col]!r} = {float(x[row, col]):g} "
                 f"(row {row}) is outside the training range [{self._min[col]:g}, "
                 f"{self._max[col]:g}]"
             )
@@ -239,6 +255,7 @@ class DriftMonitor:
         w = self._window()
         enough = w.rows >= self.min_rows
         features = [self._feature(w, i, enough) for i in range(len(self.names))]
+        features += self._categorical_report(enough)
         features.sort(key=lambda f: -f["psi"])
         outputs = {name: _output_entry(spec, counts, enough, self.psi_threshold)
                    for (name, spec), counts in zip(self.outputs, w.out, strict=True)}
@@ -267,6 +284,32 @@ class DriftMonitor:
             "out_of_range_share": round(float(w.oor[i]) / w.rows, 6) if w.rows else 0.0,
             "drifted": bool(judged and p > self.psi_threshold),
         }
+
+
+    # ---- tabular models: one input per column ----------------------------------------------------
+
+    def _column_block(self, feeds: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The numeric feature columns side by side (each an input of shape [N] or [N, 1]), or
+        None when the batch does not have them all; with only categorical columns, an empty
+        [N, 0] block that carries the row count."""
+        cols = []
+        for name in self.names:
+            arr = feeds.get(name)
+            if arr is None or arr.ndim not in (1, 2) or arr.size != len(arr):
+                return None
+            cols.append(arr.reshape(-1))
+        if cols:
+            return np.column_stack(cols)
+        rows = self._cats.rows_of(feeds) if self._cats is not None else None
+        return None if rows is None else np.empty((rows, 0))
+
+    def _categorical_report(self, enough: bool) -> list[dict[str, Any]]:
+        """String columns against their reference shares; never drifted below `min_rows`."""
+        if self._cats is None:
+            return []
+        with self._lock:
+            counts = self._cats.window()
+        return self._cats.report(counts, self.psi_threshold if enough else math.inf, psi)
 
 
 def _output_entry(

@@ -10,13 +10,17 @@ import orjson
 
 from serving.errors import BadRequest
 from serving.protocol._reference import RAGGED, finish_numbers
+from serving.protocol.datatypes import NUMPY_DTYPES
 from serving.protocol.kernels import decode_json_numbers, numbers_from_list, split_tensor_data
 
 # Below this size orjson + numpy is as fast as splitting the body; above it, big numeric `data`
 # arrays are parsed straight into typed buffers by the compiled kernel (no Python floats).
 SPLIT_THRESHOLD = 2048
 
-SpanDecoder = Callable[[str, str], np.ndarray]
+# (datatype, name) -> array; (datatype, name, True) -> floats_with_nulls' answer
+SpanDecoder = Callable[..., Any]
+
+FLOATS = frozenset({"FP16", "FP32", "FP64"})
 
 
 def loads(body: bytes | memoryview) -> Any:
@@ -38,7 +42,9 @@ def loads_request(body: bytes | memoryview) -> tuple[Any, dict[int, SpanDecoder]
     obj = loads(skeleton)
 
     def decoder(start: int, end: int) -> SpanDecoder:
-        def decode(datatype: str, name: str) -> np.ndarray:
+        def decode(datatype: str, name: str, nulls: bool = False) -> np.ndarray | None:
+            if nulls:
+                return floats_with_nulls(loads(raw[start:end]), datatype, name)
             if datatype == "BYTES":
                 return array_from_json(loads(raw[start:end]), datatype, name)
             try:
@@ -68,6 +74,10 @@ def array_from_json(data: Any, datatype: str, name: str) -> np.ndarray:
     if not isinstance(data, list):
         raise BadRequest(f"input {name!r}: 'data' must be a list")
     if datatype == "BYTES":
+        # the usual form, a flat list of strings: checked and copied in C (a string column of
+        # 64 rows: about 2 us instead of 25)
+        if data and set(map(type, data)) == {str}:
+            return np.array(data, dtype=object)
         flat: list[Any] = []
         _flatten(data, flat)
         out = np.empty(len(flat), dtype=object)
@@ -84,6 +94,24 @@ def array_from_json(data: Any, datatype: str, name: str) -> np.ndarray:
     except ValueError:
         raise BadRequest(f"input {name!r}: {RAGGED}") from None
     return cast_numbers(arr, datatype, name)
+
+
+def floats_with_nulls(data: Any, datatype: str, name: str) -> np.ndarray | None:
+    """A float tensor whose JSON `data` has nulls for missing values (pandas' NaN, as MLServer's
+    pandas codec sends it): nulls become NaN. None when `data` is not numbers and nulls (the
+    caller then reports its first error). Only called once the strict decoders refused."""
+    if datatype not in FLOATS or not isinstance(data, list):
+        return None
+    flat: list[Any] = []
+    _flatten(data, flat)
+    if None not in flat or any(x is not None and type(x) not in (int, float) for x in flat):
+        return None
+    try:
+        arr = np.array(data, dtype=np.float64)
+    except ValueError:  # ragged
+        return None
+    with np.errstate(over="ignore"):  # too big for FP32 becomes inf: the NaN check refuses it
+        return arr.astype(NUMPY_DTYPES[datatype]).ravel()
 
 
 def cast_numbers(arr: np.ndarray, datatype: str, name: str) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 
 from serving.errors import BadRequest
+from serving.protocol.columns import conform
 from serving.protocol.jsondata import cast_numbers, loads
 from serving.signature import Signature
 from serving.types import InferRequest, Tensor, TensorSpec
@@ -16,7 +17,7 @@ from serving.types import InferRequest, Tensor, TensorSpec
 
 def _tensor(value: Any, spec: TensorSpec) -> Tensor:
     if spec.datatype == "BYTES":
-        raise BadRequest(f"input {spec.name!r}: V1 predict does not take BYTES inputs")
+        return _strings(value, spec)
     try:
         arr = np.array(value)
     except ValueError:
@@ -26,6 +27,25 @@ def _tensor(value: Any, spec: TensorSpec) -> Tensor:
     shape = tuple(arr.shape)
     data = cast_numbers(arr, spec.datatype, spec.name)
     return Tensor(spec.name, spec.datatype, shape, data, finite=True)
+
+
+def _strings(value: Any, spec: TensorSpec) -> Tensor:
+    """A string column (a BYTES input): strings only, numbers are refused."""
+    try:
+        arr = np.array(value, dtype=object)
+    except ValueError:
+        arr = None
+    if arr is None or (arr.ndim and any(isinstance(x, list) for x in arr.flat)):
+        raise BadRequest(
+            f"input {spec.name!r}: values are ragged: nested lists have different lengths"
+        )
+    flat = arr.ravel()
+    for x in flat:
+        if not isinstance(x, str):
+            raise BadRequest(
+                f"column {spec.name!r}: expected BYTES (strings), got {type(x).__name__}"
+            )
+    return Tensor(spec.name, "BYTES", tuple(arr.shape), flat, finite=True)
 
 
 def decode_request(body: bytes, signature: Signature) -> tuple[InferRequest, bool]:
@@ -40,8 +60,8 @@ def decode_request(body: bytes, signature: Signature) -> tuple[InferRequest, boo
         raise BadRequest("give exactly one of 'instances' (row form) or 'inputs' (columnar form)")
     specs = signature.inputs
     if has_rows:
-        return InferRequest(_row_tensors(obj["instances"], specs)), True
-    return InferRequest(_column_tensors(obj["inputs"], specs)), False
+        return InferRequest(conform(_row_tensors(obj["instances"], specs), signature)), True
+    return InferRequest(conform(_column_tensors(obj["inputs"], specs), signature)), False
 
 
 def _row_tensors(rows: object, specs: Sequence[TensorSpec]) -> list[Tensor]:

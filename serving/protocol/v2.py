@@ -10,8 +10,9 @@ import orjson
 
 from serving.errors import BadRequest
 from serving.protocol import binary
+from serving.protocol.columns import PD_JSON, conform, pd_json_strings
 from serving.protocol.datatypes import NUMPY_DTYPES, numpy_dtype
-from serving.protocol.jsondata import array_from_json, loads_request
+from serving.protocol.jsondata import FLOATS, array_from_json, floats_with_nulls, loads_request
 from serving.signature import Signature
 from serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
@@ -82,6 +83,8 @@ def decode_request(
     binary_outputs = req_params.get("binary_data_output", False)
     if not isinstance(binary_outputs, bool):
         raise BadRequest("parameter binary_data_output must be true or false")
+    if signature is not None:
+        inputs = conform(inputs, signature)
     return InferRequest(inputs, req_id, outputs, req_params, binary_outputs)
 
 
@@ -105,18 +108,31 @@ def _decode_input(
     if size is not None:
         data = _binary_input(tail, offset, size, datatype, count, name)
         return Tensor(name, datatype, shape, data, params, False), size
-    if span is not None:
-        data = span(datatype, name)
-    elif "data" in item:
-        data = array_from_json(item["data"], datatype, name)
-    else:
-        raise BadRequest(f"input {name!r} has neither 'data' nor binary_data_size")
+    finite = True  # JSON numbers cannot be NaN or Infinity
+    try:
+        if span is not None:
+            data = span(datatype, name)
+        elif "data" in item:
+            data = array_from_json(item["data"], datatype, name)
+        else:
+            raise BadRequest(f"input {name!r} has neither 'data' nor binary_data_size")
+    except BadRequest:
+        if datatype not in FLOATS:
+            raise
+        # nulls for missing values: NaN, then judged by the model's NaN policy
+        nulls = (span(datatype, name, True) if span is not None
+                 else floats_with_nulls(item.get("data"), datatype, name))
+        if nulls is None:
+            raise
+        data, finite = nulls, False
     if data.size != count:
         raise BadRequest(
             f"input {name!r}: 'data' has {data.size} elements but shape "
             f"{list(shape)} needs {count}"
         )
-    return Tensor(name, datatype, shape, data, params, True), 0
+    if params and params.get("content_type") == PD_JSON and datatype == "BYTES":
+        data = pd_json_strings(data, name)
+    return Tensor(name, datatype, shape, data, params, finite), 0
 
 
 def _binary_input(

@@ -1,0 +1,104 @@
+"""Tabular benchmark: a DataFrame pipeline (one ONNX input per column, string columns as BYTES)
+served by this server (dynamic batching) vs the naive server given the same ONNX file.
+
+    python benchmarks/bench_tabular.py [--rows 1,64] [--clients 1,64] [--duration 5]
+                                       [--repeats 3] [--registry REG --model NAME]
+
+Without --registry it builds the tests' tabular model (age INT64, income FP32, colour and city
+strings; one-hot + scaling + logistic regression, converted by skl2onnx). Same machinery as
+bench_e2e.py: the server pinned to core 0, wrk on core 1, runs interleaved, medians reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import orjson
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.bench_e2e import (  # noqa: E402
+    NCPU,
+    SERVER_CPU,
+    _start_naive,
+    free_port,
+    run_wrk,
+    start,
+)
+
+
+def tabular_body(rows: int) -> bytes:
+    """A V2 request with one [rows, 1] tensor per column, as MLServer's pandas codec sends."""
+    from tests.e2e.tabular import frame
+
+    df = frame(rows, seed=42)
+    types = {"i": "INT64", "f": "FP32", "O": "BYTES"}
+    return orjson.dumps({"inputs": [
+        {"name": c, "datatype": types[df[c].dtype.kind], "shape": [rows, 1],
+         "data": df[c].tolist()} for c in df.columns]})
+
+
+def build_registry(root: Path, name: str) -> None:
+    from tests.e2e.tabular import fit_pipeline, publish_tabular
+
+    publish_tabular(root, name, fit_pipeline("logistic"), with_reference=True)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", default="1,64", help="rows per request")
+    ap.add_argument("--clients", default="1,64")
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--registry", help="a registry holding the tabular model (default: build)")
+    ap.add_argument("--model", default="tabular")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-tabular-"))
+    registry = Path(args.registry) if args.registry else tmp / "registry"
+    if not args.registry:
+        build_registry(registry, args.model)
+    rows_list = [int(r) for r in args.rows.split(",")]
+    clients = [int(c) for c in args.clients.split(",")]
+    names = ("batching", "naive")
+    ports = {n: free_port() for n in names}
+    url = {n: f"http://127.0.0.1:{ports[n]}" for n in names}
+    ours = [sys.executable, "-m", "serving", "serve", "--registry", str(registry), "--port",
+            str(ports["batching"]), "--log-level", "warning", "--drain-grace", "0"]
+    naive = [sys.executable, str(HERE / "naive_server.py"), str(registry), str(ports["naive"])]
+    print(f"# cores: {NCPU}; servers on core {SERVER_CPU}; {args.duration}s per run, "
+          f"median of {args.repeats}; model {args.model!r}")
+    print("| rows/req | clients | server | req/s | rows/s | p50 ms | p99 ms | vs naive | "
+          "errors |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(start(ours, f"{url['batching']}/v2/health/ready",
+                                  tmp / "batching.log"))
+        stack.enter_context(_start_naive(naive, url["naive"], tmp, args.model,
+                                         tabular_body(1)))
+        for rows in rows_list:
+            body = tabular_body(rows)
+            for c in clients:
+                runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
+                for _ in range(args.repeats):
+                    for n in names:  # interleaved
+                        runs[n].append(run_wrk(f"{url[n]}/v2/models/{args.model}/infer", body,
+                                               c, args.duration, tmp))
+                med = {n: {k: statistics.median(r[k] for r in runs[n]) for k in runs[n][0]}
+                       for n in names}
+                for n in names:
+                    m = med[n]
+                    print(f"| {rows} | {c} | {n} | {m['rps']:.0f} | {m['rps'] * rows:.0f} | "
+                          f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
+                          f"{m['rps'] / med['naive']['rps']:.2f}x | {m['errors']:.0f} |",
+                          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
