@@ -40,7 +40,8 @@ def test_reference_mix_is_calm() -> None:
 
 
 def test_unseen_and_missing_values_are_counted_apart() -> None:
-    mon = DriftMonitor(REFERENCE, "2024-01-01T00:00:00+00:00", max_rows_per_batch=100)
+    mon = DriftMonitor(REFERENCE, "2024-01-01T00:00:00+00:00", max_rows_per_batch=100,
+                      min_rows=1)
     mon.observe(_feeds(["red", "purple", "", "blue", "red", "purple", "nan", "red"]), {})
     c = _report(mon)["colour"]
     assert c["unseen_share"] == c["out_of_range_share"] == 0.25
