@@ -89,7 +89,9 @@ def is_text(col: Any) -> bool:
 def column_types(df: Any, forced: str | None) -> list[Columns]:
     """Typings to try, best first: the columns' own dtypes, then integers as floats, then every
     number FP32 (converters that take only floats). `forced` (FP32/FP64) types float columns."""
-    keep, ints_float, all_fp32 = [], [], []
+    keep: Columns = []
+    ints_float: Columns = []
+    all_fp32: Columns = []
     for name in df.columns:
         col = df[name]
         if is_text(col):
@@ -142,7 +144,7 @@ def _column_lists(estimator: Any, names: Sequence[str]) -> list[tuple[Any, list[
             for _n, trans, cols in step.transformers_:
                 if isinstance(trans, str):
                     continue
-                picked = [names[c] if isinstance(c, (int, np.integer)) else str(c)
+                picked = [names[int(c)] if isinstance(c, (int, np.integer)) else str(c)
                           for c in (cols if isinstance(cols, (list, tuple, np.ndarray)) else [])]
                 out.append((trans, picked))
             return out

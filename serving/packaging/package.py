@@ -334,9 +334,8 @@ def _package_onnx(
     name: str, raw: bytes, o: _Options, expected_outputs: Path | None
 ) -> tuple[Manifest, bytes]:
     from serving.packaging.frame import FrameError, read_frame
-    from serving.packaging.tabular import TabularError, build_from_onnx_frame
-
     from serving.packaging.parity import load_expected
+    from serving.packaging.tabular import TabularError, build_from_onnx_frame
 
     try:
         expected = load_expected(expected_outputs) if expected_outputs is not None else None
