@@ -40,7 +40,13 @@ def add_parsers(sub: Any) -> None:
             "fails parity is not published."
         ),
     )
-    pk.add_argument("model_file", help="a .joblib/.pkl estimator or an .onnx file")
+    pk.add_argument("model_file",
+                    help="a .joblib/.pkl estimator, an .onnx file, or an MLflow model: a "
+                         "directory with an MLmodel file, runs:/<run>/<path> or "
+                         "models:/<name>/<version>")
+    pk.add_argument("--tracking-uri", metavar="URI",
+                    help="MLflow tracking URI for runs:/ and models:/ (e.g. sqlite:///mlflow.db "
+                         "or a local mlruns folder; default: MLflow's own, MLFLOW_TRACKING_URI)")
     pk.add_argument("--name", required=True, help="model name in the registry")
     pk.add_argument("--registry", default="models",
                     help="registry directory or s3://bucket/prefix (default: models)")
@@ -112,7 +118,7 @@ def run_package(args: argparse.Namespace) -> int:
 
     try:
         result = package(
-            Path(args.model_file), args.name,
+            args.model_file, args.name,
             args.registry if is_s3_url(args.registry) else Path(args.registry),
             sample_data=Path(args.sample_data) if args.sample_data else None,
             datatype=args.datatype, n_features=args.n_features, atol=args.tolerance,
@@ -120,6 +126,7 @@ def run_package(args: argparse.Namespace) -> int:
             feature_names=args.feature_names.split(",") if args.feature_names else None,
             labels=tuple(args.labels.split(",")) if args.labels else None,
             expected_outputs=Path(args.expected_outputs) if args.expected_outputs else None,
+            tracking_uri=args.tracking_uri,
         )
     except (PackageError, ServingError, S3RegistryError, ValueError) as exc:
         print(f"serving package: {exc}", file=sys.stderr)

@@ -109,10 +109,27 @@ def _convert(estimator: Any, initial_types: list[tuple[str, Any]]) -> Any:
     from serving.packaging.boosting import register_converters
 
     register_converters()
+    estimator = _unnamed_booster(estimator)
     last = final_step(estimator)
     options = {id(last): {"zipmap": False}} if is_classifier(last) else None
     return convert_sklearn(estimator, initial_types=initial_types, options=options,
                            target_opset=TARGET_OPSET)
+
+
+def _unnamed_booster(estimator: Any) -> Any:
+    """A copy whose XGBoost booster has no feature names: onnxmltools' converter reads the
+    trees' split features as `f<index>`, and a model fit on a DataFrame names them after its
+    columns instead. The order of the features is unchanged."""
+    get_booster = getattr(final_step(estimator), "get_booster", None)
+    if get_booster is None or not get_booster().feature_names:
+        return estimator
+    import copy
+
+    clone = copy.deepcopy(estimator)
+    booster = final_step(clone).get_booster()
+    booster.feature_names = None
+    booster.feature_types = None
+    return clone
 
 
 def to_onnx(
@@ -122,6 +139,30 @@ def to_onnx(
     return _convert(estimator, [(input_name, _tensor_type(datatype, [None, n_features]))])
 
 
+def _columns_first(estimator: Any, names: list[str]) -> Any:
+    """The estimator behind a ColumnTransformer that passes the named columns through, in
+    order: converters other than ColumnTransformer's take one input, so an estimator (or a
+    Pipeline starting with a scaler) fit on a DataFrame is converted as one fed by a Concat."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    first = estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
+    if hasattr(first, "transformers_"):
+        return estimator
+    concat = ColumnTransformer([("columns", "passthrough", names)])
+    concat.fit(_empty_frame(names))
+    rest = list(estimator.steps) if hasattr(estimator, "steps") else [("model", estimator)]
+    return Pipeline([("columns", concat), *rest])
+
+
+def _empty_frame(names: list[str]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({n: [0.0] for n in names})
+
+
 def to_onnx_columns(estimator: Any, columns: Sequence[tuple[str, str]]) -> Any:
     """ONNX with one input [-1, 1] per (column, datatype), named after the column."""
-    return _convert(estimator, [(name, _tensor_type(dt, [None, 1])) for name, dt in columns])
+    names = [name for name, _ in columns]
+    model = _columns_first(estimator, names) if len(names) > 1 else estimator
+    return _convert(model, [(name, _tensor_type(dt, [None, 1])) for name, dt in columns])

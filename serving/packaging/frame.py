@@ -189,8 +189,11 @@ def column_hints(estimator: Any, names: Sequence[str]) -> dict[str, tuple[str, A
     return hints
 
 
-def generated_frame(estimator: Any, names: Sequence[str], rows: int = 256) -> tuple[Any, str]:
-    """Rows drawn per column from what the model records, and a sentence saying how."""
+def generated_frame(
+    estimator: Any, names: Sequence[str], rows: int = 256, dtypes: dict[str, str] | None = None
+) -> tuple[Any, str]:
+    """Rows drawn per column from what the model records, and a sentence saying how; `dtypes`
+    (an MLflow signature's) types the numeric columns."""
     import pandas as pd
 
     rng = np.random.default_rng(0)
@@ -206,6 +209,10 @@ def generated_frame(estimator: Any, names: Sequence[str], rows: int = 256) -> tu
             data[name] = rng.uniform(arg[0], arg[1], rows).astype(np.float32)
         else:
             data[name] = rng.normal(arg[0], arg[1] or 1.0, rows).astype(np.float32)
+    for name, dtype in (dtypes or {}).items():
+        if name in data and dtype != "object" and np.asarray(data[name]).dtype.kind in "iuf":
+            col = np.asarray(data[name])
+            data[name] = np.round(col).astype(dtype) if dtype == "int64" else col.astype(dtype)
     known = sum(1 for n in names if n in hints)
     how = (f"generated per column from what the model records ({known} of {len(names)} columns "
            "from its encoders' categories and scalers' ranges, the rest standard normal)")

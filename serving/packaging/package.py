@@ -8,7 +8,6 @@ machine, and never by the server.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -228,7 +227,7 @@ def publish(
 
 
 def package(
-    source: Path,
+    source: Path | str,
     name: str,
     registry: Path | str,
     *,
@@ -241,24 +240,28 @@ def package(
     labels: tuple[str, ...] | None = None,
     feature_names: list[str] | None = None,
     expected_outputs: Path | None = None,
+    tracking_uri: str | None = None,
 ) -> PackageResult:
-    """Convert, check parity, and publish `source` as the next version of `name`."""
+    """Convert, check parity, and publish `source` (an estimator or ONNX file, an MLflow model
+    directory or `runs:/` / `models:/` URI) as the next version of `name`."""
+    from serving.packaging.sources import SourceError, read_source
+
     check_model_name(name)
     if datatype is not None and datatype not in _FLOAT:
         raise PackageError(f"--datatype must be FP32 or FP64, not {datatype}")
-    if not source.is_file():
-        raise PackageError(f"no such file: {source}")
-    if expected_outputs is not None and (source.suffix != ".onnx" or sample_data is None):
+    try:
+        src = read_source(str(source), tracking_uri)
+    except SourceError as exc:
+        raise PackageError(str(exc)) from None
+    if expected_outputs is not None and (src.raw is None or sample_data is None):
         raise PackageError("--expected-outputs goes with an .onnx file and its --sample-data")
-    raw = source.read_bytes()
-    source_info = {"file": source.name, "sha256": hashlib.sha256(raw).hexdigest()}
     notes: list[str] = []
-    opts = _Options(sample_data, datatype, atol, labels or (), feature_names, source_info,
-                    metadata, notes)
-    if source.suffix == ".onnx":
-        manifest, onnx_bytes = _package_onnx(name, raw, opts, expected_outputs)
+    opts = _Options(sample_data, datatype, atol, labels or (), feature_names, src.info,
+                    metadata, notes, src.example, src.dtypes)
+    if src.raw is not None:
+        manifest, onnx_bytes = _package_onnx(name, src.raw, opts, expected_outputs)
     else:
-        manifest, onnx_bytes = _package_estimator(name, _load_estimator(source), n_features, opts)
+        manifest, onnx_bytes = _package_estimator(name, src.estimator, n_features, opts)
     parity = dict(manifest.parity)
     if not manifest.batching.get("batchable", True):
         notes.append(f"warning: batching will be off for this model: "
@@ -285,6 +288,8 @@ class _Options:
     source: dict[str, Any]
     metadata: dict[str, str] | None
     notes: list[str]
+    example: Any = None  # MLflow's input example: the sample data when none is given
+    dtypes: dict[str, str] = field(default_factory=dict)  # MLflow signature's column dtypes
 
 
 def _package_estimator(
@@ -298,6 +303,8 @@ def _package_estimator(
     width = _feature_count(estimator, n_features)
     if o.sample_data is not None:
         x, data_source = load_sample_data(o.sample_data, width), o.sample_data.name
+    elif o.example is not None and np.asarray(o.example).ndim == 2:
+        x, data_source = np.asarray(o.example, np.float64), "MLflow input example"
     else:
         x, data_source = generated_data(estimator, width), "generated"
     return build_from_estimator(
@@ -316,8 +323,10 @@ def _package_frame(
     try:
         if o.sample_data is not None:
             df, data_source = read_frame(o.sample_data, columns), o.sample_data.name
+        elif _is_frame(o.example, columns):
+            df, data_source = o.example[columns], "MLflow input example"
         else:
-            df, how = generated_frame(estimator, columns)
+            df, how = generated_frame(estimator, columns, dtypes=o.dtypes)
             data_source = "generated"
             o.notes.append(f"no --sample-data: {len(df)} rows {how}")
         manifest, onnx_bytes = build_from_frame(
@@ -348,30 +357,22 @@ def _package_onnx(
     matrix = len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].shape[1] != 1
     try:
         if matrix:
-            x = load_sample_data(o.sample_data, None) if o.sample_data is not None else None
+            x = load_sample_data(o.sample_data, None) if o.sample_data is not None else (
+                np.asarray(o.example, np.float64) if o.example is not None else None)
             return build_from_onnx(
                 name, raw, x, labels=o.labels, feature_names=o.feature_names, source=o.source,
                 metadata=o.metadata, expected=expected, atol=o.atol)
-        df = (read_frame(o.sample_data, [t.name for t in inputs])
-              if o.sample_data is not None else None)
+        names = [t.name for t in inputs]
+        df = read_frame(o.sample_data, names) if o.sample_data is not None else (
+            o.example[names] if _is_frame(o.example, names) else None)
         return build_from_onnx_frame(name, raw, df, expected, atol=o.atol, labels=o.labels,
                                      source=o.source, metadata=o.metadata)
     except (PackageError, FrameError, TabularError) as exc:
         raise PackageError(f"{o.source['file']}: {exc}") from None
 
 
-def _load_estimator(path: Path) -> Any:
-    try:
-        import joblib
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # version-mismatch chatter; parity decides
-            estimator = joblib.load(path)
-    except Exception as exc:
-        raise PackageError(f"cannot read {path.name} as a joblib/pickle file: {exc}") from None
-    if not hasattr(estimator, "predict"):
-        raise PackageError(f"{path.name} holds a {type(estimator).__name__}, not an estimator")
-    return estimator
+def _is_frame(example: Any, columns: list[str]) -> bool:
+    return hasattr(example, "columns") and all(c in example.columns for c in columns)
 
 
 def _convert(estimator: Any, n_features: int, datatype: str) -> bytes:
