@@ -264,3 +264,31 @@ def test_pickled_npy_is_refused_and_missing_columns_named(packaged: Packaged,
              str(tmp_path / "reg"), "--sample-data", str(tmp_path / "short.csv"))
     assert r.returncode == 1 and "lacks the model's column(s) 'size'" in r.stderr
     assert not (tmp_path / "reg").exists()
+
+
+@pytest.mark.parametrize("kind", ["xgboost", "lightgbm", "catboost", "scaler-pipeline"])
+def test_estimator_without_column_transformer_gets_one_input_per_column(kind: str) -> None:
+    """Converters other than ColumnTransformer's take one input: a bare estimator (or a Pipeline
+    that starts with a scaler) fit on a DataFrame is converted behind a pass-through Concat."""
+    from catboost import CatBoostRegressor
+    from lightgbm import LGBMRegressor
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from xgboost import XGBClassifier
+
+    from serving.packaging.tabular import build_from_frame
+
+    df, y, value = _frame()
+    num = df[["age", "income"]]
+    est = {"xgboost": lambda: XGBClassifier(n_estimators=5, max_depth=3).fit(num, y),
+           "lightgbm": lambda: LGBMRegressor(n_estimators=5, verbose=-1).fit(num, value),
+           "catboost": lambda: CatBoostRegressor(iterations=5, verbose=0,
+                                                 allow_writing_files=False).fit(num, value),
+           "scaler-pipeline": lambda: make_pipeline(StandardScaler(),
+                                                    LogisticRegression()).fit(num, y)}[kind]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifest, _ = build_from_frame("m", est, num)
+    assert [t.name for t in manifest.inputs] == ["age", "income"]
+    assert manifest.parity["passed"], manifest.parity
