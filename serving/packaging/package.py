@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.packaging.describe import make_manifest
+from serving.packaging.describe import check_labels, make_manifest
 from serving.registry.layout import check_model_name
 from serving.registry.manifest import Manifest
 
@@ -262,6 +262,10 @@ def package(
         manifest, onnx_bytes = _package_onnx(name, src.raw, opts, expected_outputs)
     else:
         manifest, onnx_bytes = _package_estimator(name, src.estimator, n_features, opts)
+    try:
+        check_labels(manifest, opts.labels)
+    except ValueError as exc:
+        raise PackageError(str(exc)) from None
     parity = dict(manifest.parity)
     if not manifest.batching.get("batchable", True):
         notes.append(f"warning: batching will be off for this model: "

@@ -205,6 +205,10 @@ def test_classification_extension_names_the_classes(packaged: Packaged,
                       timeout=30)
     assert resp.status_code == 200, resp.text
     assert resp.json()["outputs"][0]["data"][0].endswith(f":{want}")
+    r = _cli("package", str(packaged.root / "sk-logreg.joblib"), "--name", "bad-labels",
+             "--registry", str(packaged.root / "other"), "--labels", "a,b,c")
+    assert r.returncode == 1
+    assert "--labels names 3 classes but the model scores 2" in r.stderr
 
 
 def test_generated_rows_per_column_when_no_sample_data(packaged: Packaged,
