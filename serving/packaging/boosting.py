@@ -19,6 +19,9 @@ def register_converters() -> None:
     if _registered:
         return
     _registered = True
+    from serving.packaging.hgb import register_hgb_converters
+
+    register_hgb_converters()
     _register_xgboost()
     _register_lightgbm()
     _register_catboost()

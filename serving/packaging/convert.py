@@ -64,17 +64,18 @@ def check_supported(estimator: Any) -> None:
     from skl2onnx._supported_operators import sklearn_operator_name_map
 
     from serving.packaging.boosting import register_converters
+    from serving.packaging.hgb import takes_text_categories
 
     register_converters()
     for path, step in walk(estimator):
         cls = type(step)
-        if "HistGradientBoosting" in cls.__name__ and _native_categorical(step):
+        if takes_text_categories(step):
             raise UnsupportedModel(
                 f"cannot convert {type(estimator).__name__} to ONNX: "
-                f"step {path!r} is a {cls.__name__} with native categorical features "
-                "(categorical_features), which ONNX converters cannot express yet: encode those "
-                "columns in the pipeline instead (OneHotEncoder, or OrdinalEncoder with "
-                "categorical_features=None), or " + _way_out())
+                f"step {path!r} is a {cls.__name__} whose native categorical features are "
+                "text, which ONNX tree ensembles cannot compare: encode those columns in the "
+                "pipeline (an OrdinalEncoder in a ColumnTransformer before it, keeping "
+                "categorical_features on the encoded columns), or " + _way_out())
         if cls not in sklearn_operator_name_map:
             library = cls.__module__.split(".")[0]
             extra = _EXTRAS.get(library)
@@ -83,11 +84,6 @@ def check_supported(estimator: Any) -> None:
                 f"cannot convert {type(estimator).__name__} to ONNX: step {path!r} is a "
                 f"{cls.__module__}.{cls.__name__}, which has no ONNX converter here{hint}: "
                 + _way_out())
-
-
-def _native_categorical(step: Any) -> bool:
-    mask = getattr(step, "is_categorical_", None)
-    return mask is not None and bool(mask.any())
 
 
 def _tensor_type(datatype: str, shape: list[int | None]) -> Any:
@@ -112,8 +108,11 @@ def _convert(estimator: Any, initial_types: list[tuple[str, Any]]) -> Any:
     estimator = _unnamed_booster(estimator)
     last = final_step(estimator)
     options = {id(last): {"zipmap": False}} if is_classifier(last) else None
-    return convert_sklearn(estimator, initial_types=initial_types, options=options,
-                           target_opset=TARGET_OPSET)
+    from serving.packaging.hgb import with_tree_ensemble_opset
+
+    onx = convert_sklearn(estimator, initial_types=initial_types, options=options,
+                          target_opset=TARGET_OPSET)
+    return with_tree_ensemble_opset(onx)
 
 
 def _unnamed_booster(estimator: Any) -> Any:

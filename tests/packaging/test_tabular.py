@@ -80,6 +80,9 @@ def _models() -> dict[str, tuple[Any, str]]:
         "sk-logreg": (_scaled_pipeline(LogisticRegression(max_iter=500)), "class"),
         "sk-ridge": (_scaled_pipeline(Ridge()), "value"),
         "sk-hgb": (_tree_pipeline(HistGradientBoostingClassifier(max_iter=10)), "class"),
+        # native categorical features: set-membership branches (ai.onnx.ml TreeEnsemble)
+        "sk-hgb-cat": (_tree_pipeline(HistGradientBoostingClassifier(
+            max_iter=10, categorical_features=[2, 3])), "class"),
         "xgb-clf": (_tree_pipeline(XGBClassifier(n_estimators=8, max_depth=3)), "class"),
         "xgb-reg": (_tree_pipeline(XGBRegressor(n_estimators=8, max_depth=3)), "value"),
         "lgbm-clf": (_tree_pipeline(LGBMClassifier(n_estimators=8, verbose=-1)), "class"),
@@ -90,7 +93,8 @@ def _models() -> dict[str, tuple[Any, str]]:
 
 
 # how each model's sample data is given: every format is used by some model
-FORMATS = {"sk-logreg": "csv", "sk-ridge": "npy", "sk-hgb": "parquet", "xgb-clf": "parquet",
+FORMATS = {"sk-logreg": "csv", "sk-ridge": "npy", "sk-hgb": "parquet", "sk-hgb-cat": "parquet",
+           "xgb-clf": "parquet",
            "xgb-reg": "npy", "lgbm-clf": "parquet", "lgbm-reg": "parquet", "catboost": "parquet"}
 
 
@@ -223,12 +227,45 @@ def test_generated_rows_per_column_when_no_sample_data(packaged: Packaged,
     assert sorted(cats["colour"]) == ["blue", "green", "rose"]  # the encoder's categories
 
 
-def test_native_categorical_hgb_is_refused_with_the_way_out(packaged: Packaged,
-                                                            tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_native_categorical_hgb_answers_as_sklearn_on_unknown_and_missing_values(
+    kind: str,
+) -> None:
+    """Unknown categories, negative codes and NaN go where scikit-learn sends missing values."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+
+    from serving.packaging.frame import feeds
+    from serving.packaging.parity import check_parity_feeds
+    from serving.packaging.tabular import build_from_frame
+
+    df, y, value = _frame()
+    pre = ColumnTransformer([
+        ("num", "passthrough", ["age", "income"]),
+        ("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+         ["colour", "size"])])
+    final = (HistGradientBoostingClassifier(max_iter=10, categorical_features=[2, 3])
+             if kind == "classifier" else
+             HistGradientBoostingRegressor(max_iter=10, categorical_features=[2, 3]))
+    est = Pipeline([("pre", pre), ("model", final)]).fit(df, y if kind == "classifier" else value)
+    manifest, onnx_bytes = build_from_frame("hgb", est, df)
+    assert manifest.parity["passed"], manifest.parity
+    odd = df.iloc[:60].copy()
+    odd.loc[odd.index[:20], "colour"] = "purple"
+    odd.loc[odd.index[20:40], "income"] = np.nan
+    odd.loc[odd.index[40:50], "size"] = "XL"
+    columns = [(t.name, t.datatype) for t in manifest.inputs]
+    report = check_parity_feeds(est, onnx_bytes, feeds(odd, columns), odd)
+    assert report["passed"], report
+
+
+def test_hgb_with_text_categories_is_refused_with_the_way_out(tmp_path: Path) -> None:
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     df, y, _ = _frame()
-    est = _tree_pipeline(HistGradientBoostingClassifier(max_iter=5, categorical_features=[2, 3]))
+    est = HistGradientBoostingClassifier(max_iter=5, categorical_features=["colour", "size"])
     est.fit(df, y)
     joblib.dump(est, tmp_path / "hgb.joblib")
     r = _cli("package", str(tmp_path / "hgb.joblib"), "--name", "hgb", "--registry",
@@ -236,7 +273,8 @@ def test_native_categorical_hgb_is_refused_with_the_way_out(packaged: Packaged,
     assert r.returncode == 1
     err = r.stderr.strip()
     assert err.count("\n") == 0, err  # one sentence
-    assert "step 'model' is a HistGradientBoostingClassifier with native categorical" in err
+    assert ("step 'model' is a HistGradientBoostingClassifier whose native categorical "
+            "features are text") in err
     assert "encode those columns in the pipeline" in err
     assert not (tmp_path / "reg").exists()
 
