@@ -1,9 +1,11 @@
 """The packaging pipeline: a scikit-learn estimator (or an ONNX file) -> a checked version.
 
 One pipeline serves `serving package`, the example models and the deliberately worse example:
-`build_from_estimator` (convert, check parity, profile, describe) or `build_from_onnx`
-(describe, profile when rows are given), then `publish`. The pickle is read here, on the user's
-machine, and never by the server.
+`build_from_estimator` (an array model: convert, check parity, profile, describe),
+`tabular.build_from_frame` (a DataFrame model: one input per column), or `build_from_onnx` /
+`tabular.build_from_onnx_frame` (describe, make batchable, check given outputs, profile), then
+`publish`. `sources.read_source` reads the model (a pickle, an .onnx file, an MLflow model) here,
+on the user's machine; the server never does.
 """
 
 from __future__ import annotations
