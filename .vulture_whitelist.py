@@ -14,3 +14,5 @@ _.NUMERIC_DATATYPES  # serving/protocol/_reference.py: the compiled twin (ext/_j
 _.inter_op_num_threads  # serving/runtime/session.py: onnxruntime.SessionOptions, read by ORT
 _.execution_mode  # serving/runtime/session.py: onnxruntime.SessionOptions, read by ORT
 _.log_severity_level  # serving/runtime/session.py: onnxruntime.SessionOptions, read by ORT
+_.dim_param  # serving/packaging/batchdim.py: an ONNX shape dimension (protobuf), read by onnx/ORT
+_.feature_types  # serving/packaging/convert.py: xgboost's Booster property, read by the converter

@@ -88,7 +88,7 @@ def _register_catboost() -> None:
 
 
 def _parse_catboost_classifier(
-    scope: Any, model: Any, inputs: list[Any], custom_parsers: Any = None
+    scope: Any, model: Any, inputs: list[Any], **_parser_options: Any
 ) -> list[Any]:
     """Label and probabilities outputs (skl2onnx does not take CatBoost for a classifier)."""
     from skl2onnx._parse import _apply_zipmap, _get_sklearn_operator_name
