@@ -15,3 +15,5 @@ _.inter_op_num_threads  # serving/runtime/session.py: onnxruntime.SessionOptions
 _.execution_mode  # serving/runtime/session.py: onnxruntime.SessionOptions, read by ORT
 _.log_severity_level  # serving/runtime/session.py: onnxruntime.SessionOptions, read by ORT
 _.shed  # serving/monitoring/counters.py ShadowStats: metrics.py exports it by name (getattr) as serving_shadow_shed
+_.dim_param  # serving/packaging/batchdim.py: an ONNX shape dimension (protobuf), read by onnx/ORT
+_.feature_types  # serving/packaging/convert.py: xgboost's Booster property, read by the converter

@@ -14,7 +14,8 @@ def add_parsers(sub: Any) -> None:
         help="build the example models (scikit-learn bundled datasets) into a registry",
         description=(
             "Train the example models with fixed seeds on scikit-learn's bundled datasets, "
-            "convert them to ONNX, check parity and publish them (iris, forest, digits, diabetes)."
+            "convert them to ONNX, check parity and publish them (iris, forest, digits, diabetes, "
+            "and tabular: a DataFrame pipeline with numeric and string columns)."
         ),
     )
     ex.add_argument("--registry", default="models",
@@ -32,18 +33,35 @@ def add_parsers(sub: Any) -> None:
         help="convert a scikit-learn model (or an .onnx file) into a new registry version",
         description=(
             "Convert a scikit-learn estimator or Pipeline (joblib/pickle: trusted input, read "
-            "only here) with skl2onnx, or take an existing .onnx file; check parity against "
-            "the estimator on --sample-data (or generated rows); publish it atomically as the "
-            "model's next version. A model that fails parity is not published."
+            "only here) with skl2onnx, XGBoost / LightGBM / CatBoost models included, or take "
+            "an existing .onnx file; check parity against the estimator on --sample-data (or "
+            "generated rows); publish it atomically as the model's next version. An estimator "
+            "fit on a pandas DataFrame gets one input per column, named after it. A model that "
+            "fails parity is not published."
         ),
     )
-    pk.add_argument("model_file", help="a .joblib/.pkl estimator or an .onnx file")
+    pk.add_argument("model_file",
+                    help="a .joblib/.pkl estimator, an .onnx file, or an MLflow model: a "
+                         "directory with an MLmodel file, runs:/<run>/<path> or "
+                         "models:/<name>/<version>")
+    pk.add_argument("--tracking-uri", metavar="URI",
+                    help="MLflow tracking URI for runs:/ and models:/ (e.g. sqlite:///mlflow.db "
+                         "or a local mlruns folder; default: MLflow's own, MLFLOW_TRACKING_URI)")
     pk.add_argument("--name", required=True, help="model name in the registry")
     pk.add_argument("--registry", default="models",
                     help="registry directory or s3://bucket/prefix (default: models)")
-    pk.add_argument("--sample-data", help=".npy or .csv rows for the parity check")
-    pk.add_argument("--datatype", default="FP32", choices=["FP32", "FP64"],
-                    help="input datatype (default: FP32)")
+    pk.add_argument("--sample-data",
+                    help="rows for the parity check and the drift reference: .csv (a header "
+                         "row names the columns), .parquet, or .npy (a structured array, or a "
+                         "2-D number table)")
+    pk.add_argument("--expected-outputs", metavar="FILE",
+                    help="with an .onnx file and --sample-data: the outputs the model must give "
+                         "on those rows (.npy or .csv: labels, values or probabilities)")
+    pk.add_argument("--labels", metavar="A,B,...",
+                    help="class names for classes 0, 1, ... (default: the estimator's classes_)")
+    pk.add_argument("--datatype", choices=["FP32", "FP64"],
+                    help="datatype of float inputs (default: FP32 for an array model; a "
+                         "DataFrame model keeps each column's dtype where the converters allow)")
     pk.add_argument("--n-features", type=int, help="input width, if the estimator can't tell")
     pk.add_argument("--tolerance", type=float, default=1e-4,
                     help="max abs difference of probabilities/values (default: 1e-4)")
@@ -100,16 +118,21 @@ def run_package(args: argparse.Namespace) -> int:
 
     try:
         result = package(
-            Path(args.model_file), args.name,
+            args.model_file, args.name,
             args.registry if is_s3_url(args.registry) else Path(args.registry),
             sample_data=Path(args.sample_data) if args.sample_data else None,
             datatype=args.datatype, n_features=args.n_features, atol=args.tolerance,
             allow_parity_failure=args.allow_parity_failure, metadata=meta,
             feature_names=args.feature_names.split(",") if args.feature_names else None,
+            labels=tuple(args.labels.split(",")) if args.labels else None,
+            expected_outputs=Path(args.expected_outputs) if args.expected_outputs else None,
+            tracking_uri=args.tracking_uri,
         )
     except (PackageError, ServingError, S3RegistryError, ValueError) as exc:
         print(f"serving package: {exc}", file=sys.stderr)
         return 1
+    for note in result.notes:
+        print(note, file=sys.stderr if note.startswith("warning") else sys.stdout)
     p = result.parity
     if p.get("checked", True):
         agree = f", label agreement {p['label_agreement']:.4f}" if "label_agreement" in p else ""

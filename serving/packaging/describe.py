@@ -67,3 +67,12 @@ def make_manifest(
         metadata=metadata or {},
         reference=reference or {},
     )
+
+
+def check_labels(manifest: Manifest, labels: tuple[str, ...]) -> None:
+    """ValueError when `labels` cannot name the classes of the model's scores (their count)."""
+    scores = [t for t in manifest.outputs if t.name == "probabilities"] or [
+        t for t in manifest.outputs if t.datatype.startswith("FP") and len(t.shape) == 2]
+    width = scores[0].shape[-1] if scores else -1
+    if labels and width > 0 and width != len(labels):
+        raise ValueError(f"--labels names {len(labels)} classes but the model scores {width}")

@@ -22,7 +22,7 @@ __all__ = [
 class Example:
     name: str
     description: str
-    build: Callable[[], tuple[Any, np.ndarray, list[str], list[str]]]  # est, X, labels, features
+    build: Callable[[], tuple[Any, Any, list[str], list[str]]]  # est, X, labels, features
     max_batch_size: int = 64
 
 
@@ -68,11 +68,51 @@ def _diabetes() -> tuple[Any, np.ndarray, list[str], list[str]]:
     return est, x, [], [str(f) for f in data.feature_names]
 
 
+def tabular_frame() -> tuple[Any, np.ndarray]:
+    """The tabular example's data: wine's measurements (FP32) and two text columns derived
+    from them, so the model has numeric and categorical inputs; and the class of each row."""
+    import pandas as pd
+    from sklearn.datasets import load_wine
+
+    data = load_wine(as_frame=True)
+    src = data.frame
+    df = pd.DataFrame({
+        "alcohol": src["alcohol"].astype(np.float32),
+        "malic_acid": src["malic_acid"].astype(np.float32),
+        "flavanoids": src["flavanoids"].astype(np.float32),
+        "color_intensity": src["color_intensity"].astype(np.float32),
+        "proline": src["proline"].astype(np.int64),
+        "hue": pd.cut(src["hue"], [0, 0.8, 1.0, 10], labels=["brown", "amber", "straw"])
+        .astype(str).astype(object),
+        "ash_grade": np.where(src["ash"] > 2.4, "high", "low").astype(object),
+    })
+    return df, data.target.to_numpy()
+
+
+def _tabular() -> tuple[Any, Any, list[str], list[str]]:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    df, y = tabular_frame()
+    numeric = ["alcohol", "malic_acid", "flavanoids", "color_intensity", "proline"]
+    pre = ColumnTransformer([
+        ("num", StandardScaler(), numeric),
+        ("cat", OneHotEncoder(handle_unknown="ignore"), ["hue", "ash_grade"]),
+    ])
+    est = Pipeline([("pre", pre), ("clf", LogisticRegression(max_iter=1000, random_state=0))])
+    est.fit(df, y)
+    return est, df, ["class_0", "class_1", "class_2"], list(df.columns)
+
+
 EXAMPLES: tuple[Example, ...] = (
     Example("iris", "LogisticRegression on iris (4 features, 3 classes)", _iris),
     Example("forest", "RandomForest, 100 trees, on breast cancer (30 features)", _forest),
     Example("digits", "MLP 64x256x256x10 on digits (8x8 images scaled to 0..1)", _digits_mlp),
     Example("diabetes", "Ridge regression on diabetes (10 features)", _diabetes),
+    Example("tabular", "DataFrame pipeline on wine: 5 numeric and 2 text columns, one input "
+            "each (scaler + one-hot + LogisticRegression)", _tabular),
 )
 
 
@@ -81,9 +121,16 @@ def build_example(example: Example) -> tuple[Manifest, bytes]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter: the examples are fixed-seed demos
         est, x, labels, feature_names = example.build()
-    manifest, onnx_bytes = build_from_estimator(
-        example.name, est, x, labels=tuple(labels), feature_names=feature_names,
-        source={"kind": "example", "description": example.description})
+    source = {"kind": "example", "description": example.description}
+    if isinstance(x, np.ndarray):
+        manifest, onnx_bytes = build_from_estimator(
+            example.name, est, x, labels=tuple(labels), feature_names=feature_names,
+            source=source)
+    else:  # a DataFrame: one input per column
+        from serving.packaging.tabular import build_from_frame
+
+        manifest, onnx_bytes = build_from_frame(
+            example.name, est, x, labels=tuple(labels), source=source, data_source="wine")
     if not manifest.parity["passed"]:
         raise PackageError(f"example {example.name} failed parity: {manifest.parity}")
     return manifest, onnx_bytes

@@ -1,14 +1,15 @@
 """The packaging pipeline: a scikit-learn estimator (or an ONNX file) -> a checked version.
 
 One pipeline serves `serving package`, the example models and the deliberately worse example:
-`build_from_estimator` (convert, check parity, profile, describe) or `build_from_onnx`
-(describe, profile when rows are given), then `publish`. The pickle is read here, on the user's
-machine, and never by the server.
+`build_from_estimator` (an array model: convert, check parity, profile, describe),
+`tabular.build_from_frame` (a DataFrame model: one input per column), or `build_from_onnx` /
+`tabular.build_from_onnx_frame` (describe, make batchable, check given outputs, profile), then
+`publish`. `sources.read_source` reads the model (a pickle, an .onnx file, an MLflow model) here,
+on the user's machine; the server never does.
 """
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.packaging.describe import make_manifest
+from serving.packaging.describe import check_labels, make_manifest
 from serving.registry.layout import check_model_name
 from serving.registry.manifest import Manifest
 
@@ -59,6 +60,7 @@ class PackageResult:
     published: bool
     inputs: list[dict[str, Any]] = field(default_factory=list)
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the CLI prints besides parity
 
 
 def _is_number(text: str) -> bool:
@@ -183,14 +185,32 @@ def build_from_onnx(
     feature_names: list[str] | None = None,
     source: dict[str, Any] | None = None,
     metadata: dict[str, str] | None = None,
+    expected: np.ndarray | None = None,
+    atol: float = 1e-4,
 ) -> tuple[Manifest, bytes]:
-    """Describe an existing ONNX model (parity unchecked: no estimator); profile it on `x`."""
+    """Describe an existing ONNX model, made batchable where sound; parity against `expected`
+    outputs on `x` when both are given (else unchecked: no estimator); profile it on `x`."""
+    from serving.packaging.batchdim import make_batchable
+    from serving.packaging.parity import check_expected
+
     try:
+        manifest = make_manifest(name, onnx_bytes, source=source, metadata=metadata)
+        feeds = None
+        if x is not None and len(manifest.inputs) == 1:
+            spec = manifest.inputs[0]
+            feeds = {spec.name: np.ascontiguousarray(x, _FLOAT.get(spec.datatype, np.float32))}
+        onnx_bytes, batching = make_batchable(onnx_bytes, feeds)
         manifest = make_manifest(name, onnx_bytes, source=source, metadata=metadata)
     except Exception as exc:
         raise PackageError(f"not a loadable ONNX model: {exc}") from None
     parity: dict[str, Any] = {"checked": False, "reason": "ONNX input: no estimator to compare"}
-    manifest = replace(manifest, parity=parity)
+    if feeds is not None and expected is not None:
+        try:
+            parity = {**check_expected(onnx_bytes, feeds, expected, atol),
+                      "data": "expected outputs"}
+        except Exception as exc:
+            raise PackageError(f"checking the expected outputs: {exc}") from None
+    manifest = replace(manifest, parity=parity, batching=batching)
     if labels:
         manifest = replace(manifest, labels=labels, task="classification")
     if x is not None:
@@ -209,76 +229,165 @@ def publish(
 
 
 def package(
-    source: Path,
+    source: Path | str,
     name: str,
     registry: Path | str,
     *,
     sample_data: Path | None = None,
-    datatype: str = "FP32",
+    datatype: str | None = None,
     n_features: int | None = None,
     atol: float = 1e-4,
     allow_parity_failure: bool = False,
     metadata: dict[str, str] | None = None,
     labels: tuple[str, ...] | None = None,
     feature_names: list[str] | None = None,
+    expected_outputs: Path | None = None,
+    tracking_uri: str | None = None,
 ) -> PackageResult:
-    """Convert, check parity, and publish `source` as the next version of `name`."""
+    """Convert, check parity, and publish `source` (an estimator or ONNX file, an MLflow model
+    directory or `runs:/` / `models:/` URI) as the next version of `name`."""
+    from serving.packaging.sources import SourceError, read_source
+
     check_model_name(name)
-    if datatype not in _FLOAT:
+    if datatype is not None and datatype not in _FLOAT:
         raise PackageError(f"--datatype must be FP32 or FP64, not {datatype}")
-    if not source.is_file():
-        raise PackageError(f"no such file: {source}")
-    raw = source.read_bytes()
-    source_info = {"file": source.name, "sha256": hashlib.sha256(raw).hexdigest()}
-    if source.suffix == ".onnx":
-        x = load_sample_data(sample_data, None) if sample_data is not None else None
-        try:
-            manifest, onnx_bytes = build_from_onnx(
-                name, raw, x, labels=labels or (), feature_names=feature_names,
-                source=source_info, metadata=metadata)
-        except PackageError as exc:
-            raise PackageError(f"{source.name}: {exc}") from None
+    try:
+        src = read_source(str(source), tracking_uri)
+    except SourceError as exc:
+        raise PackageError(str(exc)) from None
+    if expected_outputs is not None and (src.raw is None or sample_data is None):
+        raise PackageError("--expected-outputs goes with an .onnx file and its --sample-data")
+    notes: list[str] = []
+    opts = _Options(sample_data, datatype, atol, labels or (), feature_names, src.info,
+                    metadata, notes, src.example, src.dtypes)
+    if src.raw is not None:
+        manifest, onnx_bytes = _package_onnx(name, src.raw, opts, expected_outputs)
     else:
-        estimator = _load_estimator(source)
-        width = _feature_count(estimator, n_features)
-        if sample_data is not None:
-            x, data_source = load_sample_data(sample_data, width), sample_data.name
-        else:
-            x, data_source = generated_data(estimator, width), "generated"
-        manifest, onnx_bytes = build_from_estimator(
-            name, estimator, x, datatype=datatype, atol=atol, labels=labels or (),
-            feature_names=feature_names, source=source_info, metadata=metadata,
-            data_source=data_source)
+        manifest, onnx_bytes = _package_estimator(name, src.estimator, n_features, opts)
+    try:
+        check_labels(manifest, opts.labels)
+    except ValueError as exc:
+        raise PackageError(str(exc)) from None
     parity = dict(manifest.parity)
+    if not manifest.batching.get("batchable", True):
+        notes.append(f"warning: batching will be off for this model: "
+                     f"{manifest.batching['reason']}")
     if parity.get("checked", True) and not parity.get("passed", False):
         if not allow_parity_failure:
-            return PackageResult(name, None, parity, published=False)
+            return PackageResult(name, None, parity, published=False, notes=notes)
         parity["override"] = True
         manifest = replace(manifest, parity=parity)
     version = publish(registry, manifest, onnx_bytes)
     return PackageResult(
         name, version, parity, True,
-        [t.to_json() for t in manifest.inputs], [t.to_json() for t in manifest.outputs],
+        [t.to_json() for t in manifest.inputs], [t.to_json() for t in manifest.outputs], notes,
     )
 
 
-def _load_estimator(path: Path) -> Any:
-    try:
-        import joblib
+@dataclass
+class _Options:
+    sample_data: Path | None
+    datatype: str | None
+    atol: float
+    labels: tuple[str, ...]
+    feature_names: list[str] | None
+    source: dict[str, Any]
+    metadata: dict[str, str] | None
+    notes: list[str]
+    example: Any = None  # MLflow's input example: the sample data when none is given
+    dtypes: dict[str, str] = field(default_factory=dict)  # MLflow signature's column dtypes
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # version-mismatch chatter; parity decides
-            estimator = joblib.load(path)
+
+def _package_estimator(
+    name: str, estimator: Any, n_features: int | None, o: _Options
+) -> tuple[Manifest, bytes]:
+    from serving.packaging.tabular import column_names
+
+    columns = column_names(estimator)
+    if columns is not None:
+        return _package_frame(name, estimator, columns, o)
+    width = _feature_count(estimator, n_features)
+    if o.sample_data is not None:
+        x, data_source = load_sample_data(o.sample_data, width), o.sample_data.name
+    elif o.example is not None and np.asarray(o.example).ndim == 2:
+        x, data_source = np.asarray(o.example, np.float64), "MLflow input example"
+    else:
+        x, data_source = generated_data(estimator, width), "generated"
+    return build_from_estimator(
+        name, estimator, x, datatype=o.datatype or "FP32", atol=o.atol, labels=o.labels,
+        feature_names=o.feature_names, source=o.source, metadata=o.metadata,
+        data_source=data_source)
+
+
+def _package_frame(
+    name: str, estimator: Any, columns: list[str], o: _Options
+) -> tuple[Manifest, bytes]:
+    from serving.packaging.convert import UnsupportedModel
+    from serving.packaging.frame import FrameError, generated_frame, read_frame
+    from serving.packaging.tabular import TabularError, build_from_frame
+
+    try:
+        if o.sample_data is not None:
+            df, data_source = read_frame(o.sample_data, columns), o.sample_data.name
+        elif _is_frame(o.example, columns):
+            df, data_source = o.example[columns], "MLflow input example"
+        else:
+            df, how = generated_frame(estimator, columns, dtypes=o.dtypes)
+            data_source = "generated"
+            o.notes.append(f"no --sample-data: {len(df)} rows {how}")
+        manifest, onnx_bytes = build_from_frame(
+            name, estimator, df, datatype=o.datatype, atol=o.atol, labels=o.labels,
+            source=o.source, metadata=o.metadata, data_source=data_source)
+    except (FrameError, TabularError, UnsupportedModel) as exc:
+        raise PackageError(str(exc)) from None
+    if "note" in manifest.parity:
+        o.notes.append(f"note: {manifest.parity['note']}")
+    return manifest, onnx_bytes
+
+
+def _package_onnx(
+    name: str, raw: bytes, o: _Options, expected_outputs: Path | None
+) -> tuple[Manifest, bytes]:
+    from serving.packaging.frame import FrameError, read_frame
+    from serving.packaging.parity import load_expected
+    from serving.packaging.tabular import TabularError, build_from_onnx_frame
+
+    try:
+        expected = load_expected(expected_outputs) if expected_outputs is not None else None
+    except ValueError as exc:
+        raise PackageError(str(exc)) from None
+    try:
+        inputs = make_manifest(name, raw).inputs
     except Exception as exc:
-        raise PackageError(f"cannot read {path.name} as a joblib/pickle file: {exc}") from None
-    if not hasattr(estimator, "predict"):
-        raise PackageError(f"{path.name} holds a {type(estimator).__name__}, not an estimator")
-    return estimator
+        raise PackageError(f"{name}: not a loadable ONNX model: {exc}") from None
+    matrix = len(inputs) == 1 and len(inputs[0].shape) == 2 and inputs[0].shape[1] != 1
+    try:
+        if matrix:
+            x = load_sample_data(o.sample_data, None) if o.sample_data is not None else (
+                np.asarray(o.example, np.float64) if o.example is not None else None)
+            return build_from_onnx(
+                name, raw, x, labels=o.labels, feature_names=o.feature_names, source=o.source,
+                metadata=o.metadata, expected=expected, atol=o.atol)
+        names = [t.name for t in inputs]
+        df = read_frame(o.sample_data, names) if o.sample_data is not None else (
+            o.example[names] if _is_frame(o.example, names) else None)
+        return build_from_onnx_frame(name, raw, df, expected, atol=o.atol, labels=o.labels,
+                                     source=o.source, metadata=o.metadata)
+    except (PackageError, FrameError, TabularError) as exc:
+        raise PackageError(f"{o.source['file']}: {exc}") from None
+
+
+def _is_frame(example: Any, columns: list[str]) -> bool:
+    return hasattr(example, "columns") and all(c in example.columns for c in columns)
 
 
 def _convert(estimator: Any, n_features: int, datatype: str) -> bytes:
-    from serving.packaging.convert import to_onnx
+    from serving.packaging.convert import UnsupportedModel, check_supported, to_onnx
 
+    try:
+        check_supported(estimator)
+    except UnsupportedModel as exc:
+        raise PackageError(str(exc)) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

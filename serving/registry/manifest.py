@@ -30,6 +30,8 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, str] = field(default_factory=dict)
     reference: dict[str, Any] = field(default_factory=dict)  # packaging/profile.py
+    # packaging/batchdim.py: {"batchable": false, "reason": ...} when the model cannot batch
+    batching: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class Manifest:
             "source": self.source,
             "metadata": self.metadata,
             "reference": self.reference,
+            "batching": self.batching,
         }
 
     @classmethod
@@ -67,6 +70,7 @@ class Manifest:
             source=dict(obj.get("source", {})),
             metadata=dict(obj.get("metadata", {})),
             reference=dict(obj.get("reference") or {}),
+            batching=dict(obj.get("batching") or {}),
         )
 
 
