@@ -49,6 +49,9 @@ def load_version(
         log.info("model %s: load abandoned: the server is shutting down", mv.label)
         return
     policy = BatchPolicy.from_config(mv.config.batching, session.signature.batched)
+    if not session.signature.batched and mv.config.batching.enabled:
+        why = manifest.batching.get("reason") or "its inputs have no variable batch dimension"
+        log.warning("model %s: batching is off: %s", mv.label, why)
     mv.manifest = manifest
     mv.session = session
     mv.monitor = _drift_monitor(mv, manifest)

@@ -1,11 +1,13 @@
 """Drift and data quality of categorical (string) columns against the reference profile.
 
-The reference lists, per column, its categories and their shares among the rows that had a
-value (`profile["categorical"][column] = {"categories": [...], "shares": [...],
-"missing_share": 0.0}`; `missing_share` is optional). Served rows are counted per category,
-plus one bucket for categories the reference never saw and one for missing values (an empty
-string). The caller (DriftMonitor) holds its lock around every method and rolls the window
-halves at the same row counts as the numeric features.
+The reference (written by serving/packaging/profile.py) lists the string columns as
+`profile["categorical"] = [{"name", "input", "categories": [...], "shares": [...],
+"other_share", "missing_share"}, ...]`: the most frequent categories and each one's share of the
+rows, the share of rows in the rarer categories left out, and the share of missing values (an
+empty string). Served rows are counted per category, plus one bucket for categories the list does
+not hold ("unseen": the reference's `other_share` is its share there) and one for missing values.
+The caller (DriftMonitor) holds its lock around every method and rolls the window halves at the
+same row counts as the numeric features.
 """
 
 from __future__ import annotations
@@ -19,17 +21,19 @@ MISSING = frozenset({"", "nan", "NaN", "None", "null"})  # what a DataFrame's ga
 
 
 class _Column:
-    __slots__ = ("categories", "index", "missing_share", "name", "shares")
+    __slots__ = ("categories", "index", "missing_share", "name", "other_share", "shares")
 
-    def __init__(self, name: str, spec: dict[str, Any]) -> None:
-        self.name = name
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.name = name = str(spec.get("input") or spec["name"])
         self.categories = [str(c) for c in spec["categories"]]
         shares = np.asarray(spec["shares"], np.float64)
         if len(shares) != len(self.categories) or len(self.categories) > 10_000:
             raise ValueError(f"categorical column {name!r}: one share per category needed "
                              "(at most 10,000 categories)")
-        total = shares.sum()
+        other = float(spec.get("other_share", 0.0))
+        total = shares.sum() + other  # among the rows that had a value
         self.shares = shares / total if total > 0 else shares
+        self.other_share = other / total if total > 0 else 0.0
         self.missing_share = float(spec.get("missing_share", 0.0))
         self.index = {c: i for i, c in enumerate(self.categories)}
 
@@ -37,8 +41,8 @@ class _Column:
 class CategoricalCounts:
     """Counts per category, unseen and missing for each categorical column, in two halves."""
 
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.columns = [_Column(str(name), s) for name, s in spec.items()]
+    def __init__(self, spec: list[dict[str, Any]]) -> None:
+        self.columns = [_Column(s) for s in spec]
         self.names = [c.name for c in self.columns]
         self._pending: list[list[np.ndarray]] = [[] for _ in self.columns]
         self._current = self._zeros()
@@ -105,7 +109,7 @@ class CategoricalCounts:
             present = acc[:-1]  # categories and unseen: the rows that had a value
             total = int(present.sum())
             seen = present / total if total else np.zeros(len(present))
-            ref = np.append(col.shares, 0.0)
+            ref = np.append(col.shares, col.other_share)
             p = psi(ref, seen) if total else 0.0
             gap = float(np.max(np.abs(ref - seen))) if total else 0.0
             unseen = float(acc[-2]) / rows if rows else 0.0

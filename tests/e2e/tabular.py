@@ -61,19 +61,19 @@ def to_onnx_bytes(pipe: Any) -> bytes:
 
 
 def reference(df: pd.DataFrame) -> dict[str, Any]:
-    """A reference profile: numeric columns as the packager profiles them, string columns as
-    `categorical[column] = {"categories": [...], "shares": [...]}`."""
+    """A reference profile: numeric columns as the packager profiles them, string columns as a
+    list of `{"name", "input", "categories", "shares"}`."""
     from serving.packaging.profile import profile_reference
 
     numeric = [c for c in df.columns if df[c].dtype.kind in "fiu"]
     prof = profile_reference(df[numeric].to_numpy(np.float64), {}, numeric, input_name="")
-    cats: dict[str, Any] = {}
+    cats: list[dict[str, Any]] = []
     for c in df.columns:
         if c in numeric:
             continue
         shares = df[c].value_counts(normalize=True).sort_index()
-        cats[c] = {"categories": [str(k) for k in shares.index],
-                   "shares": [float(s) for s in shares.to_numpy()]}
+        cats.append({"name": c, "input": c, "categories": [str(k) for k in shares.index],
+                     "shares": [float(s) for s in shares.to_numpy()]})
     prof["categorical"] = cats
     return prof
 

@@ -14,7 +14,8 @@ REFERENCE: dict[str, Any] = {
     "features": [{"name": "age", "min": 0.0, "max": 100.0, "nan_share": 0.0,
                   "edges": [50.0], "shares": [0.5, 0.5]}],
     "outputs": {},
-    "categorical": {"colour": {"categories": ["blue", "red"], "shares": [0.5, 0.5]}},
+    "categorical": [{"name": "colour", "input": "colour", "categories": ["blue", "red"],
+                     "shares": [0.5, 0.5], "other_share": 0.0, "missing_share": 0.0}],
 }
 
 

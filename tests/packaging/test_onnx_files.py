@@ -111,3 +111,16 @@ def test_unsound_rewrite_is_packaged_with_a_warning_and_the_reason(tmp_path: Pat
     assert m.batching["batchable"] is False
     assert "fixed batch dimension 1 on input, output" in m.batching["reason"]
     assert m.inputs[0].shape == (1, 4)  # the file as given
+
+
+def test_the_server_logs_why_batching_is_off(tmp_path: Path) -> None:
+    (tmp_path / "one.onnx").write_bytes(_reshape_to_one_row())
+    r = _cli("package", str(tmp_path / "one.onnx"), "--name", "one", "--registry",
+             str(tmp_path / "reg"))
+    assert r.returncode == 0, r.stderr
+    with run_server(tmp_path / "reg", tmp_path) as s:
+        body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
+                            "data": [1.0, 2.0, 3.0, 4.0]}]}
+        assert httpx.post(f"{s.url}/v2/models/one/infer", json=body).status_code == 200
+        log = s.log()
+    assert "model one:1: batching is off: fixed batch dimension 1 on input, output" in log
