@@ -51,8 +51,16 @@ async def drive(app: Any, path: str, body: bytes, requests: int, concurrency: in
     message = {"type": "http.request", "body": body, "more_body": False}
     statuses: list[int] = []
 
-    async def receive() -> dict[str, Any]:
-        return message
+    class Cycle:
+        """What uvicorn's `receive` is bound to: a request cycle with a `disconnected` flag,
+        which the server reads instead of awaiting `http.disconnect` (serving/http/disconnect.py)."""
+
+        disconnected = False
+
+        async def receive(self) -> dict[str, Any]:
+            return message
+
+    receive = Cycle().receive
 
     async def send(msg: dict[str, Any]) -> None:
         if msg["type"] == "http.response.start":
