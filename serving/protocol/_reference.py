@@ -230,7 +230,8 @@ def finish_numbers(arr: np.ndarray, datatype: str) -> tuple[np.ndarray, tuple[in
             if kind not in "iu":
                 raise ValueError(f"data must hold integers for {datatype}, got {_kind_name(arr)}")
             low, high = _INT_RANGES[datatype]
-            if arr.min() < low or arr.max() > high:
+            # already of the datatype (INT64, as numpy infers JSON integers): in range by type
+            if arr.dtype != dtype and (arr.min() < low or arr.max() > high):
                 raise ValueError(f"data has out-of-range values for {datatype}")
         elif kind not in "iuf":
             raise ValueError(f"data must hold numbers for {datatype}, got {_kind_name(arr)}")
