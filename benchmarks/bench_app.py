@@ -53,7 +53,7 @@ async def drive(app: Any, path: str, body: bytes, requests: int, concurrency: in
 
     class Cycle:
         """What uvicorn's `receive` is bound to: a request cycle with a `disconnected` flag,
-        which the server reads instead of awaiting `http.disconnect` (serving/http/disconnect.py)."""
+        which the server reads instead of awaiting `http.disconnect` (http/disconnect.py)."""
 
         disconnected = False
 
