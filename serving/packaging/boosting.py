@@ -27,12 +27,12 @@ def register_converters() -> None:
     _register_catboost()
 
 
-def _register_xgboost() -> None:
-    try:
-        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
-        from xgboost import XGBClassifier, XGBRegressor
-    except ImportError:
-        return
+def _register_pair(
+    library: str, classifier: Any, regressor: Any, converter: Any,
+    classifier_options: dict[str, Any] | None = None,
+    regressor_options: dict[str, Any] | None = None, classifier_parser: Any = None,
+) -> None:
+    """One library's classifier and regressor, with skl2onnx's linear shape calculators."""
     from skl2onnx import update_registered_converter
     from skl2onnx.common.shape_calculator import (
         calculate_linear_classifier_output_shapes,
@@ -40,11 +40,21 @@ def _register_xgboost() -> None:
     )
 
     update_registered_converter(
-        XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
-        convert_xgboost, options=_CLASSIFIER_OPTIONS)
+        classifier, f"{library}{classifier.__name__}", calculate_linear_classifier_output_shapes,
+        converter, parser=classifier_parser,
+        options=_CLASSIFIER_OPTIONS if classifier_options is None else classifier_options)
     update_registered_converter(
-        XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes,
-        convert_xgboost)
+        regressor, f"{library}{regressor.__name__}", calculate_linear_regressor_output_shapes,
+        converter, options=regressor_options)
+
+
+def _register_xgboost() -> None:
+    try:
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+        from xgboost import XGBClassifier, XGBRegressor
+    except ImportError:
+        return
+    _register_pair("XGBoost", XGBClassifier, XGBRegressor, convert_xgboost)
 
 
 def _register_lightgbm() -> None:
@@ -53,18 +63,8 @@ def _register_lightgbm() -> None:
         from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
     except ImportError:
         return
-    from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import (
-        calculate_linear_classifier_output_shapes,
-        calculate_linear_regressor_output_shapes,
-    )
-
-    update_registered_converter(
-        LGBMClassifier, "LightGbmLGBMClassifier", calculate_linear_classifier_output_shapes,
-        convert_lightgbm, options=_CLASSIFIER_OPTIONS)
-    update_registered_converter(
-        LGBMRegressor, "LightGbmLGBMRegressor", calculate_linear_regressor_output_shapes,
-        convert_lightgbm, options={"split": None})
+    _register_pair("LightGbm", LGBMClassifier, LGBMRegressor, convert_lightgbm,
+                   regressor_options={"split": None})
 
 
 def _register_catboost() -> None:
@@ -72,19 +72,8 @@ def _register_catboost() -> None:
         from catboost import CatBoostClassifier, CatBoostRegressor
     except ImportError:
         return
-    from skl2onnx import update_registered_converter
-    from skl2onnx.common.shape_calculator import (
-        calculate_linear_classifier_output_shapes,
-        calculate_linear_regressor_output_shapes,
-    )
-
-    update_registered_converter(
-        CatBoostClassifier, "CatBoostCatBoostClassifier",
-        calculate_linear_classifier_output_shapes, _convert_catboost,
-        parser=_parse_catboost_classifier, options=_CLASSIFIER_OPTIONS)
-    update_registered_converter(
-        CatBoostRegressor, "CatBoostCatBoostRegressor", calculate_linear_regressor_output_shapes,
-        _convert_catboost)
+    _register_pair("CatBoost", CatBoostClassifier, CatBoostRegressor, _convert_catboost,
+                   classifier_parser=_parse_catboost_classifier)
 
 
 def _parse_catboost_classifier(
