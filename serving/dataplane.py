@@ -14,7 +14,7 @@ from serving.batching.scheduler import Result
 from serving.errors import BadRequest, NotFound, ServingError, Unavailable
 from serving.lifecycle.manager import Model, ModelManager
 from serving.lifecycle.states import ModelVersion, State
-from serving.monitoring.counters import CounterStore, PhaseStats
+from serving.monitoring.counters import CounterStore
 from serving.protocol import v1, v2
 from serving.registry.layout import parse_version
 from serving.routing.shadow import watch
@@ -171,12 +171,6 @@ class DataPlane:
             self._mirror(mv.name, shadows, feeds, rows, future)
         return sig, queued, future
 
-    def _phases(self, mv: ModelVersion) -> PhaseStats:
-        ph = mv.phases
-        if ph is None:
-            ph = mv.phases = self.metrics.phases(mv.name, mv.version_str)
-        return ph
-
     async def infer_v2(
         self,
         model: str,
@@ -234,7 +228,6 @@ class DataPlane:
         )
         out, header_length = v2.encode_response(response, binary)
         encode_s = perf_counter() - t2
-        self._phases(mv).observe(decode_s, encode_s)
         return out, header_length, Served(
             mv.version_str, route, batch_size, req.id, decode_s, queue_s, run_s, encode_s
         )
@@ -260,7 +253,6 @@ class DataPlane:
         ]
         out = v1.encode_response(tensors, row_form)
         encode_s = perf_counter() - t2
-        self._phases(mv).observe(decode_s, encode_s)
         return out, None, Served(mv.version_str, route, batch_size, None, decode_s, queue_s,
                                  run_s, encode_s)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from serving.batching.scheduler import Scheduler
 from serving.config import ModelConfig
-from serving.monitoring.counters import BatchStats, PhaseStats
+from serving.monitoring.counters import BatchStats
 from serving.monitoring.drift import DriftMonitor
 from serving.registry.manifest import Manifest
 from serving.runtime.session import Session
@@ -37,7 +37,6 @@ class ModelVersion:
     scheduler: Scheduler | None = None
     load_seconds: float = 0.0
     monitor: DriftMonitor | None = None
-    phases: PhaseStats | None = None  # decode/encode histograms, cached for the request path
     stats: BatchStats = field(default_factory=BatchStats)  # the Model's, outlives schedulers
     version_str: str = field(init=False)
 

@@ -46,6 +46,12 @@ class Histogram:
         out.append(("+Inf", acc + self.counts[-1]))
         return out
 
+    def add(self, other: Histogram) -> None:
+        """Add another histogram of the same buckets into this one (for a merged view)."""
+        for i, n in enumerate(other.counts):
+            self.counts[i] += n
+        self.total += other.total
+
 
 def _le(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() and bound >= 1 else repr(float(bound))
@@ -56,8 +62,8 @@ class RequestStats:
     spent their time (Triton's per-request statistics: one success adds to all of them)."""
 
     __slots__ = (
-        "decode_seconds", "encode_seconds", "fail_seconds", "latency", "outcomes",
-        "queue_seconds", "run_seconds", "success_seconds",
+        "decode", "encode", "fail_seconds", "latency", "outcomes", "queue_seconds",
+        "run_seconds", "success_seconds",
     )
 
     def __init__(self) -> None:
@@ -65,10 +71,12 @@ class RequestStats:
         self.latency = Histogram(LATENCY_BUCKETS)
         self.success_seconds = 0.0
         self.fail_seconds = 0.0
-        self.queue_seconds = 0.0  # summed over successful requests, as the next three
-        self.decode_seconds = 0.0
+        self.queue_seconds = 0.0  # summed over successful requests, as run_seconds
         self.run_seconds = 0.0  # the request's batch's ONNX Runtime time
-        self.encode_seconds = 0.0
+        # decoding and encoding of successful requests: the phase histograms and Triton's
+        # compute_input/compute_output (their totals) read these
+        self.decode = Histogram(LATENCY_BUCKETS)
+        self.encode = Histogram(LATENCY_BUCKETS)
 
     def add(self, outcome: str, seconds: float) -> None:
         """One finished request that did not succeed (or whose phases are unknown)."""
@@ -90,23 +98,8 @@ class RequestStats:
         lat.counts[bisect_left(lat.bounds, seconds)] += 1
         lat.total += seconds
         self.success_seconds += seconds
-        self.decode_seconds += decode_s
         self.queue_seconds += queue_s
         self.run_seconds += run_s
-        self.encode_seconds += encode_s
-
-
-class PhaseStats:
-    """Per (model, version): time spent decoding and encoding (queue and inference are the
-    scheduler's)."""
-
-    __slots__ = ("decode", "encode")
-
-    def __init__(self) -> None:
-        self.decode = Histogram(LATENCY_BUCKETS)
-        self.encode = Histogram(LATENCY_BUCKETS)
-
-    def observe(self, decode_s: float, encode_s: float) -> None:
         d, e = self.decode, self.encode
         d.counts[bisect_left(d.bounds, decode_s)] += 1
         d.total += decode_s
@@ -182,19 +175,12 @@ class CounterStore:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], RequestStats] = {}
         self.shadows: dict[tuple[str, str], ShadowStats] = {}
-        self.phase_stats: dict[tuple[str, str], PhaseStats] = {}
 
     def request_stats(self, model: str, version: str, route: str) -> RequestStats:
         key = (model, version, route)
         stats = self.requests.get(key)
         if stats is None:
             stats = self.requests[key] = RequestStats()
-        return stats
-
-    def phases(self, model: str, version: str) -> PhaseStats:
-        stats = self.phase_stats.get((model, version))
-        if stats is None:
-            stats = self.phase_stats[(model, version)] = PhaseStats()
         return stats
 
     def shadow_stats(self, model: str, version: str) -> ShadowStats:

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from serving.dataplane import Served
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.states import State
-from serving.monitoring.counters import CounterStore
+from serving.monitoring.counters import LATENCY_BUCKETS, CounterStore, Histogram
 from serving.monitoring.statistics import model_statistics
 from serving.registry.rollout_state import RolloutState, delivery_summary
 
@@ -171,9 +171,18 @@ class ServingCollector(Collector):
             "serving_inference_duration_seconds", "ONNX Runtime time per batch", labels=labels)
         encode = HistogramMetricFamily(
             "serving_encode_duration_seconds", "Encoding a response", labels=labels)
-        for (model, version), ph in list(m.phase_stats.items()):
-            decode.add_metric([model, version], ph.decode.family_buckets(), ph.decode.total)
-            encode.add_metric([model, version], ph.encode.family_buckets(), ph.encode.total)
+        # recorded per (model, version, route) with each successful request; shown per version
+        phases: dict[tuple[str, str], tuple[Histogram, Histogram]] = {}
+        for (model, version, _route), rs in list(m.requests.items()):
+            if not any(rs.decode.counts):
+                continue  # no successful request yet
+            d, e = phases.setdefault(
+                (model, version), (Histogram(LATENCY_BUCKETS), Histogram(LATENCY_BUCKETS)))
+            d.add(rs.decode)
+            e.add(rs.encode)
+        for (model, version), (d, e) in phases.items():
+            decode.add_metric([model, version], d.family_buckets(), d.total)
+            encode.add_metric([model, version], e.family_buckets(), e.total)
         for model_obj in list(m.manager.models.values()):
             for v, st in list(model_obj.batch_stats.items()):
                 key = [model_obj.name, str(v)]

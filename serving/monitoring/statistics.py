@@ -65,9 +65,9 @@ def version_statistics(m: Model, mv: ModelVersion, counters: CounterStore) -> di
             ok_s += rs.success_seconds
             fail_s += rs.fail_seconds
             queue_s += rs.queue_seconds
-            decode_s += rs.decode_seconds
+            decode_s += rs.decode.total
             run_s += rs.run_seconds
-            encode_s += rs.encode_seconds
+            encode_s += rs.encode.total
     st = m.batch_stats.get(mv.version) or BatchStats()
     sizes = sorted(st.by_size.items())
     return {
