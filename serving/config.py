@@ -99,6 +99,22 @@ class ServerConfig:
         default=True,
         metadata={"help": "run rollouts in this process (enable on exactly one replica)"},
     )
+    rollout_metrics: str = field(
+        default="local",
+        metadata={"help": "where rollout steps are judged from: 'local' (this process's "
+                          "counters) or 'prometheus' (every replica's, summed; a plan's "
+                          "`metrics` may choose per rollout)"},
+    )
+    prometheus_url: str = field(default="", metadata={"help": "Prometheus's URL (http://...)"})
+    advertise_url: str = field(
+        default="",
+        metadata={"help": "this replica's URL: others forward rollout requests to it here"},
+    )
+    controller_lease: float = field(
+        default=15.0,
+        metadata={"help": "seconds the rollout controller's lease in the registry lives "
+                          "unrenewed: when its holder dies, another replica takes over after it"},
+    )
     build_examples: bool = field(
         default=False,
         metadata={"help": "build the example models into the registry if it has none"},
@@ -158,6 +174,11 @@ class ServerConfig:
             (self.header_timeout <= 0 or self.body_timeout <= 0,
              "header_timeout and body_timeout must be > 0 seconds"),
             (self.max_connections < 0, "max_connections must be >= 0 (0: no cap)"),
+            (self.rollout_metrics not in ("local", "prometheus"),
+             "rollout_metrics must be 'local' or 'prometheus'"),
+            (self.rollout_metrics == "prometheus" and not self.prometheus_url,
+             "--rollout-metrics prometheus needs --prometheus-url"),
+            (self.controller_lease < 1, "controller_lease must be >= 1 second"),
             (self.admin_open and not self.admin_token and not is_loopback(self.host),
              f"--admin-open without an admin token on {self.host}, which other machines can "
              "reach: set --admin-token (or SERVING_ADMIN_TOKEN), or listen on 127.0.0.1"),

@@ -27,10 +27,13 @@ from serving.http.rollout import rollout_routes
 from serving.http.siblings import WorkerSpec
 from serving.lifecycle.background import supervise
 from serving.lifecycle.health import Readiness
+from serving.lifecycle.leadership import Leadership
 from serving.lifecycle.manager import ModelManager
+from serving.lifecycle.prometheus import FleetMetrics
 from serving.lifecycle.rollout import InProcessSource, RolloutController
 from serving.monitoring.metrics import ServingMetrics
 from serving.monitoring.multiprocess import MultiProcessView, write_snapshot
+from serving.registry.lease import open_lease_store
 
 log = logging.getLogger("serving.http")
 SNAPSHOT_INTERVAL_S = 1.0
@@ -135,9 +138,16 @@ class ServingApp:
         )
         # With worker processes, worker 0 runs rollouts; the others send rollout requests there.
         leads = worker is None or worker.index == 0
+        # ...and, among replicas, the one holding the lease in the registry
+        self.leadership = (
+            Leadership(open_lease_store(config.registry), config.advertise_url,
+                       config.controller_lease)
+            if config.rollout_controller and leads else None
+        )
         self.controller = (
-            RolloutController(manager, InProcessSource(self.metrics))
-            if config.rollout_controller and leads
+            RolloutController(manager, InProcessSource(self.metrics), leadership=self.leadership,
+                              fleet=FleetMetrics(config.rollout_metrics, config.prometheus_url))
+            if self.leadership is not None
             else None
         )
         self._scrape_registry = self.metrics.registry
@@ -158,7 +168,7 @@ class ServingApp:
                 *admin_routes(manager, self.guard, worker),
                 *rollout_routes(
                     self.controller, self.guard,
-                    worker if worker is not None and not leads else None,
+                    worker if worker is not None and not leads else None, self.leadership,
                 ),
                 Route("/metrics", self._metrics, methods=["GET"]),
             ],
@@ -199,8 +209,11 @@ class ServingApp:
         if self.config.poll > 0:
             poll = self.config.poll
             tasks.append(start("registry poll", lambda: self.manager.poll(poll)))
-        if self.controller is not None:
-            tasks.append(start("rollout controller", self.controller.run))
+        if self.controller is not None and self.leadership is not None:
+            with contextlib.suppress(Exception):  # else the lease task logs it, and retries
+                await asyncio.to_thread(self.leadership.renew_now)  # before the first request
+            tasks += [start("controller lease", self.leadership.run),
+                      start("rollout controller", self.controller.run)]
         if self.worker is not None:
             worker = self.worker
             tasks.append(start("metrics snapshots", lambda: self._snapshots(worker)))
@@ -212,6 +225,9 @@ class ServingApp:
                 task.cancel()
             # let them finish (the metrics task writes its last snapshot) before releasing
             await asyncio.gather(*everything, return_exceptions=True)
+            if self.leadership is not None:  # the next holder need not wait the lease out
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.leadership.release)
             await self.manager.shutdown()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -9,17 +11,23 @@ from starlette.routing import Route
 from serving.errors import Unavailable
 from serving.http.admin import AdminGuard
 from serving.http.errors import json_response
+from serving.http.forward import to_holder
 from serving.http.siblings import WorkerSpec, ask_worker
+from serving.lifecycle.leadership import Leadership
 from serving.lifecycle.plan import Plan
 from serving.lifecycle.rollout import RolloutController
 from serving.protocol.jsondata import loads
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
 
 def rollout_routes(
-    controller: RolloutController | None, guard: AdminGuard, leader: WorkerSpec | None = None
+    controller: RolloutController | None, guard: AdminGuard, leader: WorkerSpec | None = None,
+    leadership: Leadership | None = None,
 ) -> list[Route]:
     """The rollout routes; `leader` set: this is a worker process other than worker 0, and every
-    rollout request is answered by worker 0, which runs the controller."""
+    rollout request is answered by worker 0, which runs the controller. `leadership` set: while
+    another replica holds the controller lease, rollout requests go there."""
     def ctl() -> RolloutController:
         if controller is None:
             raise Unavailable("this replica runs no rollout controller (--no-rollout-controller)")
@@ -50,9 +58,21 @@ def rollout_routes(
 
         start = status = act = history = forward
 
-    return [
-        Route("/v2/models/{model}/rollout/history", history, methods=["GET"]),
-        Route("/v2/models/{model}/rollout", start, methods=["POST"]),
-        Route("/v2/models/{model}/rollout", status, methods=["GET"]),
-        Route("/v2/models/{model}/rollout/{action}", act, methods=["POST"]),
+    routes: list[tuple[str, Endpoint, str]] = [
+        ("/v2/models/{model}/rollout/history", history, "GET"),
+        ("/v2/models/{model}/rollout", start, "POST"),
+        ("/v2/models/{model}/rollout", status, "GET"),
+        ("/v2/models/{model}/rollout/{action}", act, "POST"),
     ]
+    if leadership is not None and leader is None:
+        routes = [(path, _held(leadership, route), m) for path, route, m in routes]
+    return [Route(path, route, methods=[m]) for path, route, m in routes]
+
+
+def _held(leadership: Leadership, route: Endpoint) -> Endpoint:
+    """`route` while this replica holds the controller lease; else the holder answers."""
+    async def endpoint(request: Request) -> Response:
+        if leadership.holding:
+            return await route(request)
+        return await to_holder(leadership, request, await request.body())
+    return endpoint

@@ -42,6 +42,7 @@ class Plan:
     steps: tuple[Step, ...]
     thresholds: Thresholds
     bake_s: float = 60.0
+    metrics: dict[str, Any] | None = None  # FleetMetrics settings over the server's
 
     @classmethod
     def from_json(cls, doc: Any) -> Plan:
@@ -59,7 +60,10 @@ class Plan:
             thresholds = Thresholds.from_json(doc.get("thresholds"))
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"thresholds: {exc}") from None
-        return cls(candidate, _plan_steps(doc), thresholds, float(bake_s))
+        metrics = doc.get("metrics")
+        if metrics is not None and not isinstance(metrics, dict):  # checked at the start
+            raise BadRequest("metrics must be a JSON object (source, prometheus_url, ...)")
+        return cls(candidate, _plan_steps(doc), thresholds, float(bake_s), metrics)
 
 
 def _plan_steps(doc: dict[str, Any]) -> tuple[Step, ...]:

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any, NamedTuple, Protocol
 
@@ -31,7 +31,16 @@ from serving.lifecycle.analysis import (
     judge_canary,
     judge_shadow,
 )
+from serving.lifecycle.hosting import ModelHost
+from serving.lifecycle.leadership import Leadership
 from serving.lifecycle.plan import Plan
+from serving.lifecycle.prometheus import (
+    FleetMetrics,
+    FleetSources,
+    FleetStep,
+    PrometheusSource,
+    StepWindow,
+)
 from serving.lifecycle.states import State
 from serving.registry.rollout_state import (
     Decision,
@@ -81,39 +90,6 @@ class InProcessSource:
         )
 
 
-# ---- what the controller needs of the model manager (a small fake in unit tests) -------------
-
-class HostedVersion(Protocol):
-    @property
-    def version(self) -> int: ...
-    @property
-    def state(self) -> State: ...
-    @property
-    def reason(self) -> str: ...
-
-
-class HostedModel(Protocol):
-    @property
-    def routing(self) -> RoutingState | None: ...
-    @property
-    def primary(self) -> HostedVersion | None: ...
-    @property
-    def versions(self) -> Mapping[int, HostedVersion]: ...
-
-
-class Published(Protocol):
-    def versions(self, model: str) -> list[int]: ...
-
-
-class ModelHost(Protocol):
-    @property
-    def models(self) -> Mapping[str, HostedModel]: ...
-    @property
-    def layout(self) -> Published: ...
-    def get_model(self, name: str) -> HostedModel: ...
-    async def set_routing(self, name: str, state: RoutingState) -> object: ...
-
-
 # ---- the controller --------------------------------------------------------------------------
 
 class _Numbers(NamedTuple):
@@ -143,12 +119,17 @@ class RolloutController:
 
     def __init__(
         self, manager: ModelHost, source: MetricSource, tick_s: float = 0.2,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, fleet: FleetMetrics | None = None,
+        leadership: Leadership | None = None, sources: FleetSources | None = None,
     ) -> None:
         self.manager = manager
         self.source = source
         self.tick_s = tick_s
         self.clock = clock  # unix seconds: step start times are stored in the registry
+        self.fleet = fleet or FleetMetrics()  # the server's metric settings (a plan's override)
+        self.leadership = leadership  # None: this controller alone drives rollouts
+        self._sources = sources or FleetSources()
+        self._term: float | None = None
         # model -> (step marker, cumulative numbers when the window opened)
         self._marks: dict[str, tuple[tuple[str, RolloutState, int], _Numbers]] = {}
         self._lock = asyncio.Lock()
@@ -162,6 +143,11 @@ class RolloutController:
 
     async def tick(self) -> None:
         """One pass over every model with an active rollout (run() does one each tick_s)."""
+        if self.leadership is not None:
+            if self.leadership.term != self._term:  # a new term: windows open afresh
+                self._term, self._marks = self.leadership.term, {}
+            if self._term is None:
+                return  # another replica holds the lease
         for name, model in list(self.manager.models.items()):
             rs = model.routing
             if rs is None or rs.rollout is None or not rs.rollout.state.active:
@@ -176,7 +162,9 @@ class RolloutController:
         rs = self.manager.get_model(name).routing
         if rs is None or rs.rollout is None or rs.rollout.state not in _DRIVEN:
             return
-        judged = self._judge(name, rs.rollout)
+        fleet = self._sources.get(rs.rollout.metrics)
+        judged = (await self._judge_fleet(name, rs.rollout, fleet) if fleet is not None
+                  else self._judge(name, rs.rollout))
         if judged is not None:
             nxt = self._decide(rs, rs.rollout, judged)
             if nxt is not None:
@@ -188,6 +176,22 @@ class RolloutController:
             self.source.window(name, base, "primary"), self.source.window(name, cand, "canary"),
             self.source.window(name, cand, "primary"), self.source.shadow(name, cand),
         )
+
+    async def _judge_fleet(self, name: str, ro: Rollout, src: PrometheusSource) -> _Judged | None:
+        """The verdict on the step's window summed over the fleet; while Prometheus cannot give
+        it, a wait, then a pause."""
+        baking = ro.state is RolloutState.BAKING
+        end = ro.step_started_at + (ro.bake_s if baking else ro.current.duration_s)
+        got = await src.step(StepWindow(name, ro.baseline, ro.candidate, ro.step_started_at, end,
+                                        baking), self.clock())
+        if not isinstance(got, FleetStep):
+            verdict = Verdict("pause" if got and got.late else "wait", f"no numbers: {got}", {})
+            kind = "bake" if baking else ro.current.kind.value
+            return None if got is None else _Judged(kind, ro.current.weight, verdict, None)
+        judged = self._verdict(ro, _Numbers(*got[:4]))
+        judged.verdict.measured.update(got.measured)
+        judged.verdict.reason += got.note
+        return judged
 
     def _judge(self, name: str, ro: Rollout) -> _Judged | None:
         """The verdict on the current step's window; None while the window is open."""
@@ -201,6 +205,13 @@ class RolloutController:
         if self.clock() < ro.step_started_at + (ro.bake_s if baking else ro.current.duration_s):
             return None
         now, start = self._numbers(name, ro), mark[1]
+        return self._verdict(ro, _Numbers(
+            now.primary.minus(start.primary), now.canary.minus(start.canary),
+            now.promoted.minus(start.promoted), now.shadow.minus(start.shadow)))
+
+    def _verdict(self, ro: Rollout, d: _Numbers) -> _Judged:
+        """The verdict on a step's numbers."""
+        baking = ro.state is RolloutState.BAKING
         step = ro.current  # baking: the last step, whose min_requests the bake keeps
         t = Thresholds.from_json(ro.thresholds)
         if step.min_requests is not None:
@@ -208,21 +219,23 @@ class RolloutController:
         if baking:
             baseline = Window(**ro.baseline_window) if ro.baseline_window else Window()
             return _Judged("bake", 100.0,
-                           judge_bake(baseline, now.promoted.minus(start.promoted), t), None)
+                           judge_bake(baseline, d.promoted, t), None)
         if step.kind is StepKind.SHADOW:
-            verdict = judge_shadow(now.shadow.minus(start.shadow), t)
+            verdict = judge_shadow(d.shadow, t)
             return _Judged(step.kind.value, step.weight, verdict, None)
-        primary = now.primary.minus(start.primary)
-        verdict = judge_canary(primary, now.canary.minus(start.canary), t)
-        return _Judged(step.kind.value, step.weight, verdict, primary)
+        verdict = judge_canary(d.primary, d.canary, t)
+        return _Judged(step.kind.value, step.weight, verdict, d.primary)
 
     def _decide(self, rs: RoutingState, ro: Rollout, j: _Judged) -> RoutingState | None:
         """The routing state a verdict leads to (None: nothing to write)."""
         verdict = j.verdict
-        if verdict.decision == "wait":
-            if ro.waiting:  # recorded once per step
-                return None
+        if verdict.decision in ("wait", "pause"):
+            if ro.waiting and ro.history and ro.history[-1].reason == verdict.reason:
+                return None  # recorded once per step and reason
             entry = self._entry(ro, j.kind, j.weight, verdict, "controller")
+            if verdict.decision == "pause":  # the numbers stayed missing
+                return replace(rs, rollout=replace(ro.decided(entry), state=RolloutState.PAUSED,
+                                                   reason=verdict.reason, waiting=False))
             return replace(rs, rollout=replace(ro.decided(entry), waiting=True))
         ro = replace(ro.decided(self._entry(ro, j.kind, j.weight, verdict, "controller")),
                      waiting=False)
@@ -322,7 +335,12 @@ class RolloutController:
             baseline = model.primary.version
             if plan.candidate == baseline:
                 raise BadRequest(f"version {plan.candidate} is already the primary")
+            try:
+                fleet = FleetMetrics.from_json(plan.metrics or {}, self.fleet)
+            except ValueError as exc:
+                raise BadRequest(f"metrics: {exc}") from None
             ro = Rollout(
+                metrics=fleet.to_json() if fleet.source == "prometheus" else None,
                 id=self._new_id(name, plan.candidate), candidate=plan.candidate,
                 baseline=baseline, steps=plan.steps, thresholds=plan.thresholds.to_json(),
                 bake_s=plan.bake_s, state=RolloutState.RUNNING, step=0,
@@ -352,7 +370,7 @@ class RolloutController:
                                                   state=RolloutState.PAUSED))
             elif action == "resume":
                 _require(ro, RolloutState.PAUSED, action)
-                nxt = replace(rs, rollout=replace(self._manual(rs, ro, action, by),
+                nxt = replace(rs, rollout=replace(self._manual(rs, ro, action, by), reason="",
                               state=RolloutState.RUNNING, step_started_at=self.clock()))
             elif action == "promote":
                 ro = self._manual(rs, ro, action, by)

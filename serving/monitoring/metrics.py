@@ -312,10 +312,20 @@ class ServingCollector(Collector):
         mean = GaugeMetricFamily(
             "serving_shadow_abs_diff_mean", "Mean absolute output difference", labels=labels
         )
+        # queue + run of both sides of each compared pair (what a fleet's rollout reports)
+        primary_s = HistogramMetricFamily(
+            "serving_shadow_primary_duration_seconds",
+            "Queue and run time of the primary's answer that a shadow copy was compared with",
+            labels=labels)
+        shadow_s = HistogramMetricFamily(
+            "serving_shadow_duration_seconds", "Queue and run time of shadow copies",
+            labels=labels)
         for (model_name, version), st in list(self.metrics.shadows.items()):
             key = [model_name, version]
             for attr, fam in fams.items():
                 fam.add_metric(key, getattr(st, attr))
             diff.add_metric(key, st.abs_diff_max)
             mean.add_metric(key, st.abs_diff_sum / st.values if st.values else 0.0)
-        yield from (*fams.values(), diff, mean)
+            for hist, h in ((primary_s, st.primary_latency), (shadow_s, st.shadow_latency)):
+                hist.add_metric(key, h.family_buckets(), h.total)
+        yield from (*fams.values(), diff, mean, primary_s, shadow_s)

@@ -145,6 +145,7 @@ class Rollout:
     exposed_since: float | None = None  # unix time the failing candidate met traffic
     last_primary_window: dict[str, Any] | None = None  # analysis.Window of the last canary step
     baseline_window: dict[str, Any] | None = None  # ...kept as the bake's baseline
+    metrics: dict[str, Any] | None = None  # where its numbers come from (FleetMetrics; None: here)
 
     @property
     def current(self) -> Step:
@@ -182,7 +183,7 @@ class Rollout:
             "reason": self.reason or None, "last_decision": self.last_decision,
             "waiting": self.waiting or None, "exposed_since": self.exposed_since,
             "last_primary_window": self.last_primary_window,
-            "baseline_window": self.baseline_window,
+            "baseline_window": self.baseline_window, "metrics": self.metrics,
         }
         out.update((k, v) for k, v in optional.items() if v is not None)
         return out
@@ -221,6 +222,7 @@ class Rollout:
             exposed_since=_optional(obj, "exposed_since", float),
             last_primary_window=_optional(obj, "last_primary_window", dict),
             baseline_window=_optional(obj, "baseline_window", dict),
+            metrics=_optional(obj, "metrics", dict),
         )
 
 

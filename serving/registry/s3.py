@@ -246,6 +246,22 @@ class S3Registry:
                 return True
             raise S3RegistryError(f"{where}: {exc}") from None
 
+    def put_if_match(self, key: str, data: bytes, etag: str) -> bool:
+        """Replace an object only if its ETag is still `etag` (If-Match); False when another
+        writer changed it first."""
+        from botocore.exceptions import ClientError
+
+        where = f"put s3://{self.url.bucket}/{key}"
+        try:
+            with _errors(where, passthrough=ClientError):
+                self.client.put_object(Bucket=self.url.bucket, Key=key, Body=data, IfMatch=etag)
+            return True
+        except ClientError as exc:
+            if _status(exc) in (404, 409, 412) or _code(exc) in (
+                    "PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"):
+                return False
+            raise S3RegistryError(f"{where}: {exc}") from None
+
     # ---- what `serving models` and `serving examples` read -----------------------------------
 
     def _snap(self) -> Snapshot:
