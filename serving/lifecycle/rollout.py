@@ -230,7 +230,7 @@ class RolloutController:
         """The routing state a verdict leads to (None: nothing to write)."""
         verdict = j.verdict
         if verdict.decision in ("wait", "pause"):
-            if ro.waiting and verdict.decision == "wait" and ro.history[-1].reason == verdict.reason:
+            if ro.waiting and (verdict.decision, verdict.reason) == ("wait", ro.history[-1].reason):
                 return None  # recorded once per step and reason
             entry = self._entry(ro, j.kind, j.weight, verdict, "controller")
             if verdict.decision == "pause":  # the numbers stayed missing
