@@ -17,7 +17,7 @@ import logging
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 from serving.client import Client, Refused, Unreachable
@@ -118,13 +118,6 @@ class StepWindow(NamedTuple):
 Fetch = Callable[[str, float], Any]  # (query, evaluation time) -> Prometheus's JSON answer
 
 
-@dataclass
-class QueryCost:
-    """Queries made and their time, per step (the controller's cost, shown in decisions)."""
-
-    queries: int = 0
-    seconds: float = 0.0
-    by_step: dict[tuple[str, float], tuple[int, float]] = field(default_factory=dict)
 
 
 class PrometheusSource:
@@ -135,7 +128,9 @@ class PrometheusSource:
         self.settings = settings
         self.client = Client(settings.prometheus_url, timeout_s=timeout_s)
         self._fetch = fetch or self._http
-        self.cost = QueryCost()
+        # queries made and their time per step (model, start) until it is judged: the
+        # controller's cost, which each decision shows
+        self.cost: dict[tuple[str, float], tuple[int, float]] = {}
 
     def _http(self, query: str, at: float) -> Any:
         params = urllib.parse.urlencode({"query": query, "time": f"{at:.3f}"})
@@ -147,10 +142,8 @@ class PrometheusSource:
             return await asyncio.to_thread(self._fetch, query, at)
         finally:
             spent = time.perf_counter() - t0
-            n, s = self.cost.by_step.get(key, (0, 0.0))
-            self.cost.by_step[key] = (n + 1, s + spent)
-            self.cost.queries += 1
-            self.cost.seconds += spent
+            n, s = self.cost.get(key, (0, 0.0))
+            self.cost[key] = (n + 1, s + spent)
 
     async def step(self, w: StepWindow, now: float) -> FleetStep | Missing | None:
         """The step's numbers; None while its last scrapes are still to come."""
@@ -182,7 +175,7 @@ class PrometheusSource:
         sides["candidate"] = (cand, "primary") if w.baking else (cand, "canary")
         sides["mirrored"] = (cand, "shadow")
         totals = sum_window(data, reps, sides)
-        n, spent = self.cost.by_step.pop(key, (0, 0.0))
+        n, spent = self.cost.pop(key, (0, 0.0))
         return FleetStep(
             totals.window(base, "primary"), totals.window(cand, "canary"),
             totals.window(cand, "primary"), totals.shadow(cand),

@@ -324,3 +324,21 @@ def test_server_stays_unready_until_the_bucket_can_be_read(
         # empty registry directory does; polling then loads iris)
         wait_for(lambda: _serving_version(c) == "1", 15)
         wait_for(lambda: c.get("/v2/health/ready").status_code == 200, 15)
+
+
+def test_the_controller_lease_is_a_conditional_write(s3: S3) -> None:
+    """Two replicas racing for the lease in a bucket: If-None-Match creates it once, If-Match
+    on the ETag read renews or takes it over once; a stale ETag loses."""
+    from serving.registry.lease import Lease, open_lease_store
+
+    bucket = s3.bucket()
+    a, b = open_lease_store(f"s3://{bucket}/reg"), open_lease_store(f"s3://{bucket}/reg")
+    assert a.read() == (None, "")
+    assert a.swap(Lease("a", "http://a", 10.0, 0.0), "")
+    assert not b.swap(Lease("b", "http://b", 10.0, 0.0), "")  # created meanwhile
+    lease, etag = b.read()
+    assert lease == Lease("a", "http://a", 10.0, 0.0) and etag
+    assert a.swap(Lease("a", "http://a", 20.0, 0.0), etag)  # a renews...
+    assert not b.swap(Lease("b", "http://b", 30.0, 25.0), etag)  # ...so b's ETag is stale
+    assert b.read()[0] == Lease("a", "http://a", 20.0, 0.0)
+    assert s3.keys(bucket) == ["reg/_state/_controller.lease"]
