@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from serving.config import ServerConfig
+from serving.lifecycle.prometheus import FleetMetrics
 from tests.conftest import RunningServer
 from tests.deploy.kustomize import (
     load_docs,
@@ -296,6 +297,21 @@ def test_s3_rollout_controller_runs_the_servers_pod() -> None:
             template["spec"].pop("initContainers", None)
     assert normalized(controller["template"]) == normalized(server["template"])
     assert controller["revisionHistoryLimit"] == server["revisionHistoryLimit"]
+
+
+def test_s3_rollout_controller_judges_the_fleet_from_prometheus() -> None:
+    """The controller's numbers come from Prometheus, summed over the replicas that the
+    ServiceMonitor scrapes: their `job` label (the Service's name; no jobLabel override) is the
+    job the controller asks Prometheus for."""
+    objects = render(BUILDS["s3"])
+    config = server_config(objects, CONTROLLER)
+    assert config.rollout_metrics == "prometheus"
+    assert FleetMetrics("prometheus", config.prometheus_url)  # a valid http(s) URL
+    monitor = only(objects, "ServiceMonitor")["spec"]
+    assert "jobLabel" not in monitor
+    [service] = [o["metadata"]["name"] for o in objects if o["kind"] == "Service"
+                 and selects(monitor["selector"]["matchLabels"], o["metadata"]["labels"])]
+    assert service == FleetMetrics().job
 
 
 def test_s3_admin_service_reaches_only_the_rollout_controller() -> None:
