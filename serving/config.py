@@ -99,22 +99,13 @@ class ServerConfig:
         default=True,
         metadata={"help": "run rollouts in this process (enable on exactly one replica)"},
     )
-    rollout_metrics: str = field(
-        default="local",
-        metadata={"help": "where rollout steps are judged from: 'local' (this process's "
-                          "counters) or 'prometheus' (every replica's, summed; a plan's "
-                          "`metrics` may choose per rollout)"},
-    )
+    rollout_metrics: str = field(default="local", metadata={
+        "help": "judge rollout steps on 'local' counters or 'prometheus' (every replica's)"})
     prometheus_url: str = field(default="", metadata={"help": "Prometheus's URL (http://...)"})
-    advertise_url: str = field(
-        default="",
-        metadata={"help": "this replica's URL: others forward rollout requests to it here"},
-    )
-    controller_lease: float = field(
-        default=15.0,
-        metadata={"help": "seconds the rollout controller's lease in the registry lives "
-                          "unrenewed: when its holder dies, another replica takes over after it"},
-    )
+    advertise_url: str = field(default="", metadata={
+        "help": "this replica's URL: others forward rollout requests to it here"})
+    controller_lease: float = field(default=15.0, metadata={
+        "help": "seconds the rollout controller's lease lives unrenewed (a dead holder's wait)"})
     build_examples: bool = field(
         default=False,
         metadata={"help": "build the example models into the registry if it has none"},
@@ -347,6 +338,8 @@ class ModelConfig:
     # reference data's range (per feature, from the manifest), with a 400 naming the feature.
     reject_out_of_range: bool = False
     monitoring: MonitoringConfig = MonitoringConfig()
+    # `[routing] rollout_metrics`, `prometheus_url`: where this model's rollouts are judged
+    rollout_metrics: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_toml(cls, doc: dict[str, Any]) -> ModelConfig:
@@ -369,6 +362,8 @@ class ModelConfig:
             r["providers"] = tuple(str(p) for p in r["providers"])
         inputs = dict(doc.get("inputs", {}))
         routing = dict(doc.get("routing", {}))
+        metrics = tuple((k, str(routing.pop(k))) for k in ("rollout_metrics", "prometheus_url")
+                        if k in routing)
         unknown = set(routing) - {"auto_promote"}
         if unknown:
             raise ValueError(f"unknown keys in [routing]: {', '.join(sorted(unknown))}")
@@ -381,6 +376,7 @@ class ModelConfig:
                 auto_promote=_bool(routing.get("auto_promote", True)),
                 reject_out_of_range=_bool(inputs.get("reject_out_of_range", False)),
                 monitoring=MonitoringConfig(**dict(doc.get("monitoring", {}))),
+                rollout_metrics=metrics,
             )
         except TypeError as exc:  # an unknown key in a table
             raise ValueError(f"model.toml: {exc}") from None

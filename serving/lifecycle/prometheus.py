@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 from serving.client import Client, Refused, Unreachable
+from serving.errors import BadRequest
 from serving.lifecycle.analysis import ShadowWindow, Window
 from serving.lifecycle.promwindow import (
     SERIES,
@@ -75,6 +76,19 @@ class FleetMetrics:
         except (TypeError, ValueError):
             raise ValueError("metrics settings have the wrong type") from None
         return cls(**base)
+
+
+def rollout_metrics(plan: dict[str, Any] | None, model_config: Any,
+                    server: FleetMetrics) -> FleetMetrics:
+    """A rollout's settings: the plan's `metrics` over the model's `[routing]` keys over the
+    server's flags; BadRequest when the result is wrong."""
+    model = dict(getattr(model_config, "rollout_metrics", ()))
+    if "rollout_metrics" in model:
+        model["source"] = model.pop("rollout_metrics")
+    try:
+        return FleetMetrics.from_json(plan or {}, FleetMetrics.from_json(model, server))
+    except ValueError as exc:
+        raise BadRequest(f"metrics: {exc}") from None
 
 
 class Missing(NamedTuple):
@@ -224,7 +238,8 @@ def _measured(reps: list[Replica], delay_s: float, queries: int,
     starts = [r.start for r in reps if r.start is not None]
     ends = [r.end if r.end is not None else r.last for r in reps]
     out: dict[str, Any] = {
-        "replicas": {r.instance: r.counts for r in reps if r.start is not None or r.counts},
+        "replicas": {r.instance: {**r.counts, "window": [r.start, r.end or r.last]}
+                     for r in reps if r.start is not None or r.counts},
         "window_start": min(starts), "window_end": max(ends),
         "decided_after_s": round(delay_s, 3), "prometheus_queries": queries,
         "prometheus_ms": round(spent * 1e3, 1),

@@ -40,6 +40,7 @@ from serving.lifecycle.prometheus import (
     FleetStep,
     PrometheusSource,
     StepWindow,
+    rollout_metrics,
 )
 from serving.lifecycle.states import State
 from serving.registry.rollout_state import (
@@ -335,10 +336,7 @@ class RolloutController:
             baseline = model.primary.version
             if plan.candidate == baseline:
                 raise BadRequest(f"version {plan.candidate} is already the primary")
-            try:
-                fleet = FleetMetrics.from_json(plan.metrics or {}, self.fleet)
-            except ValueError as exc:
-                raise BadRequest(f"metrics: {exc}") from None
+            fleet = rollout_metrics(plan.metrics, getattr(model, "config", None), self.fleet)
             ro = Rollout(
                 metrics=fleet.to_json() if fleet.source == "prometheus" else None,
                 id=self._new_id(name, plan.candidate), candidate=plan.candidate,

@@ -147,8 +147,8 @@ class Traffic(ClientThreads):
                 self.done.append((time.time(), status, version))
 
     def between(self, t0: float, t1: float) -> int:
-        """Successful answers in (t0, t1]."""
-        return sum(1 for t, s, _ in list(self.done) if t0 < t <= t1 and s == 200)
+        """Answers (any HTTP status) in (t0, t1]."""
+        return sum(1 for t, s, _ in list(self.done) if t0 < t <= t1 and s)
 
     def failed(self, since: float = 0.0) -> list[tuple[float, int, str]]:
         return [d for d in list(self.done) if d[1] != 200 and d[0] > since]

@@ -74,8 +74,9 @@ def test_the_step_waits_for_its_last_scrape_then_sums_the_replicas() -> None:
     # from the scrape at T0 to the one at T0 + 5: 5 s at 10/s and 5/s on each of two replicas
     assert (got.primary.requests, got.canary.requests) == (100, 50)
     m = got.measured
-    assert m["replicas"] == {"a:1": {"primary": 50, "candidate": 25},
-                             "b:1": {"primary": 50, "candidate": 25}}
+    window = [T0, T0 + 5]
+    assert m["replicas"] == {"a:1": {"primary": 50, "candidate": 25, "window": window},
+                             "b:1": {"primary": 50, "candidate": 25, "window": window}}
     assert (m["window_start"], m["window_end"], m["decided_after_s"]) == (T0, T0 + 5, 0.5)
     assert m["prometheus_queries"] == 3 and "unscraped_replicas" not in m  # the wait's too
     assert all('job="serving"' in q for q in prom.queries)
@@ -166,3 +167,19 @@ def test_a_plan_names_its_metric_source_and_a_bad_one_is_a_400(tmp_path: Path) -
         asyncio.run(ctl.start(MODEL, _plan(source="prometheus", prometheus_url="")))
     asyncio.run(ctl.start(MODEL, _plan(job="fleet")))
     assert ctl.status(MODEL).rollout.metrics == {**SETTINGS.to_json(), "job": "fleet"}
+
+
+def test_the_plan_overrides_model_toml_which_overrides_the_server() -> None:
+    from serving.config import ModelConfig
+    from serving.lifecycle.prometheus import rollout_metrics
+
+    toml = ModelConfig.from_toml({"routing": {"rollout_metrics": "prometheus",
+                                              "prometheus_url": "http://model:9090"}})
+    server = FleetMetrics()  # local
+    assert rollout_metrics(None, ModelConfig(), server) == server
+    assert rollout_metrics(None, toml, server) == FleetMetrics("prometheus", "http://model:9090")
+    assert rollout_metrics({"source": "local"}, toml, server).source == "local"
+    with pytest.raises(BadRequest, match="prometheus_url"):
+        rollout_metrics({"source": "prometheus"}, ModelConfig(), server)
+    with pytest.raises(ValueError, match="routing"):
+        ModelConfig.from_toml({"routing": {"rollout_metric": "prometheus"}})
