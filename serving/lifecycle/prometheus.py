@@ -224,8 +224,8 @@ def _not_ready(reps: list[Replica], w: StepWindow, interval: float) -> Missing |
     if any(r.end is None and r.up for r in reps):
         return True  # a live replica's scrape after the step's end is still to come
     expected = (w.end - w.start) / interval
-    for r in reps:
-        if r.end is not None and r.scrapes < max(2.0, expected / 2):
+    for r in reps:  # (a replica that joined during the step has its own shorter window)
+        if r.start is not None and r.end is not None and r.scrapes < max(2.0, expected / 2):
             return Missing(f"too few samples from {r.instance}: {r.scrapes} scrapes in the "
                            f"step, about {expected:.0f} expected")
     if all(r.end is None for r in reps):

@@ -186,9 +186,10 @@ class RolloutController:
         got = await src.step(StepWindow(name, ro.baseline, ro.candidate, ro.step_started_at, end,
                                         baking), self.clock())
         if not isinstance(got, FleetStep):
-            verdict = Verdict("pause" if got and got.late else "wait", f"no numbers: {got}", {})
-            kind = "bake" if baking else ro.current.kind.value
-            return None if got is None else _Judged(kind, ro.current.weight, verdict, None)
+            late = got is not None and got.late and not baking  # a bake waits: resume reruns a step
+            verdict = Verdict("pause" if late else "wait", f"no numbers: {got}", {})
+            kind, weight = ("bake", 100.0) if baking else (ro.current.kind.value, ro.current.weight)
+            return None if got is None else _Judged(kind, weight, verdict, None)
         judged = self._verdict(ro, _Numbers(*got[:4]))
         judged.verdict.measured.update(got.measured)
         judged.verdict.reason += got.note

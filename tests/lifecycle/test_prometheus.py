@@ -183,3 +183,22 @@ def test_the_plan_overrides_model_toml_which_overrides_the_server() -> None:
         rollout_metrics({"source": "prometheus"}, ModelConfig(), server)
     with pytest.raises(ValueError, match="routing"):
         ModelConfig.from_toml({"routing": {"rollout_metric": "prometheus"}})
+
+
+def test_a_bake_without_numbers_keeps_waiting(tmp_path: Path) -> None:
+    """Pausing a bake would make `resume` rerun a canary step against a primary with no
+    traffic: the bake waits for its numbers instead (and never finishes without them)."""
+    prom, clock = FakePrometheus(), Clock()
+    clock.now = T0
+    ctl = _controller(tmp_path, prom, clock)
+    asyncio.run(ctl.start(MODEL, Plan.from_json({
+        "candidate": 2, "steps": "50", "step_duration_s": 5, "min_requests": 10, "bake_s": 5})))
+    prom.scraped_until = clock.now = T0 + 5.5
+    asyncio.run(ctl.tick())
+    assert ctl.status(MODEL).rollout.state is RolloutState.BAKING
+    prom.down = True
+    clock.now = T0 + 60
+    asyncio.run(ctl.tick())
+    ro = ctl.status(MODEL).rollout
+    assert ro.state is RolloutState.BAKING and ro.waiting
+    assert (ro.history[-1].kind, ro.history[-1].decision) == ("bake", "wait")
