@@ -169,9 +169,14 @@ def client(server: RunningServer) -> Iterator[httpx.Client]:
         yield c
 
 
+def copy_registry(src: Path, dst: Path) -> Path:
+    """A copy of a registry for a server of its own: without the rollout controller's lease,
+    which a server on the original (the session's `server`) holds and keeps renewing there."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("_controller.lease*"))
+    return dst
+
+
 @pytest.fixture
 def registry_copy(models_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the example registry that a test may damage."""
-    dst = tmp_path / "registry"
-    shutil.copytree(models_dir, dst)
-    return dst
+    return copy_registry(models_dir, tmp_path / "registry")

@@ -65,14 +65,16 @@ def rollout_routes(
         ("/v2/models/{model}/rollout/{action}", act, "POST"),
     ]
     if leadership is not None and leader is None:
-        routes = [(path, _held(leadership, route), m) for path, route, m in routes]
+        routes = [(path, _held(leadership, route, m == "GET"), m) for path, route, m in routes]
     return [Route(path, route, methods=[m]) for path, route, m in routes]
 
 
-def _held(leadership: Leadership, route: Endpoint) -> Endpoint:
-    """`route` while this replica holds the controller lease; else the holder answers."""
+def _held(leadership: Leadership, route: Endpoint, read: bool) -> Endpoint:
+    """`route` while this replica holds the controller lease; else the holder answers (a read,
+    when the holder advertises no URL: this replica, from its copy of the routing state)."""
     async def endpoint(request: Request) -> Response:
-        if leadership.holding:
+        lease = leadership.lease
+        if leadership.holding or (read and (lease is None or not lease.url)):
             return await route(request)
         return await to_holder(leadership, request, await request.body())
     return endpoint

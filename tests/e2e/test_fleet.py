@@ -245,3 +245,27 @@ def test_killing_the_controller_moves_the_lease_and_the_rollout_resumes(fleet: F
     assert m.get("unscraped_replicas") == [first.url.removeprefix("http://")], m
     assert not t.failed(), t.failed()[:5]
     _report("after the controller was killed", step0[0], t)
+
+
+def test_rollout_requests_reach_the_holder_with_the_callers_token(
+        models_dir: Path, tmp_path: Path) -> None:
+    reg, _ = _registries(models_dir, tmp_path)
+    pa, pb = free_port(), free_port()
+    common = ["--admin-token", "s3cret", "--rollout-metrics", "local", "--poll", "0.2"]
+    auth = {"authorization": "Bearer s3cret"}
+    with run_server(reg, tmp_path, "--port", str(pa), "--advertise-url",
+                    f"http://127.0.0.1:{pa}", *common) as a, \
+            run_server(reg, tmp_path, "--port", str(pb), "--advertise-url",
+                       f"http://127.0.0.1:{pb}", *common) as b, \
+            httpx.Client(base_url=b.url, timeout=30) as c:
+        plan = {"candidate": HEALTHY, "steps": "50", "step_duration_s": 600}
+        r = c.post("/v2/models/iris/rollout", json=plan)
+        assert r.status_code == 401, r.text  # the holder's answer: the token is checked there
+        r = c.post("/v2/models/iris/rollout", json=plan, headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.headers["x-rollout-controller"] == a.url
+        r = c.get("/v2/models/iris/rollout", headers=auth)
+        assert r.status_code == 200 and r.json()["rollout"]["candidate"] == HEALTHY
+        assert c.post("/v2/models/iris/rollout/abort", headers=auth).status_code == 200
+        assert "took the rollout controller lease" in a.log()
+        assert "took the rollout controller lease" not in b.log()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from tests.conftest import RunningServer, run_server, wait_until_ready
+from tests.conftest import RunningServer, copy_registry, run_server, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -36,8 +35,7 @@ def fuzzed(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     """A server of its own (the fuzzer unloads models and starts rollouts), with an admin token
     so that the write endpoints are exercised rather than refused."""
     tmp = tmp_path_factory.mktemp("fuzz")
-    registry = tmp / "registry"
-    shutil.copytree(models_dir, registry)
+    registry = copy_registry(models_dir, tmp / "registry")
     with run_server(registry, tmp, "--admin-token", TOKEN) as server:
         yield server
 
