@@ -97,7 +97,7 @@ class ServerConfig:
     )
     rollout_controller: bool = field(
         default=True,
-        metadata={"help": "run rollouts in this process (enable on exactly one replica)"},
+        metadata={"help": "run rollouts here while this replica holds the controller lease"},
     )
     rollout_metrics: str = field(default="local", metadata={
         "help": "judge rollout steps on 'local' counters or 'prometheus' (every replica's)"})
@@ -167,8 +167,9 @@ class ServerConfig:
             (self.max_connections < 0, "max_connections must be >= 0 (0: no cap)"),
             (self.rollout_metrics not in ("local", "prometheus"),
              "rollout_metrics must be 'local' or 'prometheus'"),
-            (self.rollout_metrics == "prometheus" and not self.prometheus_url,
-             "--rollout-metrics prometheus needs --prometheus-url"),
+            (self.rollout_metrics == "prometheus"
+             and not self.prometheus_url.startswith(("http://", "https://")),
+             "--rollout-metrics prometheus needs --prometheus-url http(s)://..."),
             (self.controller_lease < 1, "controller_lease must be >= 1 second"),
             (self.admin_open and not self.admin_token and not is_loopback(self.host),
              f"--admin-open without an admin token on {self.host}, which other machines can "

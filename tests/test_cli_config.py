@@ -34,6 +34,10 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
     toml.write_text("[server]\nprot = 1\n")
     with pytest.raises(ValueError, match="unknown settings"):
         load_server_config({}, env={}, config_file=str(toml))
+    with pytest.raises(ValueError, match="needs --prometheus-url"):
+        load_server_config({"rollout_metrics": "prometheus"}, env={})
+    with pytest.raises(ValueError, match="'local' or 'prometheus'"):
+        load_server_config({"rollout_metrics": "graphite"}, env={})
 
 
 def test_serve_help_lists_every_setting_and_its_env_var() -> None:
