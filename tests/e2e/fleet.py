@@ -98,7 +98,8 @@ def haproxy(tmp: Path, servers: list[str]) -> tuple[Process, str]:
     port = free_port()
     lines = [
         "global", "  maxconn 512", "defaults", "  mode http", "  timeout connect 2s",
-        "  timeout client 30s", "  timeout server 30s", "  timeout check 2s", "  retries 3", "  option redispatch 1",
+        "  timeout client 30s", "  timeout server 30s", "  timeout check 2s", "  retries 3",
+        "  option redispatch 1",
         "  retry-on conn-failure empty-response response-timeout 502 503",
         "  option http-buffer-request",
         "frontend fleet", f"  bind 127.0.0.1:{port}", "  default_backend replicas",
