@@ -91,6 +91,11 @@ class ServerConfig:
         default=False,
         metadata={"help": "one JSON line per inference request on the serving.access logger"},
     )
+    tracing: bool = field(
+        default=False,
+        metadata={"help": "OpenTelemetry traces of inference requests, set up by the standard "
+                          "OTEL_* variables (OTLP exporter, sampler); needs the otel extra"},
+    )
     routing_header: str = field(
         default="x-routing-key",
         metadata={"help": "header whose value picks canary or primary (else the V2 request id)"},

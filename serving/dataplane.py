@@ -20,6 +20,7 @@ from serving.registry.layout import parse_version
 from serving.routing.shadow import watch
 from serving.routing.table import PRIMARY
 from serving.signature import Signature
+from serving.tracing import RequestTrace
 from serving.types import InferResponse, RequestedOutput, Tensor
 
 EXTENSIONS = (
@@ -146,6 +147,7 @@ class DataPlane:
         timeout: int | None = None,
         disconnected: Callable[[], bool] | None = None,
         requested: list[RequestedOutput] | None = None,
+        trace: RequestTrace | None = None,
     ) -> tuple[Signature, float, asyncio.Future[Result]]:
         """What both protocols share once a request is decoded and routed: validate it for the
         chosen version, queue it and mirror it to the shadows. Returns the version's signature
@@ -165,7 +167,7 @@ class DataPlane:
         if requested is not None:
             for o in requested:
                 sig.output(o.name)  # 400 for an output the model does not have
-        future = scheduler.submit(feeds, rows, timeout, disconnected)
+        future = scheduler.submit(feeds, rows, timeout, disconnected, trace)
         queued = perf_counter()
         if shadows:
             self._mirror(mv.name, shadows, feeds, rows, future)
@@ -179,10 +181,12 @@ class DataPlane:
         header_length: int | None,
         disconnected: Callable[[], bool] | None = None,
         routing_key: str | None = None,
+        trace: RequestTrace | None = None,
     ) -> tuple[bytes, int | None, Served] | Refused:
         """A V2 request's body in; the response body, its binary header length, and what served
         it (version, route, batch, phase timings) out, or Refused once it was routed. Errors
-        before routing (a bad request, an unknown model) are raised."""
+        before routing (a bad request, an unknown model) are raised. `trace`: a sampled
+        request's (serving.tracing), which its batch stamps."""
         t0 = perf_counter()
         first = self.manager.get_version(model, version)
         assert first.session is not None
@@ -195,7 +199,7 @@ class DataPlane:
         mv, route, shadows = self._route(model, version, routing_key, req.id, first)
         try:
             sig, queued, future = self._submit(
-                mv, shadows, req.inputs, timeout, disconnected, requested
+                mv, shadows, req.inputs, timeout, disconnected, requested, trace
             )
             outs, batch_size, queue_s, run_s = await future
         except ServingError as exc:
@@ -233,7 +237,8 @@ class DataPlane:
         )
 
     async def predict_v1(
-        self, model: str, version: str | None, body: bytes, routing_key: str | None = None
+        self, model: str, version: str | None, body: bytes, routing_key: str | None = None,
+        trace: RequestTrace | None = None,
     ) -> tuple[bytes, None, Served] | Refused:
         """A V1 request: as infer_v2 (JSON only: no binary header length)."""
         t0 = perf_counter()
@@ -242,7 +247,7 @@ class DataPlane:
         req, row_form = v1.decode_request(body, first.session.signature)
         mv, route, shadows = self._route(model, version, routing_key, None, first)
         try:
-            sig, queued, future = self._submit(mv, shadows, req.inputs)
+            sig, queued, future = self._submit(mv, shadows, req.inputs, trace=trace)
             outs, batch_size, queue_s, run_s = await future
         except ServingError as exc:
             return Refused(exc, mv.version_str, route)  # counts for the version routed to

@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "serving.client": 0,  # the HTTP client of the CLI and demos (standard library only)
     "serving.signature": 1,
     "serving.config": 1,
+    "serving.tracing": 1,  # the tracer the request path and the batcher call (OTel: export.py)
     "serving.protocol": 2,
     "serving.registry": 2,
     "serving.monitoring.counters": 2,

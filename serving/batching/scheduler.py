@@ -23,6 +23,7 @@ from serving.batching.batch import BufferCache, Observer, Outputs, RunResult, Se
 from serving.batching.policy import BatchPolicy
 from serving.errors import BadRequest, Cancelled, DeadlineExceeded, Overloaded
 from serving.monitoring.counters import BatchStats
+from serving.tracing import RequestTrace, active
 
 Result = tuple[Outputs, int, float, float]  # outputs, rows in the batch, queue s, run s
 
@@ -30,7 +31,9 @@ Result = tuple[Outputs, int, float, float]  # outputs, rows in the batch, queue 
 class _Item:
     """One queued request."""
 
-    __slots__ = ("deadline", "disconnected", "enqueued_at", "feeds", "future", "key", "rows")
+    __slots__ = (
+        "deadline", "disconnected", "enqueued_at", "feeds", "future", "key", "rows", "trace",
+    )
 
     def __init__(
         self,
@@ -41,6 +44,7 @@ class _Item:
         enqueued_at: float,
         deadline: float,
         disconnected: Callable[[], bool] | None,
+        trace: RequestTrace | None,
     ) -> None:
         self.feeds = feeds
         self.rows = rows
@@ -49,6 +53,7 @@ class _Item:
         self.enqueued_at = enqueued_at
         self.deadline = deadline
         self.disconnected = disconnected
+        self.trace = trace  # a sampled request's trace (tracing on), else None
 
     def gone(self, now: float) -> bool:
         """Whether it can no longer join a batch: answered, expired or its client left."""
@@ -72,6 +77,7 @@ class Scheduler:
         self.policy = policy
         self.label = label  # "model:version", for error messages and logs
         self.stats = stats if stats is not None else BatchStats()  # the version's, kept
+        self._tracer = active()  # None unless tracing is on: one test per batch
         self._queue: deque[_Item] = deque()
         self._queued_rows = 0
         self._free = policy.workers
@@ -117,9 +123,10 @@ class Scheduler:
         rows: int,
         timeout_us: int | None = None,
         disconnected: Callable[[], bool] | None = None,
+        trace: RequestTrace | None = None,
     ) -> asyncio.Future[Result]:
         """Queue one request; its future gets (outputs, batch rows, queue s, run s). Never
-        blocks."""
+        blocks. `trace`: a sampled request's, stamped with the batch it runs in."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -142,7 +149,7 @@ class Scheduler:
         key = tuple(feeds[n].shape[1:] for n in self._input_names) if self._needs_key else None
         future: asyncio.Future[Result] = loop.create_future()
         deadline = self.policy.deadline(now, timeout_us)
-        self._queue.append(_Item(feeds, rows, key, future, now, deadline, disconnected))
+        self._queue.append(_Item(feeds, rows, key, future, now, deadline, disconnected, trace))
         self._queued_rows += rows
         self.stats.requests += 1
         self._schedule_dispatch()
@@ -293,6 +300,8 @@ class Scheduler:
         stats.rows += rows
         stats.run_seconds += run_s
         stats.batch_sizes.observe(rows)
+        if self._tracer is not None:
+            self._tracer.batch_ran(batch, self.label, rows, started, error)
         if error is not None:
             stats.failed_batches += 1
             for item in batch:

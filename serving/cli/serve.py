@@ -47,11 +47,24 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(run=run)
 
 
+def _check_tracing() -> None:
+    """ValueError unless the OpenTelemetry packages and the OTEL_* settings can trace."""
+    try:
+        from serving.tracing.export import check
+    except ImportError as exc:
+        raise ValueError(
+            f"--tracing needs OpenTelemetry ({exc.name} is missing): pip install 'serving[otel]'"
+        ) from None
+    check()
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT; the exit status."""
     flags = {f.name: getattr(args, f.name) for f in fields(ServerConfig)}
     try:
         config = load_server_config(flags, config_file=args.config)
+        if config.tracing:
+            _check_tracing()
     except (ValueError, OSError) as exc:
         print(f"serving serve: {exc}", file=sys.stderr)
         return 2

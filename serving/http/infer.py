@@ -17,11 +17,14 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Scope, Send
 
+from serving import tracing
 from serving.dataplane import DataPlane, Refused, Served
 from serving.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 from serving.http.disconnect import disconnect_probe
 from serving.http.errors import error_parts
+from serving.http.spans import end_trace
 from serving.monitoring.metrics import ServingMetrics
+from serving.tracing import RequestTrace
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _BINARY_TYPE = (b"content-type", b"application/octet-stream")
@@ -130,19 +133,34 @@ class InferEndpoint:
         self.record = metrics.record
         self.routing_header = routing_header.lower().encode()
         self.access_log: Callable[..., None] | None = access_log_line if access_log else None
+        self.tracer = tracing.active()  # None unless `serve --tracing`
+        # What runs after the response is sent, if anything: the access log, tracing or both
+        self.observe = self._observe if access_log or self.tracer is not None else None
+
+    def _observe(
+        self, scope: Scope, proto: str, model: str, version: str, route: str, status: int,
+        elapsed: float, info: Served | None, trace: RequestTrace | None,
+        failure: Exception | None,
+    ) -> None:
+        if self.access_log is not None:
+            self.access_log(model, version, route, status, elapsed, info, proto)
+        if trace is not None:
+            end_trace(trace, scope, proto, version, route, status, info, failure)
 
     def _dispatch(
         self, proto: str, model: str, version: str | None, body: bytes,
         header_length: int | None, receive: Receive, routing_key: str | None,
+        trace: RequestTrace | None,
     ) -> Awaitable[tuple[bytes, int | None, Served] | Refused]:
         """The dataplane call for the protocol (a plain function: no extra coroutine frame)."""
         if proto == "v2":
             return self.dataplane.infer_v2(
-                model, version, body, header_length, disconnect_probe(receive), routing_key
+                model, version, body, header_length, disconnect_probe(receive), routing_key,
+                trace,
             )
         if header_length is not None:
             raise BadRequest("V1 predict takes JSON only (no binary tensors)")
-        return self.dataplane.predict_v1(model, version, body, routing_key)
+        return self.dataplane.predict_v1(model, version, body, routing_key, trace)
 
     async def __call__(
         self, scope: Scope, receive: Receive, send: Send, route: tuple[str, str, str | None]
@@ -155,6 +173,10 @@ class InferEndpoint:
         served_route = "primary"
         outcome = "success"
         info = None
+        failure = None
+        # the one test tracing costs when off
+        trace = None if self.tracer is None else self.tracer.start_request(
+            scope["headers"], model, version, "http")
         try:
             if scope["method"] != "POST":
                 raise MethodNotAllowed(f"use POST for inference, not {scope['method']}")
@@ -163,7 +185,7 @@ class InferEndpoint:
             )
             body = await _read_body(receive, self.max_body_bytes, declared)
             answer = await self._dispatch(
-                proto, model, version, body, header_length, receive, routing_key
+                proto, model, version, body, header_length, receive, routing_key, trace
             )
             if isinstance(answer, Refused):  # routed, then refused: counts for that version
                 served, served_route = answer.version, answer.route
@@ -179,6 +201,7 @@ class InferEndpoint:
             self.record(model, served, "primary", "cancelled", perf_counter() - started)
             return
         except Exception as exc:
+            failure = exc
             status, out, extra = error_parts(exc)
             outcome = getattr(exc, "reason", "server_error")
             headers = _JSON_HEADERS + [(k.lower().encode(), v.encode()) for k, v in extra.items()]
@@ -192,6 +215,7 @@ class InferEndpoint:
         await send({"type": "http.response.body", "body": out})
         elapsed = perf_counter() - started
         self.record(model, served, served_route, outcome, elapsed, info)
-        if self.access_log is not None:
-            self.access_log(model, served, served_route, status, elapsed, info, proto)
+        if self.observe is not None:
+            self.observe(scope, proto, model, served, served_route, status, elapsed, info, trace,
+                         failure)
 

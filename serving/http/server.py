@@ -134,6 +134,20 @@ def run_server(config: ServerConfig, worker: WorkerSpec | None = None) -> int:
     # An inference thread that finished its batch waits for the GIL while the event loop
     # decodes; Python's default 5 ms switch interval made that wait the p99. 250 us bounds it.
     sys.setswitchinterval(config.switch_interval_us * 1e-6)
+    if config.tracing:  # before the app and its schedulers, which read it once
+        from serving.tracing.export import configure
+
+        configure()
+    try:
+        return _serve(config, worker, tcp)
+    finally:
+        if config.tracing:
+            from serving.tracing.export import shutdown
+
+            shutdown()  # export the spans still buffered
+
+
+def _serve(config: ServerConfig, worker: WorkerSpec | None, tcp: socket.socket) -> int:
     app = create_app(config, worker=worker)
     uv_config = uvicorn.Config(
         app,
