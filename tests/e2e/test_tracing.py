@@ -4,6 +4,7 @@ exporter to a receiver on loopback (tests/e2e/otlp.py), which decodes each expor
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import re
 from collections.abc import Iterator
@@ -88,12 +89,13 @@ def test_request_span_parent_children_and_attributes(
         "serving.request.id": "req-7", "serving.batch.size": 1, "serving.protocol": "v2",
     }
     assert root.resource["service.name"] == "serving-test"
+    order = [spans[n] for n in PHASES]
     for name in PHASES:  # children of the request span, inside it, in order
         child = spans[name]
         assert child.parent_span_id == root.span_id and child.kind == INTERNAL
-        assert root.start_ns <= child.start_ns <= child.end_ns <= root.end_ns, [(s.name, s.start_ns - root.start_ns, s.end_ns - root.start_ns) for s in spans.values()]
-    order = [spans[n] for n in PHASES]
-    for before, after in zip(order, order[1:], strict=False):
+        assert root.start_ns <= child.start_ns <= child.end_ns <= root.end_ns, [
+            (s.name, s.start_ns - root.start_ns, s.end_ns - root.start_ns) for s in order]
+    for before, after in itertools.pairwise(order):
         assert before.end_ns <= after.start_ns + 1_000  # ns rounding between clocks
     inference = spans["inference"]
     assert inference.attributes == {"serving.batch.size": 1}
