@@ -9,9 +9,10 @@ WORKDIR /src
 COPY pyproject.toml setup.py README.md ./
 COPY ext ext
 COPY serving serving
-# The runtime environment: the server, its compiled kernels and boto3 (s3:// registries).
+# The runtime environment: the server, its compiled kernels, boto3 (s3:// registries) and
+# OpenTelemetry (serve --tracing).
 RUN python -m venv /opt/serving \
- && /opt/serving/bin/pip install --no-cache-dir ".[s3]"
+ && /opt/serving/bin/pip install --no-cache-dir ".[s3,otel]"
 # A throwaway environment with the packaging extras builds the example registry.
 RUN python -m venv /opt/pack \
  && /opt/pack/bin/pip install --no-cache-dir ".[packaging]" \
