@@ -13,7 +13,7 @@ from random import getrandbits
 from time import perf_counter, time_ns
 from typing import Protocol
 
-from serving.tracing.context import Parent, Sampler, parse_traceparent
+from serving.tracing.context import Parent, Sampler, parent_flags, parse_traceparent
 
 AttrValue = str | bool | int | float
 Attributes = dict[str, AttrValue]
@@ -55,7 +55,7 @@ def _text(value: str | bytes) -> str:
 
 def _context_fields(carrier: Carrier) -> tuple[str | None, str | None]:
     """The carrier's traceparent (the first) and tracestate (all, joined)."""
-    if isinstance(carrier, Mapping):
+    if type(carrier) is not list and isinstance(carrier, Mapping):  # ASGI's list: no ABC check
         return carrier.get("traceparent"), carrier.get("tracestate")
     parent: str | None = None
     states: list[str] = []
@@ -144,9 +144,20 @@ class Tracer:
         """A RequestTrace when this request is sampled (the carrier's W3C `traceparent`, if
         any, is its parent), else None. `protocol`: "http" or "grpc"."""
         traceparent, tracestate = _context_fields(carrier)
-        parent = parse_traceparent(traceparent, tracestate) if traceparent else None
+        sampler = self.sampler
+        if not traceparent:  # a root: the ratio decides on the new trace id's low 64 bits
+            low = getrandbits(64)
+            if low >= sampler.bound:
+                return None
+            trace_id = (getrandbits(64) << 64 | low) or 1
+            return RequestTrace(self.exporter, trace_id, None, model, version, protocol)
+        if sampler.parent_based:  # the caller's flag decides: read only the flag first
+            flags = parent_flags(traceparent)
+            if flags is not None and not flags & 1:
+                return None
+        parent = parse_traceparent(traceparent, tracestate)
         trace_id = parent.trace_id if parent is not None else (getrandbits(128) or 1)
-        if not self.sampler.sampled(trace_id, parent):
+        if not sampler.sampled(trace_id, parent):
             return None
         return RequestTrace(self.exporter, trace_id, parent, model, version, protocol)
 

@@ -9,7 +9,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import sampling
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from serving.tracing.context import SAMPLERS, Parent, Sampler, parse_traceparent
+from serving.tracing.context import SAMPLERS, Parent, Sampler, parent_flags, parse_traceparent
 
 VALID = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 hexdigit = st.sampled_from("0123456789abcdefABCDEF-")
@@ -45,8 +45,12 @@ def headers() -> st.SearchStrategy[str]:
 @example("01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-future")
 @example("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x")
 @example(VALID + " " * 500)
+@example("00-" + "0" * 32 + "-b7ad6b7169203331-00")
+@example("00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01")
 def test_traceparent_parsed_as_the_sdk_does(header: str) -> None:
-    assert ours(header) == sdk_parent(header)
+    expected = sdk_parent(header)
+    assert ours(header) == expected
+    assert parent_flags(header) == (None if expected is None else expected[2])
 
 
 def test_a_parent_carries_flags_and_tracestate() -> None:
