@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from serving.tracing.export import build_tracer
+from serving.tracing.export import build_tracer, check
 from serving.tracing.request import RequestTrace, Tracer
 
 TRACE_ID, SPAN_ID = 0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331
@@ -153,3 +153,19 @@ def test_failures_mark_the_spans(exported: InMemorySpanExporter) -> None:
         assert s.status.status_code is expected, s.name
     failed = {s.status.description for s in spans if s.name != "queue"}
     assert failed == {"model iris:1 failed to run", "queue is full"}
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"OTEL_TRACES_EXPORTER": "zipkin"}, "OTEL_TRACES_EXPORTER='zipkin' is not supported"),
+    ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTLP protocol 'http/json' is not supported"),
+    ({"OTEL_TRACES_SAMPLER": "xray"}, "OTEL_TRACES_SAMPLER='xray' is not supported"),
+])
+def test_settings_the_server_cannot_honour_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check(env)
+
+
+def test_supported_settings_pass() -> None:
+    check({})
+    check({"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "always_off"})
+    check({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"})
