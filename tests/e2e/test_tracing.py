@@ -220,3 +220,18 @@ def test_bad_sampler_settings_stop_the_server_with_a_clear_message(
          "--port", "0", "--tracing"], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 2
     assert "OTEL_TRACES_SAMPLER_ARG must be a ratio in [0, 1], got '2'" in p.stderr
+
+
+def test_each_worker_process_exports_its_spans(
+    models_dir: Path, tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    with run_server(models_dir, tmp_path, "--tracing", "--workers", "2",
+                    env=otel_env(receiver)) as server:
+        def instances() -> set[str]:
+            # a new connection per request: the kernel spreads them over the two listeners
+            r = httpx.post(f"{server.url}/v2/models/iris/infer", json=IRIS)
+            assert r.status_code == 200
+            return {s.resource["service.instance.id"] for s in receiver.snapshot()
+                    if s.kind == SERVER}
+
+        wait_for(lambda: len(instances()) == 2, timeout=60)
