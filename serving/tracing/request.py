@@ -135,6 +135,7 @@ class Tracer:
 
     def __init__(self, sampler: Sampler, exporter: Exporter, shutdown: Callable[[], None]) -> None:
         self.sampler = sampler
+        self.bound = sampler.bound
         self.exporter = exporter
         self.shutdown = shutdown  # flush what is buffered and stop exporting
 
@@ -143,14 +144,30 @@ class Tracer:
     ) -> RequestTrace | None:
         """A RequestTrace when this request is sampled (the carrier's W3C `traceparent`, if
         any, is its parent), else None. `protocol`: "http" or "grpc"."""
-        traceparent, tracestate = _context_fields(carrier)
-        sampler = self.sampler
-        if not traceparent:  # a root: the ratio decides on the new trace id's low 64 bits
+        if type(carrier) is list:  # ASGI's headers: the common request has no trace context
+            for key, _ in carrier:
+                if key in _FIELDS:
+                    return self._with_context(carrier, model, version, protocol)
+            # a root: the ratio decides on the new trace id's low 64 bits
             low = getrandbits(64)
-            if low >= sampler.bound:
-                return None
-            trace_id = (getrandbits(64) << 64 | low) or 1
-            return RequestTrace(self.exporter, trace_id, None, model, version, protocol)
+            return None if low >= self.bound else self._root(low, model, version, protocol)
+        return self._with_context(carrier, model, version, protocol)
+
+    def _root(
+        self, low: int, model: str, version: str | None, protocol: str
+    ) -> RequestTrace | None:
+        """A sampled request without a parent, its trace id ending in `low`."""
+        trace_id = (getrandbits(64) << 64 | low) or 1
+        return RequestTrace(self.exporter, trace_id, None, model, version, protocol)
+
+    def _with_context(
+        self, carrier: Carrier, model: str, version: str | None, protocol: str
+    ) -> RequestTrace | None:
+        traceparent, tracestate = _context_fields(carrier)
+        if not traceparent:
+            low = getrandbits(64)
+            return None if low >= self.bound else self._root(low, model, version, protocol)
+        sampler = self.sampler
         if sampler.parent_based:  # the caller's flag decides: read only the flag first
             flags = parent_flags(traceparent)
             if flags is not None and not flags & 1:
