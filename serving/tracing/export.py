@@ -82,11 +82,11 @@ class SpanBuilder:
             if served is not None:
                 # from the scheduler's stamp back by the measured time (never before the
                 # request: the stamp and the data plane's clock reading are not one instant)
-                self._span("decode", self._child(trace), context,
+                self._span("decode", self._child(context), context,
                            max(t0, enqueued - int(served.decode_s * 1e9)), enqueued)
-            self._span("queue", self._child(trace), context, enqueued, began)
+            self._span("queue", self._child(context), context, enqueued, began)
             self._span(
-                "inference", self._child(trace), context, began, mono(batch.ended),
+                "inference", self._child(context), context, began, mono(batch.ended),
                 {"serving.batch.size": batch.rows},
                 links=(Link(SpanContext(batch.trace_id, batch.span_id, False, _SAMPLED)),),
                 error=batch.error,
@@ -97,12 +97,13 @@ class SpanBuilder:
         if served is not None:
             # Encoding ends as the response is written, just before `ended`: placed there with
             # the duration the data plane measured.
-            self._span("encode", self._child(trace), context, end - int(served.encode_s * 1e9),
+            self._span("encode", self._child(context), context, end - int(served.encode_s * 1e9),
                        end)
 
     @staticmethod
-    def _child(trace: RequestTrace) -> SpanContext:
-        return SpanContext(trace.trace_id, getrandbits(64) or 1, False, _SAMPLED)
+    def _child(parent: SpanContext) -> SpanContext:
+        return SpanContext(parent.trace_id, getrandbits(64) or 1, False, _SAMPLED,
+                           parent.trace_state)
 
     def _batch(self, batch: BatchTrace, mono: Callable[[float], int]) -> None:
         model, _, version = batch.label.rpartition(":")

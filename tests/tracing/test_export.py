@@ -101,6 +101,7 @@ def test_an_answered_request_becomes_a_server_span_with_its_phases(
     phases = [spans[n] for n in ("decode", "queue", "inference", "encode")]
     for child in phases:
         assert child.parent == root.context and child.kind is SpanKind.INTERNAL
+        assert child.context.trace_state == root.context.trace_state  # as SDK children do
         assert root.start_time <= child.start_time <= child.end_time <= root.end_time
     assert [c.end_time - c.start_time for c in (phases[0], phases[3])] == pytest.approx(
         [500_000, 200_000], abs=2)
