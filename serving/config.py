@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from serving.logging_config import LoggingConfig
+
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
@@ -138,6 +140,12 @@ class ServerConfig:
         metadata={"help": "how long a queue must stay past (or below) the fraction before "
                           "readiness flips"},
     )
+    payload_log: str = field(default="", metadata={"help": "logged requests' sink for every "
+        "model, over model.toml's [logging] sink: a directory, s3://bucket/prefix or http(s)://"})
+    payload_sample: float = field(default=-1.0, metadata={"help": "share of requests every model "
+        "logs, over model.toml's [logging] sample (negative: model.toml decides)"})
+    payload_buffer: int = field(default=10_000, metadata={"help": "records waiting for the "
+        "payload writer; past this the oldest are dropped"})
 
     def __post_init__(self) -> None:
         problems = [message for failed, message in (
@@ -158,6 +166,8 @@ class ServerConfig:
             (self.header_timeout <= 0 or self.body_timeout <= 0,
              "header_timeout and body_timeout must be > 0 seconds"),
             (self.max_connections < 0, "max_connections must be >= 0 (0: no cap)"),
+            (self.payload_sample > 1.0, "payload_sample must be at most 1 (negative: unset)"),
+            (self.payload_buffer < 1, "payload_buffer must be >= 1"),
             (self.admin_open and not self.admin_token and not is_loopback(self.host),
              f"--admin-open without an admin token on {self.host}, which other machines can "
              "reach: set --admin-token (or SERVING_ADMIN_TOKEN), or listen on 127.0.0.1"),
@@ -326,10 +336,11 @@ class ModelConfig:
     # reference data's range (per feature, from the manifest), with a 400 naming the feature.
     reject_out_of_range: bool = False
     monitoring: MonitoringConfig = MonitoringConfig()
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @classmethod
     def from_toml(cls, doc: dict[str, Any]) -> ModelConfig:
-        known = {"batching", "versions", "runtime", "inputs", "routing", "monitoring"}
+        known = {"batching", "versions", "runtime", "inputs", "routing", "monitoring", "logging"}
         unknown = set(doc) - known
         if unknown:
             raise ValueError(f"unknown tables in model.toml: {', '.join(sorted(unknown))}")
@@ -348,6 +359,9 @@ class ModelConfig:
             r["providers"] = tuple(str(p) for p in r["providers"])
         inputs = dict(doc.get("inputs", {}))
         routing = dict(doc.get("routing", {}))
+        logs = dict(doc.get("logging", {}))
+        if "routing_keys" in logs:
+            logs["routing_keys"] = tuple(str(k) for k in logs["routing_keys"])
         unknown = set(routing) - {"auto_promote"}
         if unknown:
             raise ValueError(f"unknown keys in [routing]: {', '.join(sorted(unknown))}")
@@ -360,6 +374,7 @@ class ModelConfig:
                 auto_promote=_bool(routing.get("auto_promote", True)),
                 reject_out_of_range=_bool(inputs.get("reject_out_of_range", False)),
                 monitoring=MonitoringConfig(**dict(doc.get("monitoring", {}))),
+                logging=LoggingConfig(**logs),
             )
         except TypeError as exc:  # an unknown key in a table
             raise ValueError(f"model.toml: {exc}") from None

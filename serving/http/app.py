@@ -22,6 +22,7 @@ from serving.dataplane import DataPlane
 from serving.errors import ServingError
 from serving.http.admin import AdminGuard, admin_routes
 from serving.http.errors import http_exception_handler, json_response, serving_error_handler
+from serving.http.feedback import feedback_routes
 from serving.http.infer import InferEndpoint, match_infer
 from serving.http.rollout import rollout_routes
 from serving.http.siblings import WorkerSpec
@@ -31,6 +32,8 @@ from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.rollout import InProcessSource, RolloutController
 from serving.monitoring.metrics import ServingMetrics
 from serving.monitoring.multiprocess import MultiProcessView, write_snapshot
+from serving.payload.desk import FeedbackDesk
+from serving.payload.log import PayloadLog
 
 log = logging.getLogger("serving.http")
 SNAPSHOT_INTERVAL_S = 1.0
@@ -119,6 +122,13 @@ def _routes(dp: DataPlane, metrics: ServingMetrics, readiness: Readiness) -> lis
     ]
 
 
+def _labels(manager: ModelManager, model: str, version: str) -> tuple[str, ...]:
+    """A version's class names (feedback may name a class instead of its index)."""
+    m = manager.models.get(model)
+    mv = m.by_str.get(version) if m is not None else None
+    return mv.manifest.labels if mv is not None and mv.manifest is not None else ()
+
+
 class ServingApp:
     """The ASGI app: inference routes go straight to InferEndpoint, the rest to Starlette."""
 
@@ -128,7 +138,9 @@ class ServingApp:
         self.config = config
         self.manager = manager
         self.worker = worker
-        self.metrics = ServingMetrics(manager)
+        self.payload = PayloadLog(config.payload_log, config.payload_sample,
+                                  config.payload_buffer)
+        self.metrics = ServingMetrics(manager, payload=self.payload)
         self.readiness = Readiness(
             manager, config.strict_readiness, config.saturation_fraction,
             config.saturation_seconds,
@@ -145,7 +157,7 @@ class ServingApp:
             self._scrape_registry = MultiProcessView(
                 self.metrics.registry, worker.metrics_dir, worker.index
             ).registry()
-        self.dataplane = DataPlane(manager, self.metrics)
+        self.dataplane = DataPlane(manager, self.metrics, self.payload)
         self.guard = AdminGuard(config.admin_token, config.admin_open)
         self._infer = InferEndpoint(
             self.dataplane, config.max_body_bytes, self.metrics, config.routing_header,
@@ -160,6 +172,8 @@ class ServingApp:
                     self.controller, self.guard,
                     worker if worker is not None and not leads else None,
                 ),
+                *feedback_routes(FeedbackDesk(self.payload, lambda m, v: _labels(manager, m, v),
+                                              lambda m: manager.get_model(m).config), self.guard),
                 Route("/metrics", self._metrics, methods=["GET"]),
             ],
             exception_handlers={
@@ -195,6 +209,7 @@ class ServingApp:
             return asyncio.create_task(supervise(name, run), name=name)
 
         self._loading = start("load models", self.manager.load_all)
+        self.payload.start()
         tasks = [start("readiness watch", self.readiness.watch)]
         if self.config.poll > 0:
             poll = self.config.poll
@@ -213,6 +228,7 @@ class ServingApp:
             # let them finish (the metrics task writes its last snapshot) before releasing
             await asyncio.gather(*everything, return_exceptions=True)
             await self.manager.shutdown()
+            await asyncio.to_thread(self.payload.stop)  # the last records, open segments
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
