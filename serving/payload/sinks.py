@@ -171,14 +171,16 @@ class CloudEventSink:
             raise OSError(f"CloudEvents receiver answered {r.status}")
 
     def add(self, records: list[Capture], now: float) -> int:
-        lost = 0
-        for c in records:
+        """Send each record's two events; once the receiver fails (down, stalled past the
+        timeout, or refusing), the rest of the batch is lost at once rather than waiting out
+        a timeout per record."""
+        for n, c in enumerate(records):
             try:
                 for headers, body in self.events(c):
                     self._post(headers, body)
             except OSError:
-                lost += 1
-        return lost
+                return len(records) - n
+        return 0
 
     def flush(self, now: float, force: bool) -> int:
         return 0
