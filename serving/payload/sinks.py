@@ -36,7 +36,8 @@ class _Segment:
     def __init__(self, now: float) -> None:
         self.opened = now
         self.records = 0
-        self._z = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: a gzip stream
+        # wbits 31: a gzip stream; level 1: the writer shares a core with the event loop
+        self._z = zlib.compressobj(1, zlib.DEFLATED, 31)
         self._parts: list[bytes] = []
 
     def add(self, lines: list[bytes]) -> None:
