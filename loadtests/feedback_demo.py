@@ -3,8 +3,8 @@
     python loadtests/feedback_demo.py [--duration 90] [--users 8]
 
 It builds a registry with two iris versions: v1 (LogisticRegression) and v2, a decision tree
-trained with the versicolor and virginica labels swapped on the rows whose sepal width is above
-their class's median. v2 sees the same inputs and answers each class as often as v1 does (the
+trained with the versicolor and virginica labels swapped on the wider-sepal half of each
+class. v2 sees the same inputs and answers each class as often as v1 does (the
 swap exchanges equal halves), so input drift and the label distribution cannot tell them apart;
 on the truth, v2 is wrong on a third of the rows. A server is started over it with payload
 logging on; a rollout of v2 (canary 50%) is started with `max_accuracy_drop = 0.05`; Locust
@@ -45,8 +45,8 @@ def worse_on_truth() -> tuple[np.ndarray, np.ndarray]:
     x, y = data.data.astype(np.float32), data.target.copy()
     swapped = y.copy()
     for cls, other in ((1, 2), (2, 1)):
-        rows = y == cls
-        wide = rows & (x[:, 1] > np.median(x[rows, 1]))
+        rows = np.flatnonzero(y == cls)
+        wide = rows[np.argsort(x[rows, 1], kind="stable")[len(rows) // 2:]]  # the wider half
         swapped[wide] = other
     assert np.array_equal(np.bincount(swapped), np.bincount(y))
     return x, swapped
@@ -54,6 +54,7 @@ def worse_on_truth() -> tuple[np.ndarray, np.ndarray]:
 
 def build_registry(root: Path) -> None:
     from serving.packaging.package import build_from_estimator, publish
+    from serving.registry.routing_state import RoutingState, write_routing
 
     data = load_iris()
     x = data.data.astype(np.float32)
@@ -73,6 +74,7 @@ def build_registry(root: Path) -> None:
     toml.write_text(toml.read_text().replace("auto_promote = true", "auto_promote = false")
                     .replace('policy = "latest"', 'policy = "all"')
                     + "\n[logging]\nsample = 1.0\n")
+    write_routing(root, "iris", RoutingState(primary=1))  # v1 serves until the rollout
 
 
 def serve(root: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -113,7 +115,8 @@ def main() -> int:
     locust = None
     try:
         r = httpx.post(f"{url}/v2/models/iris/rollout", json=PLAN, headers=auth)
-        r.raise_for_status()
+        if r.status_code != 200:
+            raise RuntimeError(f"the rollout did not start: {r.text}")
         print(f"rollout of v2 started: canary 50% for {PLAN['step_duration_s']} s, "
               f"max_accuracy_drop {PLAN['thresholds']['max_accuracy_drop']}")
         locust = subprocess.Popen(
