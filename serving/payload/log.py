@@ -71,6 +71,8 @@ class PayloadLog:
                    c.segment_records, c.segment_s, c.recent, c.quality_window)
         if not p.sample and not p.keys:
             p = OFF
+        if len(self._policies) >= 256:  # configs of versions long reloaded away
+            self._policies.clear()
         self._policies[id(cfg)] = (cfg, p)
         return p
 

@@ -84,3 +84,18 @@ def test_the_store_of_recent_predictions_is_bounded_and_keeps_shadows() -> None:
     assert [x.route for x in recent["r4"]] == ["primary", "shadow"]
     assert log.logged == {("m", "1", "primary"): 5, ("m", "2", "shadow"): 2}
     assert log.buffered == 0  # no sink: kept for feedback only
+
+
+def test_the_logging_table_is_validated() -> None:
+    import pytest
+
+    from serving.config import ServerConfig
+
+    doc = {"logging": {"sample": 0.5, "routing_keys": ["a", "b"], "sink": "s3://b/p"}}
+    got = ModelConfig.from_toml(doc).logging
+    assert (got.sample, got.routing_keys, got.sink) == (0.5, ("a", "b"), "s3://b/p")
+    for bad in ({"sample": 2}, {"segment_s": 0}, {"quality_window": 0}, {"colour": 1}):
+        with pytest.raises(ValueError):
+            ModelConfig.from_toml({"logging": bad})
+    with pytest.raises(ValueError, match="payload_sample"):
+        ServerConfig(payload_sample=1.5)
