@@ -10,27 +10,27 @@ from datetime import datetime
 import numpy as np
 import orjson
 
-from serving.payload.log import OFF
-from serving.payload.record import Capture
+from serving.payload.record import OFF, Answer, Capture, answer
 from serving.payload.sinks import segment_files
 
-MAX_SEGMENTS = 200  # newest segments searched per lookup: bounds the cost of unknown ids
+MAX_SEGMENTS = 50  # newest segments searched per lookup: bounds the cost of unknown ids
+_PREFIX = b'{"id":"'  # every record starts with its id (record.json_line)
 
 
-def _capture(doc: dict[str, object]) -> Capture:
+def _answer(doc: dict[str, object]) -> Answer:
     outputs = doc.get("outputs")
     assert isinstance(outputs, dict)
     when = datetime.fromisoformat(str(doc["time"]).replace("Z", "+00:00")).timestamp()
-    return Capture(
+    return answer(Capture(
         str(doc["id"]), when, str(doc["model"]), str(doc["version"]), str(doc["route"]), {},
         {str(k): np.asarray(v) for k, v in outputs.items()}, 0.0, OFF,
-    )
+    ))
 
 
-def find_logged(roots: list[str], model: str, ids: set[str]) -> dict[str, list[Capture]]:
+def find_logged(roots: list[str], model: str, ids: set[str]) -> dict[str, list[Answer]]:
     """The logged answers (primary first, then shadows) of those `ids` found in the newest
     segments of `model` under each root."""
-    found: dict[str, list[Capture]] = {}
+    found: dict[str, list[Answer]] = {}
     wanted = set(ids)
     for root in roots:
         for path in segment_files(root, model)[:MAX_SEGMENTS]:
@@ -42,11 +42,16 @@ def find_logged(roots: list[str], model: str, ids: set[str]) -> dict[str, list[C
             except (OSError, EOFError, zlib.error):
                 continue  # unreadable: another segment may still hold the id
             for line in lines:
+                # the id is read without parsing the line; only the wanted lines are parsed
+                end = line.find(b'"', len(_PREFIX))
+                if line.startswith(_PREFIX) and line[len(_PREFIX):end].decode(
+                        "utf-8", "replace") not in wanted and b"\\" not in line[:end]:
+                    continue
                 try:
                     doc = orjson.loads(line)
                     rid = doc["id"]
                     if rid in wanted:
-                        found.setdefault(rid, []).append(_capture(doc))
+                        found.setdefault(rid, []).append(_answer(doc))
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue
             wanted -= set(found)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import orjson
 
 from serving.errors import BadRequest
 from serving.monitoring.counters import Histogram
-from serving.payload.record import Capture
+from serving.payload.record import Answer
 
 # Seconds between a prediction and its feedback: a second to a month.
 DELAY_BUCKETS = (1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0, 604800.0, 2592000.0)
@@ -69,18 +70,6 @@ def parse(body: bytes) -> tuple[list[Item | BadRequest], bool]:
                 out.append(exc)
         return out, True
     return [_item(doc)], False
-
-
-def prediction(outputs: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
-    """("class", labels per row) from the first label output, else ("value", the first value
-    per row) from the first numeric one; None when nothing can be compared."""
-    for arr in outputs.values():
-        if arr.dtype.kind in "iubOUS" and arr.ndim >= 1:
-            return "class", arr.reshape(len(arr), -1)[:, 0]
-    for arr in outputs.values():
-        if arr.dtype.kind == "f" and arr.ndim >= 1:
-            return "value", arr.reshape(len(arr), -1)[:, 0].astype(np.float64)
-    return None
 
 
 class Quality:
@@ -137,16 +126,17 @@ class FeedbackBook:
     def is_duplicate(self, model: str, rid: str) -> bool:
         return (model, rid) in self._seen
 
-    def apply(self, item: Item, captures: list[Capture], labels: tuple[str, ...],
+    def apply(self, item: Item, captures: Sequence[Answer], labels: tuple[str, ...],
               now: float, window: int) -> str | None:
         """Fold one entry into every answer logged for its id (the primary's, and shadows');
         None when done, else why it does not fit them."""
-        joined: list[tuple[Capture, str, list[Any], list[Any]]] = []
+        joined: list[tuple[Answer, str, list[Any], list[Any]]] = []
         for c in captures:
-            pred = prediction(c.outputs)
-            if pred is None:
+            kind, values = c.kind, c.values
+            if values is None:
                 return f"model {c.model!r} has no label or value output to compare with"
-            kind, values = pred
+            if kind == "value":
+                values = values.astype(np.float64)
             if len(values) != len(item.truth):
                 return (f"request {item.id!r} had {len(values)} rows; 'truth' gives "
                         f"{len(item.truth)}")

@@ -25,13 +25,13 @@ import numpy as np
 
 from serving.config import ModelConfig
 from serving.payload.feedback import FeedbackBook
-from serving.payload.record import Capture, Policy
+from serving.payload.record import OFF, Answer, Capture, Policy, answer
 from serving.payload.sinks import Sink, open_sink
 from serving.types import Tensor
 
 log = logging.getLogger("serving.payload")
+Stored = tuple[float, str, str, str, "np.ndarray | None"]  # time, version, route, kind, values
 
-OFF = Policy(0.0, frozenset(), "", 1, 1.0, 0, 1)
 
 
 class PayloadLog:
@@ -48,8 +48,11 @@ class PayloadLog:
         self._policies: dict[int, tuple[ModelConfig, Policy]] = {}
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(6)  # ids unique across processes and restarts
-        # model -> id -> captures (the primary's first, then its shadows'): loop thread only
-        self.recent: dict[str, OrderedDict[str, list[Capture]]] = {}
+        # model -> id -> the answer (primary or canary), and the shadows' answers to the
+        # same ids while the primary's is kept: loop thread only. Plain tuples of strings,
+        # numbers and arrays, which the garbage collector stops tracking (see Answer).
+        self.recent: dict[str, OrderedDict[str, Stored]] = {}
+        self.shadowed: dict[str, dict[str, tuple[Stored, ...]]] = {}
         self.logged: dict[tuple[str, str, str], int] = {}  # loop thread: captured records
         self.dropped: dict[str, int] = {"buffer_full": 0, "sink_error": 0, "encode_error": 0}
         self.written = 0  # writer thread: records a sink accepted
@@ -118,15 +121,31 @@ class PayloadLog:
         recent = self.recent.get(c.model)
         if recent is None:
             recent = self.recent[c.model] = OrderedDict()
+        a = answer(c)
+        kept = (a.time, a.version, a.route, a.kind, a.values)  # an exact tuple: untracked
         if c.route == "shadow":
-            entry = recent.get(c.id)
-            if entry is not None:
-                entry.append(c)
+            if c.id in recent:
+                shadowed = self.shadowed.setdefault(c.model, {})
+                shadowed[c.id] = (*shadowed.get(c.id, ()), kept)
             return
-        recent[c.id] = [c]
-        recent.move_to_end(c.id)
+        if c.id in recent:  # a reused id: the newest answer counts
+            del recent[c.id]
+        recent[c.id] = kept
         if len(recent) > limit:
-            recent.popitem(last=False)
+            old, _ = recent.popitem(last=False)
+            if self.shadowed.get(c.model):
+                self.shadowed[c.model].pop(old, None)
+
+    def answers(self, model: str, request_id: str) -> tuple[Answer, ...] | None:
+        """What was answered for a request id still in memory (its shadows' answers after the
+        primary's), or None."""
+        recent = self.recent.get(model)
+        kept = recent.get(request_id) if recent is not None else None
+        if kept is None:
+            return None
+        shadows = self.shadowed.get(model, {}).get(request_id, ())
+        return tuple(Answer(request_id, t, model, v, r, k, values)
+                     for t, v, r, k, values in (kept, *shadows))
 
     @property
     def buffered(self) -> int:

@@ -31,6 +31,9 @@ class Policy(NamedTuple):
     window: int
 
 
+OFF = Policy(0.0, frozenset(), "", 1, 1.0, 0, 1)  # not logged
+
+
 class Capture(NamedTuple):
     """A logged request, as the request path saw it: the decoded inputs and the output arrays
     by reference (nothing is copied or serialised on the request path)."""
@@ -44,6 +47,41 @@ class Capture(NamedTuple):
     outputs: dict[str, np.ndarray]
     latency_s: float
     policy: Policy
+
+
+class Answer(NamedTuple):
+    """What feedback joins: one logged answer reduced to its prediction (the label or value
+    per row). The log keeps these fields as an exact tuple of strings, numbers and arrays,
+    which the garbage collector stops tracking at its first collection, so the tens of
+    thousands held for feedback never reach the old generation (a store of Captures, with
+    their dicts and lists, made full collections frequent and cost ~25 us a request)."""
+
+    id: str
+    time: float
+    model: str
+    version: str
+    route: str
+    kind: str  # "class", "value", or "" when no output can be compared with a truth
+    values: np.ndarray | None  # one per row
+
+
+def prediction(outputs: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
+    """("class", labels per row) from the first label output, else ("value", the first value
+    per row) from the first numeric one; None when nothing can be compared."""
+    for arr in outputs.values():
+        if arr.dtype.kind in "iubOUS" and arr.ndim >= 1:
+            return "class", arr.reshape(len(arr), -1)[:, 0]
+    for arr in outputs.values():
+        if arr.dtype.kind == "f" and arr.ndim >= 1:
+            return "value", arr.reshape(len(arr), -1)[:, 0]
+    return None
+
+
+def answer(c: Capture) -> Answer:
+    """A Capture reduced to what feedback needs."""
+    pred = prediction(c.outputs)
+    kind, values = pred if pred is not None else ("", None)
+    return Answer(c.id, c.time, c.model, c.version, c.route, kind, values)
 
 
 _second: list[Any] = [-1, ""]  # the last whole second formatted (writer thread only)

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 
 from serving.errors import BadRequest
-from serving.payload.feedback import FeedbackBook, Item, Quality, parse, prediction
-from serving.payload.log import OFF
-from serving.payload.record import Capture
+from serving.payload.feedback import FeedbackBook, Item, Quality, parse
+from serving.payload.record import OFF, Answer, Capture, answer, prediction
 
 
 def capture(outputs: dict[str, np.ndarray], rid: str = "r1", version: str = "1",
-            route: str = "primary", t: float = 100.0) -> Capture:
-    return Capture(rid, t, "m", version, route, {}, outputs, 0.001, OFF)
+            route: str = "primary", t: float = 100.0) -> Answer:
+    return answer(Capture(rid, t, "m", version, route, {}, outputs, 0.001, OFF))
 
 
 def test_single_and_batch_forms() -> None:
