@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from serving.logging_config import LoggingConfig
+
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
@@ -150,6 +152,12 @@ class ServerConfig:
         metadata={"help": "how long a queue must stay past (or below) the fraction before "
                           "readiness flips"},
     )
+    payload_log: str = field(default="", metadata={"help": "logged requests' sink for every "
+        "model, over model.toml's [logging] sink: a directory, s3://bucket/prefix or http(s)://"})
+    payload_sample: float = field(default=-1.0, metadata={"help": "share of requests every model "
+        "logs, over model.toml's [logging] sample (negative: model.toml decides)"})
+    payload_buffer: int = field(default=10_000, metadata={"help": "records waiting for the "
+        "payload writer; past this the oldest are dropped"})
 
     def __post_init__(self) -> None:
         problems = [message for failed, message in (
@@ -176,6 +184,8 @@ class ServerConfig:
              and not self.prometheus_url.startswith(("http://", "https://")),
              "--rollout-metrics prometheus needs --prometheus-url http(s)://..."),
             (self.controller_lease < 1, "controller_lease must be >= 1 second"),
+            (self.payload_sample > 1.0, "payload_sample must be at most 1 (negative: unset)"),
+            (self.payload_buffer < 1, "payload_buffer must be >= 1"),
             (self.admin_open and not self.admin_token and not is_loopback(self.host),
              f"--admin-open without an admin token on {self.host}, which other machines can "
              "reach: set --admin-token (or SERVING_ADMIN_TOKEN), or listen on 127.0.0.1"),
@@ -346,10 +356,11 @@ class ModelConfig:
     monitoring: MonitoringConfig = MonitoringConfig()
     # `[routing] rollout_metrics`, `prometheus_url`: where this model's rollouts are judged
     rollout_metrics: tuple[tuple[str, str], ...] = ()
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     @classmethod
     def from_toml(cls, doc: dict[str, Any]) -> ModelConfig:
-        known = {"batching", "versions", "runtime", "inputs", "routing", "monitoring"}
+        known = {"batching", "versions", "runtime", "inputs", "routing", "monitoring", "logging"}
         unknown = set(doc) - known
         if unknown:
             raise ValueError(f"unknown tables in model.toml: {', '.join(sorted(unknown))}")
@@ -370,6 +381,9 @@ class ModelConfig:
         routing = dict(doc.get("routing", {}))
         metrics = tuple((k, str(routing.pop(k))) for k in ("rollout_metrics", "prometheus_url")
                         if k in routing)
+        logs = dict(doc.get("logging", {}))
+        if "routing_keys" in logs:
+            logs["routing_keys"] = tuple(str(k) for k in logs["routing_keys"])
         unknown = set(routing) - {"auto_promote"}
         if unknown:
             raise ValueError(f"unknown keys in [routing]: {', '.join(sorted(unknown))}")
@@ -383,6 +397,7 @@ class ModelConfig:
                 reject_out_of_range=_bool(inputs.get("reject_out_of_range", False)),
                 monitoring=MonitoringConfig(**dict(doc.get("monitoring", {}))),
                 rollout_metrics=metrics,
+                logging=LoggingConfig(**logs),
             )
         except TypeError as exc:  # an unknown key in a table
             raise ValueError(f"model.toml: {exc}") from None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from time import perf_counter
 from typing import Any, NamedTuple
 
@@ -15,6 +16,7 @@ from serving.errors import BadRequest, NotFound, ServingError, Unavailable
 from serving.lifecycle.manager import Model, ModelManager
 from serving.lifecycle.states import ModelVersion, State
 from serving.monitoring.counters import CounterStore
+from serving.payload.log import PayloadLog
 from serving.protocol import v1, v2
 from serving.registry.layout import parse_version
 from serving.routing.shadow import watch
@@ -65,9 +67,12 @@ class Refused:
 class DataPlane:
     """The inference, health and metadata operations behind both V2 and V1."""
 
-    def __init__(self, manager: ModelManager, metrics: CounterStore) -> None:
+    def __init__(
+        self, manager: ModelManager, metrics: CounterStore, payload: PayloadLog | None = None
+    ) -> None:
         self.manager = manager
         self.metrics = metrics
+        self.payload = payload if payload is not None else PayloadLog()
 
     # ---- inference -------------------------------------------------------------------------
 
@@ -93,7 +98,7 @@ class DataPlane:
 
     def _mirror(
         self, name: str, shadows: tuple[ModelVersion, ...], feeds: dict[str, Any], rows: int,
-        primary: asyncio.Future[Any],
+        primary: asyncio.Future[Any], log_id: str | None,
     ) -> None:
         """Send copies to the shadows once the primary has answered, so the copies run after
         the client's response is on its way (the waiting request's wake-up is queued before the
@@ -115,6 +120,10 @@ class DataPlane:
                     stats.shed += 1
                     continue
                 watch(stats, done.result(), shadow)
+                if log_id is not None:  # logged with the primary's id, to compare offline
+                    shadow.add_done_callback(partial(
+                        self.payload.capture_shadow, log_id, smv.name, smv.version_str, feeds,
+                        smv.config))
 
         # call_soon: behind the request's own wake-up, which the done-callback would precede
         primary.add_done_callback(lambda done: loop.call_soon(send, done))
@@ -148,6 +157,7 @@ class DataPlane:
         disconnected: Callable[[], bool] | None = None,
         requested: list[RequestedOutput] | None = None,
         trace: RequestTrace | None = None,
+        log_id: str | None = None,
     ) -> tuple[Signature, float, asyncio.Future[Result]]:
         """What both protocols share once a request is decoded and routed: validate it for the
         chosen version, queue it and mirror it to the shadows. Returns the version's signature
@@ -170,7 +180,7 @@ class DataPlane:
         future = scheduler.submit(feeds, rows, timeout, disconnected, trace)
         queued = perf_counter()
         if shadows:
-            self._mirror(mv.name, shadows, feeds, rows, future)
+            self._mirror(mv.name, shadows, feeds, rows, future, log_id)
         return sig, queued, future
 
     async def infer_v2(
@@ -197,9 +207,10 @@ class DataPlane:
             raise BadRequest("parameter timeout must be a non-negative integer (microseconds)")
 
         mv, route, shadows = self._route(model, version, routing_key, req.id, first)
+        log_id = self.payload.decide(mv.config, req.id, routing_key)
         try:
             sig, queued, future = self._submit(
-                mv, shadows, req.inputs, timeout, disconnected, requested, trace
+                mv, shadows, req.inputs, timeout, disconnected, requested, trace, log_id
             )
             outs, batch_size, queue_s, run_s = await future
         except ServingError as exc:
@@ -231,9 +242,13 @@ class DataPlane:
             mv.name, mv.version_str, tensors, req.id, {"batch_size": batch_size}
         )
         out, header_length = v2.encode_response(response, binary)
-        encode_s = perf_counter() - t2
+        t3 = perf_counter()
+        if log_id is not None:
+            self.payload.capture(log_id, mv.name, mv.version_str, route, req.inputs, outs,
+                                 t3 - t0, mv.config)
         return out, header_length, Served(
-            mv.version_str, route, batch_size, req.id, decode_s, queue_s, run_s, encode_s
+            mv.version_str, route, batch_size, log_id or req.id, decode_s, queue_s, run_s,
+            t3 - t2,
         )
 
     async def predict_v1(
@@ -246,8 +261,11 @@ class DataPlane:
         assert first.session is not None
         req, row_form = v1.decode_request(body, first.session.signature)
         mv, route, shadows = self._route(model, version, routing_key, None, first)
+        log_id = self.payload.decide(mv.config, None, routing_key)
         try:
-            sig, queued, future = self._submit(mv, shadows, req.inputs, trace=trace)
+            sig, queued, future = self._submit(
+                mv, shadows, req.inputs, trace=trace, log_id=log_id
+            )
             outs, batch_size, queue_s, run_s = await future
         except ServingError as exc:
             return Refused(exc, mv.version_str, route)  # counts for the version routed to
@@ -257,9 +275,12 @@ class DataPlane:
             Tensor(s.name, s.datatype, outs[s.name].shape, outs[s.name]) for s in sig.outputs
         ]
         out = v1.encode_response(tensors, row_form)
-        encode_s = perf_counter() - t2
-        return out, None, Served(mv.version_str, route, batch_size, None, decode_s, queue_s,
-                                 run_s, encode_s)
+        t3 = perf_counter()
+        if log_id is not None:
+            self.payload.capture(log_id, mv.name, mv.version_str, route, req.inputs, outs,
+                                 t3 - t0, mv.config)
+        return out, None, Served(mv.version_str, route, batch_size, log_id, decode_s, queue_s,
+                                 run_s, t3 - t2)
 
     # ---- health and metadata ---------------------------------------------------------------
 

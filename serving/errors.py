@@ -43,6 +43,13 @@ class NotFound(ServingError, LookupError):
     reason = "client_error"
 
 
+class Conflict(ServingError):
+    """The request repeats one already applied (feedback for an id that already has it)."""
+
+    status = 409
+    reason = "client_error"
+
+
 class MethodNotAllowed(ServingError):
     status = 405
     reason = "client_error"

@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "serving.types": 0,
     "serving._kernels": 0,
     "serving.client": 0,  # the HTTP client of the CLI and demos (standard library only)
+    "serving.logging_config": 0,  # model.toml's [logging] table, which config.py includes
     "serving.signature": 1,
     "serving.config": 1,
     "serving.tracing": 1,  # the tracer the request path and the batcher call (OTel: export.py)
@@ -32,6 +33,7 @@ LAYERS: dict[str, int] = {
     "serving.monitoring.drift": 2,
     "serving.monitoring.categorical": 1,  # a leaf (numpy only) that drift.py imports
     "serving.runtime": 3,
+    "serving.payload": 3,  # payload log, its writer thread and sinks, feedback, live quality
     "serving.batching": 4,
     "serving.routing": 4,
     "serving.lifecycle": 5,

@@ -22,6 +22,7 @@ from serving.dataplane import DataPlane
 from serving.errors import ServingError
 from serving.http.admin import AdminGuard, admin_routes
 from serving.http.errors import http_exception_handler, json_response, serving_error_handler
+from serving.http.feedback import feedback_routes
 from serving.http.infer import InferEndpoint, match_infer
 from serving.http.rollout import rollout_routes
 from serving.http.siblings import WorkerSpec
@@ -33,6 +34,8 @@ from serving.lifecycle.prometheus import FleetMetrics
 from serving.lifecycle.rollout import InProcessSource, RolloutController
 from serving.monitoring.metrics import ServingMetrics
 from serving.monitoring.multiprocess import MultiProcessView, write_snapshot
+from serving.payload.desk import FeedbackDesk
+from serving.payload.log import PayloadLog
 from serving.registry.lease import open_lease_store
 
 log = logging.getLogger("serving.http")
@@ -122,6 +125,13 @@ def _routes(dp: DataPlane, metrics: ServingMetrics, readiness: Readiness) -> lis
     ]
 
 
+def _labels(manager: ModelManager, model: str, version: str) -> tuple[str, ...]:
+    """A version's class names (feedback may name a class instead of its index)."""
+    m = manager.models.get(model)
+    mv = m.by_str.get(version) if m is not None else None
+    return mv.manifest.labels if mv is not None and mv.manifest is not None else ()
+
+
 class ServingApp:
     """The ASGI app: inference routes go straight to InferEndpoint, the rest to Starlette."""
 
@@ -131,7 +141,9 @@ class ServingApp:
         self.config = config
         self.manager = manager
         self.worker = worker
-        self.metrics = ServingMetrics(manager)
+        self.payload = PayloadLog(config.payload_log, config.payload_sample,
+                                  config.payload_buffer)
+        self.metrics = ServingMetrics(manager, payload=self.payload)
         self.readiness = Readiness(
             manager, config.strict_readiness, config.saturation_fraction,
             config.saturation_seconds,
@@ -155,7 +167,7 @@ class ServingApp:
             self._scrape_registry = MultiProcessView(
                 self.metrics.registry, worker.metrics_dir, worker.index
             ).registry()
-        self.dataplane = DataPlane(manager, self.metrics)
+        self.dataplane = DataPlane(manager, self.metrics, self.payload)
         self.guard = AdminGuard(config.admin_token, config.admin_open)
         self._infer = InferEndpoint(
             self.dataplane, config.max_body_bytes, self.metrics, config.routing_header,
@@ -170,6 +182,8 @@ class ServingApp:
                     self.controller, self.guard,
                     worker if worker is not None and not leads else None, self.leadership,
                 ),
+                *feedback_routes(FeedbackDesk(self.payload, lambda m, v: _labels(manager, m, v),
+                                              lambda m: manager.get_model(m).config), self.guard),
                 Route("/metrics", self._metrics, methods=["GET"]),
             ],
             exception_handlers={
@@ -205,6 +219,7 @@ class ServingApp:
             return asyncio.create_task(supervise(name, run), name=name)
 
         self._loading = start("load models", self.manager.load_all)
+        self.payload.start()
         tasks = [start("readiness watch", self.readiness.watch)]
         if self.config.poll > 0:
             poll = self.config.poll
@@ -229,6 +244,7 @@ class ServingApp:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.leadership.release)
             await self.manager.shutdown()
+            await asyncio.to_thread(self.payload.stop)  # the last records, open segments
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

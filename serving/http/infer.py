@@ -209,6 +209,9 @@ class InferEndpoint:
         if status == 200:
             response_headers.append((b"x-model-version", served.encode()))
             response_headers.append((b"x-route", served_route.encode()))
+            rid = info.request_id if info is not None else None
+            if rid and rid.isascii() and rid.isprintable():  # the id feedback names
+                response_headers.append((b"x-request-id", rid.encode()))
         await send(
             {"type": "http.response.start", "status": status, "headers": response_headers}
         )

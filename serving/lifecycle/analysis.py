@@ -30,6 +30,10 @@ class Thresholds:
     min_latency_increase_ms: float = 1.0
     max_disagreement: float = 0.05  # shadow label disagreement rate
     max_shadow_error_rate: float = 0.01
+    # Live accuracy from feedback (off when negative): the candidate may be at most this much
+    # less accurate (absolute), judged once each side has `min_labels` labelled rows
+    max_accuracy_drop: float = -1.0
+    min_labels: int = 100
 
     @classmethod
     def from_json(cls, obj: dict[str, Any] | None) -> Thresholds:
@@ -53,12 +57,16 @@ class Window:
     requests: int = 0
     errors: int = 0
     latency: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    labelled: int = 0  # rows whose true label came back as feedback
+    correct: int = 0  # of those, rows the version answered right
 
     def minus(self, earlier: Window) -> Window:
         return Window(
             self.requests - earlier.requests,
             self.errors - earlier.errors,
             [a - b for a, b in zip(self.latency, earlier.latency, strict=True)],
+            self.labelled - earlier.labelled,
+            self.correct - earlier.correct,
         )
 
     @property
@@ -170,7 +178,43 @@ def judge_canary(primary: Window, candidate: Window, t: Thresholds) -> Verdict:
             f"{p99_p * 1e3:.2f} ms (ratio {p99_c / p99_p:.2f} > {t.max_p99_ratio})",
             m,
         )
-    return Verdict("pass", "within thresholds", m)
+    accuracy = judge_accuracy(primary, candidate, t, m)
+    return accuracy if accuracy is not None else Verdict("pass", "within thresholds", m)
+
+
+def accuracy_drop_p_value(correct_p: int, n_p: int, correct_c: int, n_c: int,
+                          limit: float) -> float:
+    """One-sided p-value that the primary's accuracy exceeds the candidate's by more than
+    `limit` (a two-proportion z-test of the difference against the limit, unpooled)."""
+    acc_p, acc_c = correct_p / n_p, correct_c / n_c
+    se = math.sqrt(acc_p * (1 - acc_p) / n_p + acc_c * (1 - acc_c) / n_c)
+    if se == 0:
+        return 0.0 if acc_p - acc_c > limit else 1.0
+    return 0.5 * math.erfc((acc_p - acc_c - limit) / se / math.sqrt(2))
+
+
+def judge_accuracy(primary: Window, candidate: Window, t: Thresholds,
+                   m: dict[str, Any]) -> Verdict | None:
+    """With `max_accuracy_drop` set: wait for labels, or fail on a significant drop; None when
+    the candidate passes (or the check is off)."""
+    if t.max_accuracy_drop < 0:
+        return None
+    m["primary_labelled"], m["candidate_labelled"] = primary.labelled, candidate.labelled
+    if min(primary.labelled, candidate.labelled) < t.min_labels:
+        return Verdict("wait", f"fewer than {t.min_labels} labelled rows on a side", m)
+    acc_p, acc_c = primary.correct / primary.labelled, candidate.correct / candidate.labelled
+    p = accuracy_drop_p_value(primary.correct, primary.labelled, candidate.correct,
+                              candidate.labelled, t.max_accuracy_drop)
+    m.update(primary_accuracy=round(acc_p, 5), candidate_accuracy=round(acc_c, 5),
+             accuracy_p_value=round(p, 6))
+    if p < t.significance:
+        return Verdict(
+            "fail",
+            f"accuracy: candidate {acc_c:.2%} vs primary {acc_p:.2%} on labelled requests "
+            f"(p={p:.3g}, limit -{t.max_accuracy_drop:.2%})",
+            m,
+        )
+    return None
 
 
 def judge_bake(baseline: Window, promoted: Window, t: Thresholds) -> Verdict:

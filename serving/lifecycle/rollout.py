@@ -79,7 +79,12 @@ class InProcessSource:
         if stats is None:
             return Window()
         errors = sum(stats.outcomes.get(o, 0) for o in ERROR_OUTCOMES)
-        return Window(sum(stats.outcomes.values()), errors, list(stats.latency.counts))
+        w = Window(sum(stats.outcomes.values()), errors, list(stats.latency.counts))
+        payload = getattr(self.metrics, "payload", None)  # live accuracy from feedback
+        q = payload.feedback.quality.get((model, version, route)) if payload else None
+        if q is not None and q.kind == "class":
+            w.labelled, w.correct = q.rows, q.correct
+        return w
 
     def shadow(self, model: str, version: str) -> ShadowWindow:
         s = self.metrics.shadows.get((model, version))

@@ -23,7 +23,9 @@ from serving.dataplane import Served
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.states import State
 from serving.monitoring.counters import LATENCY_BUCKETS, CounterStore, Histogram
+from serving.monitoring.quality import payload_families, quality_families
 from serving.monitoring.statistics import model_statistics
+from serving.payload.log import PayloadLog
 from serving.registry.rollout_state import RolloutState, delivery_summary
 
 UNKNOWN_MODEL = "_unknown"  # unknown names share one label value: clients can't add series
@@ -33,9 +35,11 @@ class ServingMetrics(CounterStore):
     """The server's counters (cheap recording on the request path) and its Prometheus registry
     (families built on scrape)."""
 
-    def __init__(self, manager: ModelManager, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, manager: ModelManager, registry: CollectorRegistry | None = None,
+                 payload: PayloadLog | None = None) -> None:
         super().__init__()
         self.manager = manager
+        self.payload = payload if payload is not None else PayloadLog()
         self.registry = registry if registry is not None else CollectorRegistry()
         self.registry.register(ServingCollector(self))
 
@@ -76,6 +80,8 @@ class ServingCollector(Collector):
         yield from self._rollouts()
         yield from self._delivery()
         yield from self._shadows()
+        yield from payload_families(self.metrics.payload)
+        yield from quality_families(self.metrics.payload)
 
     def _requests(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(

@@ -95,3 +95,19 @@ def test_bake_compares_with_the_frozen_baseline_it_has() -> None:
     # no canary step, no baseline: nothing to compare, the request count decides
     verdict = judge_bake(Window(), Window(1000, 0, lat(2, 1000)), T)
     assert verdict.decision == "pass" and "no canary window" in verdict.reason
+
+
+def test_accuracy_drop_waits_for_labels_then_fails_only_when_significant() -> None:
+    t = Thresholds(min_requests=100, max_accuracy_drop=0.02, min_labels=200)
+    ok = lat(1, 1000)
+    few = judge_canary(Window(1000, 0, ok, 150, 140), Window(1000, 0, ok, 150, 90), t)
+    assert few.decision == "wait" and "labelled" in few.reason
+    worse = judge_canary(Window(1000, 0, ok, 500, 480), Window(1000, 0, ok, 500, 400), t)
+    assert worse.decision == "fail" and worse.reason.startswith("accuracy")
+    # a visible drop a few hundred labels cannot tell from noise, and one within the limit
+    noisy = judge_canary(Window(1000, 0, ok, 200, 190), Window(1000, 0, ok, 200, 184), t)
+    assert noisy.decision == "pass"
+    within = judge_canary(Window(1000, 0, ok, 5000, 4750), Window(1000, 0, ok, 5000, 4700), t)
+    assert within.decision == "pass"
+    # off by default: labels are not waited for
+    assert judge_canary(Window(1000, 0, ok), Window(1000, 0, ok), T).decision == "pass"

@@ -1,0 +1,1 @@
+"""Payload logging, ground-truth feedback and live model quality (see docs/ARCHITECTURE.md)."""

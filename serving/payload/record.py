@@ -1,0 +1,143 @@
+"""One logged request: what the request path hands over (references only), and how the writer
+thread renders it as a JSON Lines record or as a pair of CloudEvents."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+import numpy as np
+import orjson
+
+from serving.types import Tensor
+
+_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+_V2_TYPES = {
+    "b": "BOOL", "i1": "INT8", "i2": "INT16", "i4": "INT32", "i8": "INT64", "u1": "UINT8",
+    "u2": "UINT16", "u4": "UINT32", "u8": "UINT64", "f2": "FP16", "f4": "FP32", "f8": "FP64",
+}
+
+
+class Policy(NamedTuple):
+    """A model's logging settings as the request path reads them (built once per
+    model.toml)."""
+
+    sample: float
+    keys: frozenset[str]
+    sink: str  # "" with no sink: predictions are still kept for feedback
+    segment_records: int
+    segment_s: float
+    recent: int
+    window: int
+
+
+OFF = Policy(0.0, frozenset(), "", 1, 1.0, 0, 1)  # not logged
+
+
+class Capture(NamedTuple):
+    """A logged request, as the request path saw it: the decoded inputs and the output arrays
+    by reference (nothing is copied or serialised on the request path)."""
+
+    id: str
+    time: float  # unix seconds
+    model: str
+    version: str
+    route: str  # primary, canary or shadow (a shadow's answer carries the primary's id)
+    inputs: list[Tensor] | dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    latency_s: float
+    policy: Policy
+
+
+class Answer(NamedTuple):
+    """What feedback joins: one logged answer reduced to its prediction (the label or value
+    per row). The log keeps these fields as an exact tuple of strings, numbers and arrays,
+    which the garbage collector stops tracking at its first collection, so the tens of
+    thousands held for feedback never reach the old generation (a store of Captures, with
+    their dicts and lists, made full collections frequent and cost ~25 us a request)."""
+
+    id: str
+    time: float
+    model: str
+    version: str
+    route: str
+    kind: str  # "class", "value", or "" when no output can be compared with a truth
+    values: np.ndarray | None  # one per row
+
+
+def prediction(outputs: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
+    """("class", labels per row) from the first label output, else ("value", the first value
+    per row) from the first numeric one; None when nothing can be compared."""
+    for arr in outputs.values():
+        if arr.dtype.kind in "iubOUS" and arr.ndim >= 1:
+            return "class", arr.reshape(len(arr), -1)[:, 0]
+    for arr in outputs.values():
+        if arr.dtype.kind == "f" and arr.ndim >= 1:
+            return "value", arr.reshape(len(arr), -1)[:, 0]
+    return None
+
+
+def answer(c: Capture) -> Answer:
+    """A Capture reduced to what feedback needs."""
+    pred = prediction(c.outputs)
+    kind, values = pred if pred is not None else ("", None)
+    return Answer(c.id, c.time, c.model, c.version, c.route, kind, values)
+
+
+_second: list[Any] = [-1, ""]  # the last whole second formatted (writer thread only)
+
+
+def iso_time(t: float) -> str:
+    """RFC 3339 in UTC with microseconds, as CloudEvents' `time` and the records write it
+    (the date part is formatted once per second: datetime's formatting took ~25 us)."""
+    whole = int(t)
+    if whole != _second[0]:
+        _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int((t - whole) * 1e6):06d}Z"
+
+
+def _plain(arr: np.ndarray) -> Any:
+    """An array orjson can write: numeric ones as they are (contiguous), text as strings."""
+    if arr.dtype.kind in "OSU":
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x
+                for x in arr.ravel().tolist()] if arr.ndim <= 1 else [
+                    _plain(row) for row in arr]
+    return np.ascontiguousarray(arr)
+
+
+def input_arrays(inputs: list[Tensor] | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inputs by name, each shaped as the request sent it."""
+    if isinstance(inputs, dict):
+        return inputs
+    return {t.name: np.asarray(t.data).reshape(t.shape) for t in inputs}
+
+
+def json_line(c: Capture) -> bytes:
+    """The JSON Lines record: one object per request, inputs and outputs by their signature
+    names (arrays of rows)."""
+    doc = {
+        "id": c.id, "time": iso_time(c.time), "model": c.model, "version": c.version,
+        "route": c.route, "latency_ms": round(c.latency_s * 1e3, 3),
+        "inputs": {k: _plain(v) for k, v in input_arrays(c.inputs).items()},
+        "outputs": {k: _plain(v) for k, v in c.outputs.items()},
+    }
+    return orjson.dumps(doc, option=_NUMPY)
+
+
+def _tensors(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    out = []
+    for name, arr in arrays.items():
+        kind = "BYTES" if arr.dtype.kind in "OSU" else _V2_TYPES.get(
+            "b" if arr.dtype.kind == "b" else f"{arr.dtype.kind}{arr.dtype.itemsize}", "BYTES")
+        out.append({"name": name, "datatype": kind, "shape": list(arr.shape),
+                    "data": _plain(arr.ravel())})
+    return out
+
+
+def event_bodies(c: Capture) -> tuple[bytes, bytes]:
+    """The V2 request and response bodies of a CloudEvents pair (KServe's logger sends the
+    request and the response as two events with the same id)."""
+    request = {"id": c.id, "inputs": _tensors(input_arrays(c.inputs))}
+    response = {"model_name": c.model, "model_version": c.version, "id": c.id,
+                "outputs": _tensors(c.outputs)}
+    return orjson.dumps(request, option=_NUMPY), orjson.dumps(response, option=_NUMPY)

@@ -1,0 +1,204 @@
+"""Where logged records go, all called from the payload writer thread only: gzip JSON Lines
+segments in a directory or under an S3 prefix (a segment is complete or absent: written under
+a temporary name and renamed, or uploaded in one PUT), or CloudEvents over HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import time
+import urllib.parse
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from serving.payload.record import Capture, event_bodies, iso_time, json_line
+
+SEGMENT_SUFFIX = ".jsonl.gz"
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+_ENDPOINTS = {"primary": "default"}  # KServe's names: default or canary
+
+
+class Sink(Protocol):
+    """What the writer needs of a sink. `add` returns how many records it lost."""
+
+    def add(self, records: list[Capture], now: float) -> int: ...
+
+    def flush(self, now: float, force: bool) -> int: ...
+
+
+class _Segment:
+    """One model's open segment: gzip bytes built in memory as records arrive."""
+
+    def __init__(self, now: float) -> None:
+        self.opened = now
+        self.records = 0
+        # wbits 31: a gzip stream; level 1: the writer shares a core with the event loop
+        self._z = zlib.compressobj(1, zlib.DEFLATED, 31)
+        self._parts: list[bytes] = []
+
+    def add(self, lines: list[bytes]) -> None:
+        self._parts.append(self._z.compress(b"\n".join(lines) + b"\n"))
+        self.records += len(lines)
+
+    def finish(self) -> bytes:
+        self._parts.append(self._z.flush())
+        return b"".join(self._parts)
+
+
+class SegmentSink:
+    """Rotated gzip JSON Lines segments, one series per model: `<model>/part-<UTC time>-<pid>-
+    <n>.jsonl.gz`. A segment closes at `segment_records` records or `segment_s` seconds;
+    `store` writes a finished one (a directory or S3)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, tuple[_Segment, Capture]] = {}
+        self._seq = 0
+
+    def store(self, name: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def add(self, records: list[Capture], now: float) -> int:
+        by_model: dict[str, list[Capture]] = {}
+        for c in records:
+            by_model.setdefault(c.model, []).append(c)
+        lost = 0
+        for model, group in by_model.items():
+            seg = self._open.get(model)
+            if seg is None:
+                seg = self._open[model] = (_Segment(now), group[0])
+            seg[0].add([json_line(c) for c in group])
+            if seg[0].records >= group[0].policy.segment_records:
+                lost += self._close(model)
+        return lost
+
+    def flush(self, now: float, force: bool) -> int:
+        lost = 0
+        for model, (seg, first) in list(self._open.items()):
+            if force or now - seg.opened >= first.policy.segment_s:
+                lost += self._close(model)
+        return lost
+
+    def _close(self, model: str) -> int:
+        seg, _first = self._open.pop(model)
+        self._seq += 1
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(seg.opened))
+        name = f"{model}/part-{stamp}-{os.getpid()}-{self._seq:06d}{SEGMENT_SUFFIX}"
+        try:
+            self.store(name, seg.finish())
+        except Exception:
+            return seg.records
+        return 0
+
+
+class DirectorySink(SegmentSink):
+    """Segments in a local directory."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__()
+        self.root = Path(root)
+
+    def store(self, name: str, data: bytes) -> None:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # complete or absent
+
+
+class S3Sink(SegmentSink):
+    """Segments uploaded under an S3 prefix (one PUT each), with the registry's S3 client."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        from serving.registry.s3 import S3Registry
+
+        self._s3 = S3Registry(url)
+
+    def store(self, name: str, data: bytes) -> None:
+        self._s3.put(self._s3.url.key(*name.split("/")), data)
+
+
+class CloudEventSink:
+    """Each record as two CloudEvents (request, response) in binary content mode, with the
+    attributes KServe's payload logger sets, POSTed on one kept-alive connection."""
+
+    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+        u = urllib.parse.urlsplit(url)
+        self._https = u.scheme == "https"
+        self._host, self._port = u.hostname or "localhost", u.port
+        self._path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        self._timeout = timeout_s
+        self._conn: http.client.HTTPConnection | None = None
+        self._source = f"http://{socket.gethostname()}/serving"
+        self._namespace = os.environ.get("POD_NAMESPACE", "default")
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = kind(self._host, self._port, timeout=self._timeout)
+        return self._conn
+
+    def events(self, c: Capture) -> Iterator[tuple[dict[str, str], bytes]]:
+        """(headers, body) of the request event, then of the response event."""
+        request, response = event_bodies(c)
+        for kind, body in ((REQUEST_TYPE, request), (RESPONSE_TYPE, response)):
+            yield {
+                "content-type": "application/json",
+                "ce-specversion": "1.0", "ce-id": c.id, "ce-source": self._source,
+                "ce-type": kind, "ce-time": iso_time(c.time),
+                "ce-inferenceservicename": c.model, "ce-namespace": self._namespace,
+                "ce-component": "predictor", "ce-endpoint": _ENDPOINTS.get(c.route, c.route),
+                "ce-modelversion": c.version,
+            }, body
+
+    def _post(self, headers: dict[str, str], body: bytes) -> None:
+        conn = self._connection()
+        try:
+            conn.request("POST", self._path, body, headers)
+            r = conn.getresponse()
+            r.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            self._conn = None
+            raise
+        if r.status >= 300:
+            raise OSError(f"CloudEvents receiver answered {r.status}")
+
+    def add(self, records: list[Capture], now: float) -> int:
+        """Send each record's two events; once the receiver fails (down, stalled past the
+        timeout, or refusing), the rest of the batch is lost at once rather than waiting out
+        a timeout per record."""
+        for n, c in enumerate(records):
+            try:
+                for headers, body in self.events(c):
+                    self._post(headers, body)
+            except OSError:
+                return len(records) - n
+        return 0
+
+    def flush(self, now: float, force: bool) -> int:
+        return 0
+
+
+def open_sink(url: str) -> Sink:
+    """The sink a `[logging] sink` / --payload-log value names."""
+    if url.startswith(("http://", "https://")):
+        return CloudEventSink(url)
+    if url.startswith("s3://"):
+        return S3Sink(url)
+    return DirectorySink(url)
+
+
+def segment_files(root: str, model: str) -> list[Path]:
+    """A directory sink's finished segments of a model, newest first."""
+    folder = Path(root) / model
+    if not folder.is_dir():
+        return []
+    return sorted(folder.glob(f"part-*{SEGMENT_SUFFIX}"), reverse=True)

@@ -1,0 +1,107 @@
+"""The payload log without a server: sampling, the bounded buffer, segments, the store."""
+
+from __future__ import annotations
+
+import gc
+import gzip
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from serving.config import ModelConfig
+from serving.logging_config import LoggingConfig
+from serving.payload.archive import find_logged
+from serving.payload.log import PayloadLog
+from serving.types import Tensor
+
+
+def cfg(**kw: object) -> ModelConfig:
+    return ModelConfig(logging=LoggingConfig(**kw))  # type: ignore[arg-type]
+
+
+def row(i: int) -> list[Tensor]:
+    return [Tensor("input", "FP32", (1, 2), np.array([i, i + 0.5], np.float32))]
+
+
+def out(i: int) -> dict[str, np.ndarray]:
+    return {"label": np.array([i % 3], np.int64)}
+
+
+def test_sampling_keys_and_overrides() -> None:
+    log = PayloadLog()
+    assert log.decide(cfg(), "a", None) is None  # off by default
+    every = cfg(sample=1.0)
+    assert log.decide(every, "a", None) == "a"
+    generated = {log.decide(every, None, None) for _ in range(100)}
+    assert len(generated) == 100 and all(isinstance(g, str) and g for g in generated)
+    keyed = cfg(routing_keys=("vip",))
+    assert log.decide(keyed, "a", "vip") == "a" and log.decide(keyed, "a", "other") is None
+    some = cfg(sample=0.1)
+    hits = sum(log.decide(some, "a", None) is not None for _ in range(20_000))
+    assert 1_500 < hits < 2_500
+    assert PayloadLog(sample=0.0).decide(every, "a", None) is None  # the server's override
+    assert PayloadLog(sample=1.0).decide(cfg(), "a", None) == "a"
+
+
+def test_a_full_buffer_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
+    log = PayloadLog(buffer=10)
+    c = cfg(sample=1.0, sink=str(tmp_path), segment_records=1000)
+    for i in range(25):
+        log.capture(f"r{i}", "m", "1", "primary", row(i), out(i), 0.001, c)
+    assert log.buffered == 10 and log.dropped["buffer_full"] == 15
+    log.drain(force=True)  # the writer's pass, here on this thread
+    [segment] = (tmp_path / "m").glob("part-*.jsonl.gz")
+    records = [orjson.loads(line) for line in gzip.decompress(segment.read_bytes()).splitlines()]
+    assert [r["id"] for r in records] == [f"r{i}" for i in range(15, 25)]  # the newest kept
+    assert records[0]["inputs"] == {"input": [[15.0, 15.5]]}
+    assert records[0]["outputs"] == {"label": [0]} and records[0]["route"] == "primary"
+    assert log.written == 10 and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_segments_rotate_by_records_and_are_read_back(tmp_path: Path) -> None:
+    log = PayloadLog()
+    c = cfg(sample=1.0, sink=str(tmp_path), segment_records=4)
+    for i in range(10):
+        log.capture(f"r{i}", "m", "1", "primary", row(i), out(i), 0.001, c)
+        log.drain()
+    assert len(list((tmp_path / "m").glob("*.jsonl.gz"))) == 2  # 4 + 4; 2 still open
+    log.drain(force=True)
+    assert len(list((tmp_path / "m").glob("*.jsonl.gz"))) == 3
+    found = find_logged([str(tmp_path)], "m", {"r1", "r9", "missing"})
+    assert set(found) == {"r1", "r9"}
+    assert found["r9"][0].kind == "class" and found["r9"][0].values.tolist() == [0]
+
+
+def test_the_store_of_recent_predictions_is_bounded_and_keeps_shadows() -> None:
+    log = PayloadLog()
+    c = cfg(sample=1.0, recent=3)
+    for i in range(5):
+        log.capture(f"r{i}", "m", "1", "primary", row(i), out(i), 0.001, c)
+    log.capture("r4", "m", "2", "shadow", {"input": np.zeros((1, 2))}, out(1), 0.001, c)
+    log.capture("r0", "m", "2", "shadow", {"input": np.zeros((1, 2))}, out(1), 0.001, c)
+    recent = log.recent["m"]
+    assert list(recent) == ["r2", "r3", "r4"]
+    assert [x.route for x in log.answers("m", "r4") or ()] == ["primary", "shadow"]
+    assert log.answers("m", "r0") is None
+    gc.collect()
+    gc.collect()  # held for feedback without costing the collector: nothing in it is tracked
+    assert not any(gc.is_tracked(a) for a in recent.values())
+    assert not any(gc.is_tracked(a) for a in log.shadowed["m"].values())
+    assert log.logged == {("m", "1", "primary"): 5, ("m", "2", "shadow"): 2}
+    assert log.buffered == 0  # no sink: kept for feedback only
+
+
+def test_the_logging_table_is_validated() -> None:
+    import pytest
+
+    from serving.config import ServerConfig
+
+    doc = {"logging": {"sample": 0.5, "routing_keys": ["a", "b"], "sink": "s3://b/p"}}
+    got = ModelConfig.from_toml(doc).logging
+    assert (got.sample, got.routing_keys, got.sink) == (0.5, ("a", "b"), "s3://b/p")
+    for bad in ({"sample": 2}, {"segment_s": 0}, {"quality_window": 0}, {"colour": 1}):
+        with pytest.raises(ValueError):
+            ModelConfig.from_toml({"logging": bad})
+    with pytest.raises(ValueError, match="payload_sample"):
+        ServerConfig(payload_sample=1.5)
