@@ -20,7 +20,7 @@ from serving.registry.layout import parse_version
 from serving.routing.shadow import watch
 from serving.routing.table import PRIMARY
 from serving.signature import Signature
-from serving.types import InferResponse, RequestedOutput, Tensor
+from serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
 EXTENSIONS = (
     "binary_tensor_data",
@@ -172,13 +172,8 @@ class DataPlane:
         return sig, queued, future
 
     async def infer_v2(
-        self,
-        model: str,
-        version: str | None,
-        body: bytes,
-        header_length: int | None,
-        disconnected: Callable[[], bool] | None = None,
-        routing_key: str | None = None,
+        self, model: str, version: str | None, body: bytes, header_length: int | None,
+        disconnected: Callable[[], bool] | None = None, routing_key: str | None = None,
     ) -> tuple[bytes, int | None, Served] | Refused:
         """A V2 request's body in; the response body, its binary header length, and what served
         it (version, route, batch, phase timings) out, or Refused once it was routed. Errors
@@ -187,12 +182,32 @@ class DataPlane:
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req = v2.decode_request(body, header_length, first.session.signature)
+        answer = await self.infer(first, version, req, t0, disconnected, routing_key)
+        if isinstance(answer, Refused):
+            return answer
+        response, binary, served = answer
+        out, header_length = v2.encode_response(response, binary)
+        return out, header_length, served._replace(encode_s=perf_counter() - served.encode_s)
+
+    async def infer(
+        self, first: ModelVersion, version: str | None, req: InferRequest, t0: float,
+        disconnected: Callable[[], bool] | None = None, routing_key: str | None = None,
+        deadline_us: int | None = None,
+    ) -> tuple[InferResponse, set[str] | None, Served] | Refused:
+        """A decoded V2 request (any protocol) for the version `first` it addressed: route,
+        queue, await and shape the response, not yet encoded: Served.encode_s holds the
+        perf_counter at which the answer came back, for the caller to replace by the time
+        until its encoding is done. `t0`: when
+        decoding began; `deadline_us`: the transport's own deadline (gRPC), the tighter of it
+        and the request's `timeout` parameter applies."""
         requested = req.outputs
         timeout = req.parameters.get("timeout") if req.parameters else None
         if timeout is not None and (type(timeout) is not int or timeout < 0):
             raise BadRequest("parameter timeout must be a non-negative integer (microseconds)")
+        if deadline_us is not None:
+            timeout = deadline_us if timeout is None else min(timeout, deadline_us)
 
-        mv, route, shadows = self._route(model, version, routing_key, req.id, first)
+        mv, route, shadows = self._route(first.name, version, routing_key, req.id, first)
         try:
             sig, queued, future = self._submit(
                 mv, shadows, req.inputs, timeout, disconnected, requested
@@ -226,10 +241,8 @@ class DataPlane:
         response = InferResponse(
             mv.name, mv.version_str, tensors, req.id, {"batch_size": batch_size}
         )
-        out, header_length = v2.encode_response(response, binary)
-        encode_s = perf_counter() - t2
-        return out, header_length, Served(
-            mv.version_str, route, batch_size, req.id, decode_s, queue_s, run_s, encode_s
+        return response, binary, Served(
+            mv.version_str, route, batch_size, req.id, decode_s, queue_s, run_s, t2
         )
 
     async def predict_v1(
