@@ -77,6 +77,7 @@ def run_h2load(address: str, frame: bytes, clients: int, duration: float, tmp: P
     body = tmp / f"frame-{abs(hash(frame))}.bin"
     body.write_bytes(frame)
     log = tmp / "h2load.log"
+    log.unlink(missing_ok=True)  # h2load appends to it
     cmd = bench_e2e.pinned(bench_e2e.LOAD_CPU, [
         "h2load", "-c", str(clients), "-m", "1", "-D", str(int(duration)), "--warm-up-time", "1",
         "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",

@@ -197,9 +197,9 @@ class DataPlane:
         """A decoded V2 request (any protocol) for the version `first` it addressed: route,
         queue, await and shape the response, not yet encoded: Served.encode_s holds the
         perf_counter at which the answer came back, for the caller to replace by the time
-        until its encoding is done. `t0`: when
-        decoding began; `deadline_us`: the transport's own deadline (gRPC), the tighter of it
-        and the request's `timeout` parameter applies."""
+        until its encoding is done. `t0`: when decoding began; `deadline_us`: the transport's
+        own deadline (gRPC), of which and the request's `timeout` parameter the tighter
+        applies."""
         requested = req.outputs
         timeout = req.parameters.get("timeout") if req.parameters else None
         if timeout is not None and (type(timeout) is not int or timeout < 0):

@@ -250,16 +250,36 @@ def too_large(address: str, limit: int) -> None:
     assert c.infer("iris", [x]).as_numpy("label").tolist() == [0, 2]
 
 
-def deadline(address: str) -> tuple[str, str, float]:
-    """One request to the slow model with a 50 ms gRPC deadline: its code and how long it took."""
-    import tritonclient.grpc as g
+def deadline(address: str) -> tuple[list[str], str, float]:
+    """Two long requests (64 rows each, no deadline) to the slow model, then, while they run,
+    one with a 50 ms gRPC deadline: the codes of the long ones, the code of the short one and
+    how long it took."""
+    import tritonclient.grpc.aio as ga
+    from tritonclient.utils import InferenceServerException
 
-    c = _client(address)
-    x = g.InferInput("input", [64, 4], "FP32")
-    x.set_data_from_numpy(np.ones((64, 4), np.float32))
-    t0 = time.monotonic()
-    code, message = _code(lambda: c.infer("slow", [x], client_timeout=0.05))
-    return code, message, time.monotonic() - t0
+    async def run() -> tuple[list[str], str, float]:
+        c = ga.InferenceServerClient(address)
+        x = ga.InferInput("input", [64, 4], "FP32")
+        x.set_data_from_numpy(np.ones((64, 4), np.float32))
+
+        async def one(timeout: float | None) -> str:
+            try:
+                await c.infer("slow", [x], client_timeout=timeout)
+            except InferenceServerException as exc:
+                return str(exc.status()).removeprefix("StatusCode.")
+            return "OK"
+
+        try:
+            long = [asyncio.create_task(one(None)) for _ in range(2)]
+            await asyncio.sleep(0.02)
+            t0 = time.monotonic()
+            short = await one(0.05)
+            took = time.monotonic() - t0
+            return list(await asyncio.gather(*long)), short, took
+        finally:
+            await c.close()
+
+    return asyncio.run(run())
 
 
 def flood(address: str, model: str, clients: int, rows: int) -> list[str]:
@@ -327,3 +347,21 @@ def kserve_client(address: str) -> None:
 
 def server_ready(address: str) -> bool:
     return bool(_client(address).is_server_ready())
+
+
+def versions_by_key(address: str, model: str, keys: list[str], as_id: bool) -> list[str]:
+    """The version that answered each routing key, sent as `x-routing-key` metadata or (as_id)
+    as the request id."""
+    import tritonclient.grpc as g
+
+    c = _client(address)
+    x = g.InferInput("input", [1, 4], "FP32")
+    x.set_data_from_numpy(IRIS[:1])
+    out = []
+    for key in keys:
+        if as_id:
+            r = c.infer(model, [x], request_id=key)
+        else:
+            r = c.infer(model, [x], headers={"x-routing-key": key})
+        out.append(r.get_response().model_version)
+    return out

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from serving.registry.routing_state import RoutingState, write_routing
 from tests.conftest import RunningServer, run_server, wait_for
 from tests.e2e import grpc_checks as checks
 from tests.e2e.models import ONNX_TYPES, identity_model, iris_like, publish
@@ -38,6 +39,12 @@ max_batch_size = 64
 max_queue_delay_us = 20000
 inline_max_us = 0
 """
+SPLIT_TOML = """[versions]
+policy = "all"
+
+[routing]
+auto_promote = false
+"""
 
 
 def free_port() -> int:
@@ -52,7 +59,11 @@ def registry(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     shutil.copytree(models_dir, root)
     publish(root, "typed", identity_model([d for d in ONNX_TYPES if d != "FP16"]))
     publish(root, "slow", iris_like("slow"), SLOW_TOML)
-    publish(root, "batchy", (root / "iris" / "1" / "model.onnx").read_bytes(), BATCHY_TOML)
+    iris = (root / "iris" / "1" / "model.onnx").read_bytes()
+    publish(root, "batchy", iris, BATCHY_TOML)
+    publish(root, "split", iris, SPLIT_TOML)
+    publish(root, "split", iris)
+    write_routing(root, "split", RoutingState(primary=1, canary=2, canary_weight=50.0))
     return root
 
 
@@ -142,26 +153,22 @@ def test_a_full_queue_is_resource_exhausted(
 def test_the_grpc_deadline_is_the_requests_timeout(
     server: GrpcServer, triton: ProcessPoolExecutor
 ) -> None:
-    """A request whose deadline passes while it waits behind a long batch is dropped by the
-    server, never run: the slow model's rows count only the long batch."""
+    """A request whose deadline passes while it waits behind long batches is dropped by the
+    server, never run: the slow model's rows count only the long batches."""
     rows = {"model": "slow", "version": "1"}
+    outcomes = {"model": "slow", "protocol": "grpc"}
+
+    def dropped() -> float:
+        return sum(metric(server, "serving_protocol_requests_total", outcome=o, **outcomes)
+                   for o in ("timeout", "cancelled"))
+
     wait_for(lambda: metric(server, "serving_queue_depth", **rows) == 0)
-    before = metric(server, "serving_batch_rows_total", **rows)
-    refused = metric(server, "serving_protocol_requests_total", model="slow", protocol="grpc",
-                     outcome="timeout") + metric(server, "serving_protocol_requests_total",
-                                                 model="slow", protocol="grpc",
-                                                 outcome="cancelled")
-    long = call_async(triton, checks.flood, server.address, "slow", 1, 64)
-    wait_for(lambda: metric(server, "serving_inflight_requests", **rows) > 0, timeout=30)
-    code, _message, took = call(triton, checks.deadline, server.address)
-    assert code == "DEADLINE_EXCEEDED"
+    before, dropped_before = metric(server, "serving_batch_rows_total", **rows), dropped()
+    long, short, took = call(triton, checks.deadline, server.address)
+    assert long == ["OK", "OK"] and short == "DEADLINE_EXCEEDED", (long, short)
     assert took < 5, took
-    assert long.result(timeout=240) == ["OK"]
-    wait_for(lambda: metric(server, "serving_protocol_requests_total", model="slow",
-                            protocol="grpc", outcome="timeout") + metric(
-        server, "serving_protocol_requests_total", model="slow", protocol="grpc",
-        outcome="cancelled") > refused)
-    assert metric(server, "serving_batch_rows_total", **rows) == before + 64
+    wait_for(lambda: dropped() > dropped_before)
+    assert metric(server, "serving_batch_rows_total", **rows) == before + 128
 
 
 def call_async(pool: ProcessPoolExecutor, fn: Callable[..., Any], *args: Any) -> Any:
@@ -191,6 +198,26 @@ def test_http_and_grpc_requests_share_batches(
     grpc_seen = grpc_sizes.result(timeout=60)
     assert 2 in http_sizes and 2 in grpc_seen, (http_sizes, grpc_seen)
     assert any(b["batch_size"] == 2 for b in stats), stats
+    for protocol, sizes in (("http", http_sizes), ("grpc", grpc_seen)):
+        assert metric(server, "serving_protocol_requests_total", model="batchy",
+                      protocol=protocol, outcome="success") == len(sizes)
+
+
+def test_grpc_routes_by_the_same_key_as_http(
+    server: GrpcServer, triton: ProcessPoolExecutor
+) -> None:
+    """A canary at 50%: each routing key reaches the same version over gRPC (metadata, or the
+    request id) as over HTTP (the header); both versions answer some keys."""
+    keys = [f"user-{i}" for i in range(40)]
+    by_metadata = call(triton, checks.versions_by_key, server.address, "split", keys, False)
+    by_id = call(triton, checks.versions_by_key, server.address, "split", keys, True)
+    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 4],
+                        "data": [5.1, 3.5, 1.4, 0.2]}]}
+    with httpx.Client(base_url=server.http.url, timeout=30) as c:
+        by_http = [c.post("/v2/models/split/infer", json=body, headers={"x-routing-key": k})
+                   .headers["x-model-version"] for k in keys]
+    assert by_metadata == by_http == by_id
+    assert set(by_http) == {"1", "2"}, by_http
 
 
 def test_kserve_sdk_grpc_client(server: GrpcServer, kserve: ProcessPoolExecutor) -> None:
@@ -229,13 +256,14 @@ def test_workers_share_the_grpc_port(
         assert s.stop() == 0
 
 
-def test_a_grpc_port_in_use_fails_the_start(registry: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_grpc_port_in_use_fails_the_start(registry: Path, tmp_path: Path, workers: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        with pytest.raises(RuntimeError, match="gRPC"), \
-                run_server(registry, tmp_path, "--grpc-port", str(port)):
+        with pytest.raises(RuntimeError, match=f"cannot serve gRPC on 127.0.0.1:{port}"), \
+                run_server(registry, tmp_path, "--grpc-port", str(port), "--workers", workers):
             pass
 
 
