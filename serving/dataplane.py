@@ -4,7 +4,7 @@ validate, queue, and shape the answer. `serving/http/` only translates HTTP to t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, NamedTuple
@@ -171,35 +171,31 @@ class DataPlane:
             self._mirror(mv.name, shadows, feeds, rows, future)
         return sig, queued, future
 
-    async def infer_v2(
+    def infer_v2(
         self, model: str, version: str | None, body: bytes, header_length: int | None,
         disconnected: Callable[[], bool] | None = None, routing_key: str | None = None,
-    ) -> tuple[bytes, int | None, Served] | Refused:
+    ) -> Awaitable[tuple[bytes, int | None, Served] | Refused]:
         """A V2 request's body in; the response body, its binary header length, and what served
         it (version, route, batch, phase timings) out, or Refused once it was routed. Errors
-        before routing (a bad request, an unknown model) are raised."""
+        before routing (a bad request, an unknown model) are raised, here. A plain function
+        that returns `infer`'s coroutine: no extra coroutine frame per request."""
         t0 = perf_counter()
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req = v2.decode_request(body, header_length, first.session.signature)
-        answer = await self.infer(first, version, req, t0, disconnected, routing_key)
-        if isinstance(answer, Refused):
-            return answer
-        response, binary, served = answer
-        out, header_length = v2.encode_response(response, binary)
-        return out, header_length, served._replace(encode_s=perf_counter() - served.encode_s)
+        return self.infer(first, version, req, t0, v2.encode_response, disconnected, routing_key)
 
     async def infer(
         self, first: ModelVersion, version: str | None, req: InferRequest, t0: float,
+        encode: Callable[[InferResponse, set[str] | None], tuple[Any, int | None]],
         disconnected: Callable[[], bool] | None = None, routing_key: str | None = None,
         deadline_us: int | None = None,
-    ) -> tuple[InferResponse, set[str] | None, Served] | Refused:
-        """A decoded V2 request (any protocol) for the version `first` it addressed: route,
-        queue, await and shape the response, not yet encoded: Served.encode_s holds the
-        perf_counter at which the answer came back, for the caller to replace by the time
-        until its encoding is done. `t0`: when decoding began; `deadline_us`: the transport's
-        own deadline (gRPC), of which and the request's `timeout` parameter the tighter
-        applies."""
+    ) -> tuple[Any, int | None, Served] | Refused:
+        """A decoded V2 request, from any protocol, for the version `first` it addressed:
+        route, queue, await, shape the response and `encode` it (the protocol's encoder:
+        response and binary outputs in, (body, binary header length) out). `t0`: when decoding
+        began; `deadline_us`: the transport's own deadline (gRPC), of which and the request's
+        `timeout` parameter the tighter applies."""
         requested = req.outputs
         timeout = req.parameters.get("timeout") if req.parameters else None
         if timeout is not None and (type(timeout) is not int or timeout < 0):
@@ -241,8 +237,10 @@ class DataPlane:
         response = InferResponse(
             mv.name, mv.version_str, tensors, req.id, {"batch_size": batch_size}
         )
-        return response, binary, Served(
-            mv.version_str, route, batch_size, req.id, decode_s, queue_s, run_s, t2
+        out, header_length = encode(response, binary)
+        encode_s = perf_counter() - t2
+        return out, header_length, Served(
+            mv.version_str, route, batch_size, req.id, decode_s, queue_s, run_s, encode_s
         )
 
     async def predict_v1(

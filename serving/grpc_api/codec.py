@@ -118,8 +118,9 @@ def decode_request(
     return msg.model_name, msg.model_version, req
 
 
-def encode_response(response: InferResponse) -> Any:
-    """A ModelInferResponse with every output in raw_output_contents."""
+def encode_response(response: InferResponse, _binary: object = None) -> tuple[Any, None]:
+    """(a ModelInferResponse with every output in raw_output_contents, None): the data plane's
+    encoder signature (gRPC outputs are always binary)."""
     msg = pb.ModelInferResponse(
         model_name=response.model_name, model_version=response.model_version,
         id=response.id or "",
@@ -131,4 +132,4 @@ def encode_response(response: InferResponse) -> Any:
     for t in response.outputs:
         msg.outputs.add(name=t.name, datatype=t.datatype, shape=t.shape)
         raw.append(binary.encode_binary_tensor(t.data, t.datatype))
-    return msg
+    return msg, None

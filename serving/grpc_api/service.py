@@ -152,13 +152,13 @@ class InferenceService:
         deadline_us = None if remaining is None else max(0, int(remaining * 1e6))
         key = _metadata(context, self.routing_header)[:256] or None
         answer = await self.dp.infer(
-            first, version, req, started, context.cancelled, key, deadline_us
+            first, version, req, started, codec.encode_response, context.cancelled, key,
+            deadline_us,
         )
         if isinstance(answer, Refused):
             return answer
-        response, _binary, info = answer
-        out = codec.encode_response(response)
-        return out, info._replace(encode_s=perf_counter() - info.encode_s)
+        out, _, info = answer
+        return out, info
 
     # ---- health and metadata ---------------------------------------------------------------
 

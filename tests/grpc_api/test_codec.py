@@ -87,7 +87,7 @@ def test_outputs_and_classification_parameter() -> None:
 def test_responses_carry_raw_output_contents() -> None:
     labels = np.array([0, 2], np.int64)
     words = np.array(["a", "bé"], dtype=object)
-    msg = codec.encode_response(InferResponse(
+    msg, _ = codec.encode_response(InferResponse(
         "iris", "1", [Tensor("label", "INT64", (2,), labels), Tensor("w", "BYTES", (2,), words)],
         "r", {"batch_size": 3}))
     assert [o.name for o in msg.outputs] == ["label", "w"]
