@@ -12,7 +12,7 @@ COPY serving serving
 # The runtime environment: the server, its compiled kernels, boto3 (s3:// registries) and
 # OpenTelemetry (serve --tracing).
 RUN python -m venv /opt/serving \
- && /opt/serving/bin/pip install --no-cache-dir ".[s3,otel]"
+ && /opt/serving/bin/pip install --no-cache-dir ".[s3,otel,grpc]"
 # A throwaway environment with the packaging extras builds the example registry.
 RUN python -m venv /opt/pack \
  && /opt/pack/bin/pip install --no-cache-dir ".[packaging]" \
@@ -28,7 +28,7 @@ ENV PATH=/opt/serving/bin:$PATH \
     SERVING_PORT=8000 \
     SERVING_REGISTRY=/models
 USER serving
-EXPOSE 8000
+EXPOSE 8000 8001
 # Model control and rollout changes answer 403 until an admin token is set
 # (`docker run -e SERVING_ADMIN_TOKEN=...`); --admin-open is refused on 0.0.0.0.
 # Liveness, not readiness: /v2/health/ready turns 503 while saturated or draining, and an

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Throughput/latency of a running server measured with Triton's perf_analyzer (HTTP, v2 protocol).
+# Throughput/latency of a running server measured with Triton's perf_analyzer (v2 protocol, over
+# HTTP or gRPC).
 #
 #     benchmarks/perf_analyzer.sh [URL]            # URL defaults to 127.0.0.1:8000 (host:port, no scheme)
+#     PROTOCOL=grpc benchmarks/perf_analyzer.sh 127.0.0.1:8001
 #
 # Runs each example model (iris, diabetes, forest, digits) at 16 concurrent clients twice: once
 # with binary tensors (perf_analyzer's default: binary_data extension, application/octet-stream
 # bodies) and once with JSON tensors (--input-tensor-format json --output-tensor-format json,
 # zero-filled inputs), and prints perf_analyzer's summary for each, server-side statistics
-# included (Triton's statistics extension). It exits non-zero when any run fails. It installs
+# included (Triton's statistics extension). With PROTOCOL=grpc each model runs once, with
+# raw_input_contents (perf_analyzer's gRPC tensors; JSON is HTTP's). It exits non-zero when any
+# run fails. It installs
 # nothing; it expects a server already running, e.g.
 #
 #     python -m serving examples --registry models
@@ -26,6 +30,7 @@
 #
 # Environment:
 #   PERF_ANALYZER  path to the binary (default: `perf_analyzer` on PATH)
+#   PROTOCOL       http (default) or grpc; the URL is then the server's gRPC port
 #   MODELS         models to measure, space-separated (default: the four example models;
 #                  MODEL=name still picks one)
 #   CONCURRENCY    concurrent clients (default 16)
@@ -39,7 +44,12 @@
 #   VERBOSE=1      print perf_analyzer's full output, not just the summary
 set -euo pipefail
 
-URL="${1:-127.0.0.1:8000}"
+PROTOCOL="${PROTOCOL:-http}"
+case "$PROTOCOL" in
+    http) URL="${1:-127.0.0.1:8000}" ;;
+    grpc) URL="${1:-127.0.0.1:8001}" ;;
+    *) echo "PROTOCOL must be http or grpc, not $PROTOCOL" >&2; exit 2 ;;
+esac
 URL="${URL#http://}"
 MODELS="${MODELS:-${MODEL:-iris diabetes forest digits}}"
 CONCURRENCY="${CONCURRENCY:-16}"
@@ -84,8 +94,8 @@ extra=(${PA_EXTRA:-})
 run() {
     local model="$1" label="$2"; shift 2
     local out rc=0
-    echo "=== $model @ $CONCURRENCY clients, $label tensors (url $URL, perf_analyzer cpus: ${PA_CPUS:-unpinned})"
-    out="$("${pin[@]}" "$PA" -m "$model" -u "$URL" -i http \
+    echo "=== $model @ $CONCURRENCY clients, $PROTOCOL, $label tensors (url $URL, perf_analyzer cpus: ${PA_CPUS:-unpinned})"
+    out="$("${pin[@]}" "$PA" -m "$model" -u "$URL" -i "$PROTOCOL" \
         --concurrency-range "$CONCURRENCY" --measurement-interval "$INTERVAL_MS" \
         --stability-percentage "$STABILITY" --max-trials "$MAX_TRIALS" \
         "$@" "${extra[@]}" 2>&1)" || rc=$?
@@ -103,6 +113,11 @@ run() {
 
 status=0
 for model in $MODELS; do
+    if [[ "$PROTOCOL" == grpc ]]; then
+        run "$model" raw || status=$?
+        echo
+        continue
+    fi
     run "$model" binary --input-tensor-format binary --output-tensor-format binary || status=$?
     echo
     run "$model" json --input-data zero --input-tensor-format json --output-tensor-format json \

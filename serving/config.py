@@ -55,6 +55,13 @@ class ServerConfig:
     )
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=8000, metadata={"help": "TCP port (0 picks a free one)"})
+    grpc_port: int = field(
+        default=8001, metadata={"help": "gRPC port (Open Inference Protocol; 0: no gRPC)"}
+    )
+    grpc_max_message_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata={"help": "largest gRPC message received or sent (RESOURCE_EXHAUSTED above)"},
+    )
     admin_token: str = field(
         default="",
         metadata={"help": "bearer token that model control and rollout changes require "
@@ -163,6 +170,10 @@ class ServerConfig:
         problems = [message for failed, message in (
             (not 0 <= self.port <= 65535, f"port must be 0..65535, got {self.port}"),
             (self.max_body_bytes < 1024, "max_body_bytes must be at least 1024"),
+            (not 0 <= self.grpc_port <= 65535, f"grpc_port must be 0..65535, got {self.grpc_port}"),
+            (self.grpc_port and self.grpc_port == self.port, "grpc_port must differ from port"),
+            (not 1024 <= self.grpc_max_message_bytes < 2**31,
+             "grpc_max_message_bytes must be 1024..2147483647"),
             (self.log_level not in ("debug", "info", "warning", "error"),
              f"log_level must be debug, info, warning or error: {self.log_level}"),
             (not 10 <= self.switch_interval_us <= 100_000,

@@ -4,7 +4,7 @@ validate, queue, and shape the answer. `serving/http/` only translates HTTP to t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from time import perf_counter
@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from serving import __version__
 from serving.batching.scheduler import Result
 from serving.errors import BadRequest, NotFound, ServingError, Unavailable
+from serving.lifecycle.describe import triton_config
 from serving.lifecycle.manager import Model, ModelManager
 from serving.lifecycle.states import ModelVersion, State
 from serving.monitoring.counters import CounterStore
@@ -23,7 +24,7 @@ from serving.routing.shadow import watch
 from serving.routing.table import PRIMARY
 from serving.signature import Signature
 from serving.tracing import RequestTrace
-from serving.types import InferResponse, RequestedOutput, Tensor
+from serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
 EXTENSIONS = (
     "binary_tensor_data",
@@ -33,13 +34,6 @@ EXTENSIONS = (
     "schedule_policy",
     "statistics",
 )
-
-_TRITON_TYPES = {"BYTES": "TYPE_STRING"}
-
-
-def _triton_type(datatype: str) -> str:
-    return _TRITON_TYPES.get(datatype, f"TYPE_{datatype}")
-
 
 class Served(NamedTuple):
     """Who answered a request and where its time went (seconds)."""
@@ -183,30 +177,42 @@ class DataPlane:
             self._mirror(mv.name, shadows, feeds, rows, future, log_id)
         return sig, queued, future
 
-    async def infer_v2(
-        self,
-        model: str,
-        version: str | None,
-        body: bytes,
-        header_length: int | None,
-        disconnected: Callable[[], bool] | None = None,
-        routing_key: str | None = None,
+    def infer_v2(
+        self, model: str, version: str | None, body: bytes, header_length: int | None,
+        disconnected: Callable[[], bool] | None = None, routing_key: str | None = None,
         trace: RequestTrace | None = None,
-    ) -> tuple[bytes, int | None, Served] | Refused:
+    ) -> Awaitable[tuple[bytes, int | None, Served] | Refused]:
         """A V2 request's body in; the response body, its binary header length, and what served
         it (version, route, batch, phase timings) out, or Refused once it was routed. Errors
-        before routing (a bad request, an unknown model) are raised. `trace`: a sampled
-        request's (serving.tracing), which its batch stamps."""
+        before routing (a bad request, an unknown model) are raised, here. A plain function
+        that returns `infer`'s coroutine: no extra coroutine frame per request. `trace`: a
+        sampled request's (serving.tracing), which its batch stamps."""
         t0 = perf_counter()
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req = v2.decode_request(body, header_length, first.session.signature)
+        return self.infer(first, version, req, t0, v2.encode_response, disconnected, routing_key,
+                          trace=trace)
+
+    async def infer(
+        self, first: ModelVersion, version: str | None, req: InferRequest, t0: float,
+        encode: Callable[[InferResponse, set[str] | None], tuple[Any, int | None]],
+        disconnected: Callable[[], bool] | None = None, routing_key: str | None = None,
+        deadline_us: int | None = None, trace: RequestTrace | None = None,
+    ) -> tuple[Any, int | None, Served] | Refused:
+        """A decoded V2 request, from any protocol, for the version `first` it addressed:
+        route, queue, await, shape the response and `encode` it (the protocol's encoder:
+        response and binary outputs in, (body, binary header length) out). `t0`: when decoding
+        began; `deadline_us`: the transport's own deadline (gRPC), of which and the request's
+        `timeout` parameter the tighter applies."""
         requested = req.outputs
         timeout = req.parameters.get("timeout") if req.parameters else None
         if timeout is not None and (type(timeout) is not int or timeout < 0):
             raise BadRequest("parameter timeout must be a non-negative integer (microseconds)")
+        if deadline_us is not None:
+            timeout = deadline_us if timeout is None else min(timeout, deadline_us)
 
-        mv, route, shadows = self._route(model, version, routing_key, req.id, first)
+        mv, route, shadows = self._route(first.name, version, routing_key, req.id, first)
         log_id = self.payload.decide(mv.config, req.id, routing_key)
         try:
             sig, queued, future = self._submit(
@@ -241,7 +247,7 @@ class DataPlane:
         response = InferResponse(
             mv.name, mv.version_str, tensors, req.id, {"batch_size": batch_size}
         )
-        out, header_length = v2.encode_response(response, binary)
+        out, header_length = encode(response, binary)
         t3 = perf_counter()
         if log_id is not None:
             self.payload.capture(log_id, mv.name, mv.version_str, route, req.inputs, outs,
@@ -320,43 +326,7 @@ class DataPlane:
         mv = self._described(m, model, version)
         if mv is None or mv.manifest is None or mv.session is None:
             raise Unavailable(f"model {model!r} has no loaded version to describe")
-        policy = mv.scheduler.policy if mv.scheduler else None
-        batched = mv.session.signature.batched
-        max_batch = policy.max_batch_size if (policy and batched) else 0
-
-        def dims(shape: tuple[int, ...]) -> list[int]:
-            return list(shape[1:] if max_batch else shape)
-
-        cfg = m.config
-        doc: dict[str, Any] = {
-            "name": model,
-            "platform": "onnxruntime_onnx",
-            "backend": "onnxruntime",
-            "max_batch_size": max_batch,
-            "input": [
-                {"name": t.name, "data_type": _triton_type(t.datatype), "dims": dims(t.shape)}
-                for t in mv.manifest.inputs
-            ],
-            "output": [
-                {"name": t.name, "data_type": _triton_type(t.datatype), "dims": dims(t.shape)}
-                for t in mv.manifest.outputs
-            ],
-            "version_policy": _version_policy(cfg.versions),
-            "instance_group": [
-                {"count": cfg.batching.workers, "kind": _instance_kind(mv.session.providers)}
-            ],
-        }
-        if max_batch and policy is not None:
-            doc["dynamic_batching"] = {
-                "preferred_batch_size": list(policy.preferred_batch_sizes),
-                "max_queue_delay_microseconds": policy.max_queue_delay_us,
-                "default_queue_policy": {
-                    "timeout_action": "REJECT",
-                    "default_timeout_microseconds": policy.default_timeout_us,
-                    "max_queue_size": policy.max_queue_size,
-                },
-            }
-        return doc
+        return triton_config(model, m.config, mv)
 
     def v1_status(self, model: str, version: str | None) -> dict[str, Any]:
         m = self.manager.get_model(model)
@@ -394,14 +364,3 @@ def _no_version(model: str, version: str) -> ServingError:
     parse_version(version)
     return NotFound(f"model {model!r} has no version {version}")
 
-
-def _version_policy(policy: Any) -> dict[str, Any]:
-    if policy.kind == "all":
-        return {"all": {}}
-    if policy.kind == "specific":
-        return {"specific": {"versions": list(policy.versions)}}
-    return {"latest": {"num_versions": policy.latest}}
-
-
-def _instance_kind(providers: tuple[str, ...]) -> str:
-    return "KIND_GPU" if providers and providers[0] == "CUDAExecutionProvider" else "KIND_CPU"

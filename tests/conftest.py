@@ -82,7 +82,8 @@ def run_server(
         "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready_file), *args,
     ]
     # Test servers stop at once on SIGTERM unless a test asks for a drain grace period.
-    full_env = {**os.environ, "SERVING_DRAIN_GRACE": "0", **(env or {})}
+    # and without gRPC (its default port 8001 would be shared by every test server) unless asked
+    full_env = {**os.environ, "SERVING_DRAIN_GRACE": "0", "SERVING_GRPC_PORT": "0", **(env or {})}
     # This source tree, whatever the cwd (-P keeps the cwd off sys.path)
     full_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(__file__).resolve().parents[1]), full_env.get("PYTHONPATH")) if p)

@@ -40,10 +40,11 @@ LAYERS: dict[str, int] = {
     "serving.dataplane": 6,
     "serving.packaging": 6,
     "serving.monitoring": 7,  # metrics.py (the Prometheus collector), statistics, multiprocess
-    "serving.http": 8,
-    "serving.supervisor": 9,
-    "serving.cli": 10,
-    "serving.__main__": 11,
+    "serving.grpc_api": 8,  # the gRPC service; http (its lifespan) starts it
+    "serving.http": 9,
+    "serving.supervisor": 10,
+    "serving.cli": 11,
+    "serving.__main__": 12,
 }
 
 

@@ -64,7 +64,7 @@ def test_dockerfile_matches_readme_entry_point_and_port() -> None:
     assert health and "/v2/health/live" in health.group(0)  # never kill a busy (unready) server
     entry = re.search(r"^ENTRYPOINT (\[.*\])", docker, re.M)
     assert entry and '"serving"' in entry.group(1) and '"serve"' in entry.group(1)
-    assert re.search(r"^EXPOSE 8000$", docker, re.M)
+    assert re.search(r"^EXPOSE 8000 8001$", docker, re.M)  # HTTP, gRPC
     assert "--port\", \"8000\"" in docker or "SERVING_PORT=8000" in docker
     assert "serving serve" in readme and "8000" in readme
     assert "docker run" in readme and "-p 8000:8000" in readme

@@ -13,7 +13,7 @@ from starlette.routing import Route
 
 from serving.errors import BadRequest, Forbidden, ServingError, Unauthorized
 from serving.http.errors import json_response
-from serving.http.siblings import WorkerSpec, ask_worker
+from serving.http.siblings import WorkerSpec, ask_worker, forwarded_headers
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.states import State
 
@@ -49,30 +49,38 @@ class AdminGuard:
         return ("model control and rollout changes are off (no admin token; reads stay open): "
                 "set --admin-token to enable them")
 
-    def _check_token(self, request: Request) -> None:
-        given = request.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, self._expected):
+    def _check_token(self, authorization: str) -> None:
+        if not hmac.compare_digest(authorization.encode(), self._expected):
             raise Unauthorized("this endpoint needs 'Authorization: Bearer <admin token>'")
 
     def read(self, request: Request) -> None:
         """Raise unless `request` may read admin state (index, rollout status and history)."""
-        if self._expected:
-            self._check_token(request)
+        self.may_read(request.headers.get("authorization", ""))
 
     def write(self, request: Request) -> None:
         """Raise unless `request` may change models or rollouts."""
+        self.may_write(request.headers.get("authorization", ""))
+
+    def may_read(self, authorization: str) -> None:
+        """`read` for a caller that sent `authorization` (HTTP header or gRPC metadata)."""
         if self._expected:
-            self._check_token(request)
+            self._check_token(authorization)
+
+    def may_write(self, authorization: str) -> None:
+        """`write` for a caller that sent `authorization`."""
+        if self._expected:
+            self._check_token(authorization)
         elif not self._open_writes:
             raise Forbidden(WRITES_OFF)
 
 
-async def fan_out(worker: WorkerSpec | None, request: Request, body: bytes) -> None:
+async def fan_out(worker: WorkerSpec | None, path: str, authorization: str, body: bytes) -> None:
     """Repeat a model-control request on every sibling worker (each has its own models); a
     sibling's failure fails the request, with the sibling's status and reason."""
-    if worker is None or worker.is_internal(request.headers):
+    if worker is None:
         return
-    results = await asyncio.gather(*(ask_worker(worker, i, request, body)
+    headers = forwarded_headers({"authorization": authorization})
+    results = await asyncio.gather(*(ask_worker(worker, i, "POST", path, headers, body)
                                      for i in worker.siblings))
     for i, (status, payload) in zip(worker.siblings, results, strict=True):
         if status != 200:
@@ -85,44 +93,83 @@ async def fan_out(worker: WorkerSpec | None, request: Request, body: bytes) -> N
             raise err
 
 
-def admin_routes(
-    manager: ModelManager, guard: AdminGuard, worker: WorkerSpec | None = None
-) -> list[Route]:
+class ModelControl:
+    """Triton's repository extension for every protocol (HTTP routes here, gRPC in
+    serving.grpc_api): the guard, the manager, and with worker processes the fan-out."""
+
+    def __init__(
+        self, manager: ModelManager, guard: AdminGuard, worker: WorkerSpec | None = None
+    ) -> None:
+        self.manager = manager
+        self.guard = guard
+        self.worker = worker
+
+    def index(self, authorization: str, ready_only: bool) -> list[dict[str, str]]:
+        self.guard.may_read(authorization)
+        entries = self.manager.index()
+        if ready_only:
+            entries = [e for e in entries if e["state"] == State.READY.value]
+        return entries
+
+    async def load(
+        self, name: str, authorization: str, internal: bool = False, body: bytes = b""
+    ) -> None:
+        """Load `name` here and, unless a sibling asked (`internal`), on every sibling."""
+        self.guard.may_write(authorization)
+        model = await self.manager.load_model(name)
+        if model.primary is None:
+            failed = [v.reason for v in model.versions.values() if v.state is State.FAILED]
+            raise BadRequest(
+                f"failed to load model {name!r}: " + (model.reason or "; ".join(failed))
+            )
+        if not internal:
+            await fan_out(self.worker, f"/v2/repository/models/{name}/load", authorization, body)
+
+    async def unload(
+        self, name: str, authorization: str, internal: bool = False, body: bytes = b""
+    ) -> None:
+        self.guard.may_write(authorization)
+        await self.manager.unload_model(name)
+        if not internal:
+            await fan_out(self.worker, f"/v2/repository/models/{name}/unload", authorization,
+                          body)
+
+
+def admin_routes(control: ModelControl) -> list[Route]:
     """POST /v2/repository/index, /v2/repository/models/{m}/load and .../unload. With worker
     processes, load and unload apply to every worker."""
+    worker = control.worker
+
+    def caller(request: Request) -> tuple[str, bool]:
+        internal = worker is not None and worker.is_internal(request.headers)
+        return request.headers.get("authorization", ""), internal
 
     async def index(request: Request) -> Response:
-        guard.read(request)
-        entries = manager.index()
+        authorization, _ = caller(request)
+        control.guard.may_read(authorization)
         body = await request.body()
+        ready_only = False
         if body.strip():
             from serving.protocol.jsondata import loads
 
             doc = loads(body)
             if not isinstance(doc, dict):
                 raise BadRequest("the index request must be a JSON object")
-            if doc.get("ready") is True:
-                entries = [e for e in entries if e["state"] == State.READY.value]
-        return json_response(entries)
+            ready_only = doc.get("ready") is True
+        return json_response(control.index(authorization, ready_only))
 
     async def load(request: Request) -> Response:
-        guard.write(request)
-        name = request.path_params["model"]
-        body = await request.body()
-        model = await manager.load_model(name)
-        if model.primary is None:
-            failed = [v.reason for v in model.versions.values() if v.state is State.FAILED]
-            raise BadRequest(
-                f"failed to load model {name!r}: " + (model.reason or "; ".join(failed))
-            )
-        await fan_out(worker, request, body)
+        authorization, internal = caller(request)
+        control.guard.may_write(authorization)  # before reading the body
+        await control.load(request.path_params["model"], authorization, internal,
+                           await request.body())
         return json_response({})
 
     async def unload(request: Request) -> Response:
-        guard.write(request)
-        body = await request.body()
-        await manager.unload_model(request.path_params["model"])
-        await fan_out(worker, request, body)
+        authorization, internal = caller(request)
+        control.guard.may_write(authorization)
+        await control.unload(request.path_params["model"], authorization, internal,
+                             await request.body())
         return json_response({})
 
     post = ["POST"]

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from serving.config import ServerConfig
 from serving.dataplane import DataPlane
 from serving.errors import ServingError
-from serving.http.admin import AdminGuard, admin_routes
+from serving.http.admin import AdminGuard, ModelControl, admin_routes
 from serving.http.errors import http_exception_handler, json_response, serving_error_handler
 from serving.http.feedback import feedback_routes
 from serving.http.infer import InferEndpoint, match_infer
@@ -40,6 +40,7 @@ from serving.registry.lease import open_lease_store
 
 log = logging.getLogger("serving.http")
 SNAPSHOT_INTERVAL_S = 1.0
+GRPC_GRACE_S = 30.0  # at shutdown: how long in-flight gRPC calls may take
 # The API's description, kept beside the routes (tests/http/test_openapi.py holds them together)
 OPENAPI = importlib.resources.files("serving.http").joinpath("openapi.json").read_bytes()
 
@@ -173,11 +174,12 @@ class ServingApp:
             self.dataplane, config.max_body_bytes, self.metrics, config.routing_header,
             config.access_log,
         )
+        self.control = ModelControl(manager, self.guard, worker)
         self._loading: asyncio.Task[None] | None = None
         self.starlette = Starlette(
             routes=[
                 *_routes(self.dataplane, self.metrics, self.readiness),
-                *admin_routes(manager, self.guard, worker),
+                *admin_routes(self.control),
                 *rollout_routes(
                     self.controller, self.guard,
                     worker if worker is not None and not leads else None, self.leadership,
@@ -232,9 +234,12 @@ class ServingApp:
         if self.worker is not None:
             worker = self.worker
             tasks.append(start("metrics snapshots", lambda: self._snapshots(worker)))
+        grpc_server = await self._start_grpc() if self.config.grpc_port else None
         try:
             yield
         finally:
+            if grpc_server is not None:  # lets in-flight calls finish, refuses new ones
+                await grpc_server.stop(GRPC_GRACE_S)
             everything = [t for t in (self._loading, *tasks) if t is not None]
             for task in everything:
                 task.cancel()
@@ -245,6 +250,24 @@ class ServingApp:
                     await asyncio.to_thread(self.leadership.release)
             await self.manager.shutdown()
             await asyncio.to_thread(self.payload.stop)  # the last records, open segments
+
+    async def _start_grpc(self) -> Any:
+        """The gRPC service on this loop, over the same data plane, counters and guard (None
+        without grpcio: the `grpc` extra is optional)."""
+        cfg = self.config
+        try:
+            from serving.grpc_api.server import start_grpc
+            from serving.grpc_api.service import InferenceService
+        except ImportError as exc:
+            log.warning("gRPC is off: %s (pip install 'serving[grpc]'; --grpc-port 0 turns "
+                        "gRPC off without this warning)", exc)
+            return None
+        service = InferenceService(
+            self.dataplane, self.metrics, self.readiness, self.control, cfg.routing_header,
+            cfg.access_log,
+        )
+        return await start_grpc(service, cfg.host, cfg.grpc_port, cfg.grpc_max_message_bytes,
+                                shared=self.worker is not None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

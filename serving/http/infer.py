@@ -8,13 +8,9 @@ are dispatched here before Starlette's router sees them.
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from time import perf_counter
-from typing import Any
 
-import orjson
 from starlette.types import Receive, Scope, Send
 
 from serving import tracing
@@ -23,6 +19,7 @@ from serving.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 from serving.http.disconnect import disconnect_probe
 from serving.http.errors import error_parts
 from serving.http.spans import end_trace
+from serving.monitoring.access import access_log_line
 from serving.monitoring.metrics import ServingMetrics
 from serving.tracing import RequestTrace
 
@@ -98,26 +95,6 @@ def _read_headers(
         elif key == routing_header:
             routing_key = value[:256].decode("latin-1")
     return declared, header_length, routing_key
-
-
-_access = logging.getLogger("serving.access")
-
-
-def access_log_line(
-    model: str, version: str, route: str, status: int, elapsed: float, info: Any, proto: str
-) -> None:
-    """One JSON line per request (only when --access-log is on)."""
-    doc: dict[str, Any] = {
-        "ts": time.time(), "protocol": proto, "model": model, "version": version,
-        "route": route, "status": status, "latency_ms": round(elapsed * 1e3, 3),
-    }
-    if info is not None:
-        doc.update(
-            request_id=info.request_id, batch_size=info.batch_size,
-            decode_ms=round(info.decode_s * 1e3, 3), queue_ms=round(info.queue_s * 1e3, 3),
-            inference_ms=round(info.run_s * 1e3, 3), encode_ms=round(info.encode_s * 1e3, 3),
-        )
-    _access.info(orjson.dumps(doc).decode())
 
 
 class InferEndpoint:

@@ -12,7 +12,7 @@ from serving.errors import Unavailable
 from serving.http.admin import AdminGuard
 from serving.http.errors import json_response
 from serving.http.forward import to_holder
-from serving.http.siblings import WorkerSpec, ask_worker
+from serving.http.siblings import WorkerSpec, ask_worker, forwarded_headers
 from serving.lifecycle.leadership import Leadership
 from serving.lifecycle.plan import Plan
 from serving.lifecycle.rollout import RolloutController
@@ -53,7 +53,10 @@ def rollout_routes(
 
     if leader is not None:
         async def forward(request: Request) -> Response:  # worker 0 checks the token
-            status, payload = await ask_worker(leader, 0, request, await request.body())
+            status, payload = await ask_worker(
+                leader, 0, request.method, request.url.path,
+                forwarded_headers(request.headers), await request.body(),
+            )
             return Response(payload, status, media_type="application/json")
 
         start = status = act = history = forward

@@ -131,6 +131,14 @@ def run_server(config: ServerConfig, worker: WorkerSpec | None = None) -> int:
     except OSError as exc:
         log.error("cannot serve on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 1
+    if config.grpc_port and worker is None:  # the gRPC port too: one clear line, status 1
+        try:
+            bind_port(config.host, config.grpc_port).close()
+        except OSError as exc:
+            tcp.close()
+            log.error("cannot serve gRPC on %s:%d: %s", config.host, config.grpc_port,
+                      exc.strerror or exc)
+            return 1
     # An inference thread that finished its batch waits for the GIL while the event loop
     # decodes; Python's default 5 ms switch interval made that wait the p99. 250 us bounds it.
     sys.setswitchinterval(config.switch_interval_us * 1e-6)

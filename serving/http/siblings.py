@@ -18,8 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from starlette.requests import Request
-
 from serving.errors import Unavailable
 
 INTERNAL_HEADER = "x-serving-worker"
@@ -129,12 +127,12 @@ def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 async def ask_worker(
-    spec: WorkerSpec, index: int, request: Request, body: bytes
+    spec: WorkerSpec, index: int, method: str, path: str, headers: Mapping[str, str],
+    body: bytes,
 ) -> tuple[int, bytes]:
-    """Repeat a Starlette request on worker `index`: (status, body); 503 when that worker does
-    not answer (it may be restarting)."""
+    """A request to worker `index`: (status, body); 503 when that worker does not answer (it
+    may be restarting)."""
     try:
-        return await call_worker(spec, index, request.method, request.url.path,
-                                 forwarded_headers(request.headers), body)
+        return await call_worker(spec, index, method, path, headers, body)
     except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
         raise Unavailable(f"worker {index} did not answer: {exc!r}") from exc

@@ -175,6 +175,8 @@ class CounterStore:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], RequestStats] = {}
         self.shadows: dict[tuple[str, str], ShadowStats] = {}
+        # (model, protocol, outcome) -> requests: the one counter with a protocol label
+        self.protocols: dict[tuple[str, str, str], int] = {}
 
     def request_stats(self, model: str, version: str, route: str) -> RequestStats:
         key = (model, version, route)

@@ -45,12 +45,15 @@ class ServingMetrics(CounterStore):
 
     def record(
         self, model: str, version: str, route: str, outcome: str, seconds: float,
-        served: Served | None = None,
+        served: Served | None = None, protocol: str = "http",
     ) -> None:
         """One finished request (called on the event loop thread only), with its phases when it
         succeeded: every per-request counter of the version moves in this one call."""
         if model not in self.manager.models:
             model, version = UNKNOWN_MODEL, ""
+        by = self.protocols
+        key = (model, protocol, outcome)
+        by[key] = by.get(key, 0) + 1
         stats = self.requests.get((model, version, route))
         if stats is None:
             stats = self.request_stats(model, version, route)
@@ -99,7 +102,13 @@ class ServingCollector(Collector):
             latency.add_metric(
                 [model, version, route], stats.latency.family_buckets(), stats.latency.total
             )
-        yield from (requests, latency)
+        by_protocol = CounterMetricFamily(
+            "serving_protocol_requests", "Inference requests by protocol (http, grpc) and outcome",
+            labels=["model", "protocol", "outcome"],
+        )
+        for (model, protocol, outcome), n in list(self.metrics.protocols.items()):
+            by_protocol.add_metric([model, protocol, outcome], n)
+        yield from (requests, latency, by_protocol)
 
     def _batches(self) -> Iterator[Metric]:
         """Batch counters: every version the process has served, for as long as it runs (they

@@ -99,14 +99,28 @@ class Supervisor:
         self.started_at[index] = time.monotonic()
         log.info("worker %d started (pid %d)", index, self.procs[index].pid)
 
+    def _claim_ports(self) -> list[socket.socket] | None:
+        """Hold the HTTP port and the gRPC port (when on) for the workers; None (logged) when
+        either is taken."""
+        held: list[socket.socket] = []
+        for what, port in (("", self.config.port), ("gRPC ", self.config.grpc_port)):
+            if what and not port:
+                continue
+            try:
+                held.append(claim_port(self.config.host, port))
+            except OSError as exc:
+                log.error("cannot serve %son %s:%d: %s", what, self.config.host, port,
+                          exc.strerror or exc)
+                for sock in held:
+                    sock.close()
+                return None
+        return held
+
     def run(self) -> int:
-        try:
-            holder = claim_port(self.config.host, self.config.port)
-        except OSError as exc:
-            log.error("cannot serve on %s:%d: %s", self.config.host, self.config.port,
-                      exc.strerror or exc)
+        held = self._claim_ports()
+        if held is None:
             return 1
-        port = holder.getsockname()[1]
+        port = held[0].getsockname()[1]
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         self.run_dir = tempfile.mkdtemp(prefix="serving-workers-")
@@ -138,7 +152,8 @@ class Supervisor:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(5)
-            holder.close()
+            for sock in held:
+                sock.close()
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _wait_started(self) -> bool | None:

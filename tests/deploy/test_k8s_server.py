@@ -84,9 +84,12 @@ def test_ports_agree(build: tuple) -> None:
     [http] = [p for p in container["ports"] if p["name"] == "http"]
     assert http["containerPort"] == config.port == ServerConfig().port
     assert config.host == "0.0.0.0"  # reachable from the kubelet and the Service
-    [port] = named(objects, "Service", SERVER)["spec"]["ports"]
+    port, grpc = named(objects, "Service", SERVER)["spec"]["ports"]
     assert port["name"] == "http"
     assert port_number(container, port["targetPort"]) == config.port
+    assert grpc["name"] == "grpc"
+    grpc_port = port_number(container, grpc["targetPort"])
+    assert grpc_port == config.grpc_port == ServerConfig().grpc_port
 
 
 def test_settings_are_real_server_settings(build: tuple) -> None:

@@ -62,15 +62,18 @@ def to_model(data: Any, klass: str) -> Any:
 
 
 def kserve_docs() -> dict[str, dict[str, Any]]:
+    """The runtime by kind, the InferenceServices by name (the HTTP one also by kind)."""
     docs = [d for p in sorted(yaml_files(KSERVE)) for d in load_docs(p)]
-    return {d["kind"]: d for d in docs}
+    by_kind = {d["kind"]: d for d in docs if d["metadata"]["name"] in ("serving-onnx", "iris")}
+    return {**by_kind, **{d["metadata"]["name"]: d for d in docs}}
 
 
 def test_kserve_manifests_load_into_the_sdk_models() -> None:
     from kserve import V1alpha1ClusterServingRuntime, V1beta1InferenceService
 
     docs = kserve_docs()
-    assert docs.keys() == {"ClusterServingRuntime", "InferenceService"}
+    assert docs.keys() == {"ClusterServingRuntime", "InferenceService", "serving-onnx", "iris",
+                           "iris-grpc"}
     runtime = to_model(docs["ClusterServingRuntime"], "V1alpha1ClusterServingRuntime")
     isvc = to_model(docs["InferenceService"], "V1beta1InferenceService")
     assert isinstance(runtime, V1alpha1ClusterServingRuntime)
@@ -81,7 +84,7 @@ def test_kserve_manifests_load_into_the_sdk_models() -> None:
     spec = runtime.spec
     assert [(f.name, f.version, f.auto_select) for f in spec.supported_model_formats] == [
         ("onnx", "1", True)]
-    assert spec.protocol_versions == ["v2"]
+    assert spec.protocol_versions == ["v2", "grpc-v2"]
     [container] = spec.containers
     assert container.name == "kserve-container"  # the container KServe wires the model into
     assert container.image == "serving:latest"
@@ -95,6 +98,21 @@ def test_kserve_manifests_load_into_the_sdk_models() -> None:
     assert re.match(r"(s3|gs|https?|pvc)://", model.storage_uri)
     # The model's name in requests is its folder in the registry: keep the two the same.
     assert isvc.metadata.name == "iris"
+
+
+def test_kserve_grpc_inference_service_names_the_runtimes_grpc_port() -> None:
+    docs = kserve_docs()
+    runtime = to_model(docs["ClusterServingRuntime"], "V1alpha1ClusterServingRuntime")
+    isvc = to_model(docs["iris-grpc"], "V1beta1InferenceService")
+    model = isvc.spec.predictor.model
+    assert model.protocol_version == "grpc-v2" in runtime.spec.protocol_versions
+    assert model.runtime == runtime.metadata.name
+    [port] = model.ports
+    assert port.name == "h2c"  # Knative's name for a cleartext HTTP/2 (gRPC) port
+    [container] = runtime.spec.containers
+    args = build_parser().parse_args(["serve", *container.args])
+    config = load_server_config({f: getattr(args, f) for f in SETTINGS}, env={})
+    assert port.container_port == config.grpc_port != config.port
 
 
 def test_kserve_broken_manifest_is_refused() -> None:

@@ -1,0 +1,228 @@
+"""`inference.GRPCInferenceService`: the Open Inference Protocol's gRPC calls and Triton's
+extensions, as thin adapters over the data plane (the same queues, routing, counters and errors
+as HTTP). Handlers are registered by hand under the service's wire name (see proto/)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import json_format
+
+from serving.dataplane import DataPlane, Refused, Served
+from serving.errors import BadRequest, Cancelled, DeadlineExceeded, Overloaded, ServingError
+from serving.grpc_api import codec
+from serving.grpc_api.proto import grpc_service_pb2 as pb
+from serving.grpc_api.proto import model_config_pb2 as mc
+from serving.lifecycle.health import Readiness
+from serving.monitoring.access import access_log_line
+from serving.monitoring.metrics import ServingMetrics
+
+SERVICE = "inference.GRPCInferenceService"
+log = logging.getLogger("serving.grpc")
+Code = grpc.StatusCode
+_BY_STATUS = {
+    400: Code.INVALID_ARGUMENT, 401: Code.UNAUTHENTICATED, 403: Code.PERMISSION_DENIED,
+    404: Code.NOT_FOUND, 405: Code.UNIMPLEMENTED, 413: Code.RESOURCE_EXHAUSTED,
+    503: Code.UNAVAILABLE,
+}
+
+
+class Repository(Protocol):
+    """Model control as serving.http.admin.ModelControl provides it (guard and fan-out)."""
+
+    def index(self, authorization: str, ready_only: bool) -> list[dict[str, str]]: ...
+
+    async def load(self, name: str, authorization: str) -> None: ...
+
+    async def unload(self, name: str, authorization: str) -> None: ...
+
+
+def status_code(exc: BaseException) -> grpc.StatusCode:
+    """The gRPC code for an error (the HTTP status's counterpart); unknown errors: INTERNAL."""
+    if isinstance(exc, Overloaded):
+        return Code.RESOURCE_EXHAUSTED
+    if isinstance(exc, DeadlineExceeded):
+        return Code.DEADLINE_EXCEEDED
+    if isinstance(exc, Cancelled):
+        return Code.CANCELLED
+    if isinstance(exc, ServingError):
+        return _BY_STATUS.get(exc.status, Code.INTERNAL)
+    return Code.INTERNAL
+
+
+def _details(exc: BaseException) -> str:
+    """The status details: the error's message (unknown errors are logged, never shown)."""
+    if isinstance(exc, ServingError):
+        return str(exc)
+    log.error("unhandled error", exc_info=exc)
+    return f"internal error: {type(exc).__name__}"
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str:
+    for k, v in context.invocation_metadata() or ():
+        if k == key:
+            return v if isinstance(v, str) else v.decode("latin-1")
+    return ""
+
+
+def _version(v: str) -> str | None:
+    return v or None
+
+
+class InferenceService:
+    """The service's handlers; `handler()` is what grpc.aio serves."""
+
+    def __init__(
+        self, dataplane: DataPlane, metrics: ServingMetrics, readiness: Readiness,
+        repository: Repository, routing_header: str = "x-routing-key", access_log: bool = False,
+    ) -> None:
+        self.dp = dataplane
+        self.record = metrics.record
+        self.metrics = metrics
+        self.readiness = readiness
+        self.repository = repository
+        self.routing_header = routing_header.lower()
+        self.access_log = access_log
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        calls: dict[str, tuple[Callable[..., Awaitable[Any]], Any]] = {
+            "ServerLive": (self.server_live, pb.ServerLiveRequest),
+            "ServerReady": (self.server_ready, pb.ServerReadyRequest),
+            "ModelReady": (self.model_ready, pb.ModelReadyRequest),
+            "ServerMetadata": (self.server_metadata, pb.ServerMetadataRequest),
+            "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest),
+            "ModelInfer": (self.model_infer, pb.ModelInferRequest),
+            "ModelConfig": (self.model_config, pb.ModelConfigRequest),
+            "ModelStatistics": (self.model_statistics, pb.ModelStatisticsRequest),
+            "RepositoryIndex": (self.repository_index, pb.RepositoryIndexRequest),
+            "RepositoryModelLoad": (self.repository_load, pb.RepositoryModelLoadRequest),
+            "RepositoryModelUnload": (self.repository_unload, pb.RepositoryModelUnloadRequest),
+        }
+        return grpc.method_handlers_generic_handler(SERVICE, {
+            name: grpc.unary_unary_rpc_method_handler(
+                call if name == "ModelInfer" else _guarded(call),
+                request_deserializer=request_type.FromString,
+                response_serializer=_serialize,
+            )
+            for name, (call, request_type) in calls.items()
+        })
+
+    # ---- inference -------------------------------------------------------------------------
+
+    async def model_infer(self, msg: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        started = perf_counter()
+        model = msg.model_name
+        served, route, info = msg.model_version, "primary", None
+        outcome, code, details = "success", Code.OK, ""
+        out = None
+        try:
+            answer = await self._infer(msg, context, started)
+            if isinstance(answer, Refused):  # routed, then refused: counts for that version
+                served, route = answer.version, answer.route
+                raise answer.error
+            out, info = answer
+            served, route = info.version, info.route
+        except asyncio.CancelledError:  # the client went away or its deadline passed
+            self.record(model, served, route, "cancelled", perf_counter() - started, None, "grpc")
+            raise
+        except Exception as exc:
+            outcome, code, details = getattr(exc, "reason", "server_error"), status_code(exc), \
+                _details(exc)
+        elapsed = perf_counter() - started
+        self.record(model, served, route, outcome, elapsed, info, "grpc")
+        if self.access_log:
+            access_log_line(model, served, route, code.name, elapsed, info, "grpc")
+        if code is not Code.OK:
+            await context.abort(code, details)
+        return out
+
+    async def _infer(
+        self, msg: Any, context: grpc.aio.ServicerContext[Any, Any], started: float
+    ) -> tuple[Any, Served] | Refused:
+        version = _version(msg.model_version)
+        first = self.dp.manager.get_version(msg.model_name, version)
+        assert first.session is not None
+        _, _, req = codec.decode_request(msg, first.session.signature)
+        remaining = context.time_remaining()
+        deadline_us = None if remaining is None else max(0, int(remaining * 1e6))
+        key = _metadata(context, self.routing_header)[:256] or None
+        answer = await self.dp.infer(
+            first, version, req, started, codec.encode_response, context.cancelled, key,
+            deadline_us,
+        )
+        if isinstance(answer, Refused):
+            return answer
+        out, _, info = answer
+        return out, info
+
+    # ---- health and metadata ---------------------------------------------------------------
+
+    async def server_live(self, msg: Any, context: Any) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def server_ready(self, msg: Any, context: Any) -> Any:
+        ok, _why = self.readiness.check()
+        return pb.ServerReadyResponse(ready=ok)
+
+    async def model_ready(self, msg: Any, context: Any) -> Any:
+        return pb.ModelReadyResponse(ready=self.dp.model_ready(msg.name, _version(msg.version)))
+
+    async def server_metadata(self, msg: Any, context: Any) -> Any:
+        return json_format.ParseDict(self.dp.server_metadata(), pb.ServerMetadataResponse())
+
+    async def model_metadata(self, msg: Any, context: Any) -> Any:
+        doc = self.dp.model_metadata(msg.name, _version(msg.version))
+        return json_format.ParseDict(doc, pb.ModelMetadataResponse(), ignore_unknown_fields=True)
+
+    async def model_config(self, msg: Any, context: Any) -> Any:
+        doc = self.dp.model_config(msg.name, _version(msg.version))
+        config = json_format.ParseDict(doc, mc.ModelConfig(), ignore_unknown_fields=True)
+        return pb.ModelConfigResponse(config=config)
+
+    async def model_statistics(self, msg: Any, context: Any) -> Any:
+        doc = self.metrics.triton_stats(msg.name or None, _version(msg.version))
+        return json_format.ParseDict(doc, pb.ModelStatisticsResponse(),
+                                     ignore_unknown_fields=True)
+
+    # ---- model control (Triton's repository extension) --------------------------------------
+
+    async def repository_index(self, msg: Any, context: Any) -> Any:
+        if msg.repository_name:
+            raise BadRequest("this server has one repository: leave repository_name empty")
+        entries = self.repository.index(_metadata(context, "authorization"), msg.ready)
+        return json_format.ParseDict({"models": entries}, pb.RepositoryIndexResponse(),
+                                     ignore_unknown_fields=True)
+
+    async def repository_load(self, msg: Any, context: Any) -> Any:
+        await self.repository.load(msg.model_name, _metadata(context, "authorization"))
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_unload(self, msg: Any, context: Any) -> Any:
+        await self.repository.unload(msg.model_name, _metadata(context, "authorization"))
+        return pb.RepositoryModelUnloadResponse()
+
+
+def _serialize(msg: Any) -> bytes:
+    data: bytes = msg.SerializeToString()
+    return data
+
+
+def _guarded(
+    call: Callable[[Any, Any], Awaitable[Any]]
+) -> Callable[[Any, Any], Awaitable[Any]]:
+    """A handler whose errors become the status code and details (never a stack trace)."""
+
+    async def run(msg: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await call(msg, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await context.abort(status_code(exc), _details(exc))
+
+    return run
