@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serving.config import BatchingConfig
+from serving.model_config import BatchingConfig
 
 
 @dataclass(frozen=True, slots=True)

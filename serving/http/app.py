@@ -31,7 +31,8 @@ from serving.lifecycle.health import Readiness
 from serving.lifecycle.leadership import Leadership
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.prometheus import FleetMetrics
-from serving.lifecycle.rollout import InProcessSource, RolloutController
+from serving.lifecycle.rollout import RolloutController
+from serving.lifecycle.sources import InProcessSource
 from serving.monitoring.metrics import ServingMetrics
 from serving.monitoring.multiprocess import MultiProcessView, write_snapshot
 from serving.payload.desk import FeedbackDesk

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from serving.config import ModelConfig, VersionPolicy
 from serving.lifecycle.states import ModelVersion
+from serving.model_config import ModelConfig, VersionPolicy
 
 _TRITON_TYPES = {"BYTES": "TYPE_STRING"}
 

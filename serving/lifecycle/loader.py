@@ -11,8 +11,8 @@ from pathlib import Path
 
 from serving.batching.policy import BatchPolicy
 from serving.batching.scheduler import Scheduler
-from serving.config import RuntimeConfig
 from serving.lifecycle.states import ModelVersion, State
+from serving.model_config import RuntimeConfig
 from serving.monitoring.drift import DriftMonitor
 from serving.registry.layout import MANIFEST_FILE
 from serving.registry.manifest import Manifest, read_manifest

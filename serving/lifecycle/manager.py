@@ -7,12 +7,12 @@ import gc
 import logging
 from dataclasses import dataclass, field
 
-from serving.config import ModelConfig, read_model_config
 from serving.errors import NotFound, Unavailable
 from serving.lifecycle.background import spawn
 from serving.lifecycle.index import repository_index
 from serving.lifecycle.loader import SessionLoader, drain, load_version
 from serving.lifecycle.states import ModelVersion, State
+from serving.model_config import ModelConfig, read_model_config
 from serving.monitoring.counters import BatchStats
 from serving.registry.layout import Layout, file_stamp, parse_version
 from serving.registry.mirror import open_mirror

@@ -18,11 +18,10 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple
 
 from serving.errors import BadRequest, NotFound, Unavailable
 from serving.lifecycle.analysis import (
-    ERROR_OUTCOMES,
     ShadowWindow,
     Thresholds,
     Verdict,
@@ -42,6 +41,7 @@ from serving.lifecycle.prometheus import (
     StepWindow,
     rollout_metrics,
 )
+from serving.lifecycle.sources import MetricSource
 from serving.lifecycle.states import State
 from serving.registry.rollout_state import (
     Decision,
@@ -58,42 +58,6 @@ from serving.registry.routing_state import RoutingState, Shadow
 log = logging.getLogger("serving.rollout")
 
 MAX_PAST = 100  # finished rollouts a routing state remembers
-
-
-class MetricSource(Protocol):
-    """Cumulative numbers per (model, version, route); the controller diffs them per window."""
-
-    def window(self, model: str, version: str, route: str) -> Window: ...
-
-    def shadow(self, model: str, version: str) -> ShadowWindow: ...
-
-
-class InProcessSource:
-    """This server's own counters (ServingMetrics)."""
-
-    def __init__(self, metrics: Any) -> None:
-        self.metrics = metrics
-
-    def window(self, model: str, version: str, route: str) -> Window:
-        stats = self.metrics.requests.get((model, version, route))
-        if stats is None:
-            return Window()
-        errors = sum(stats.outcomes.get(o, 0) for o in ERROR_OUTCOMES)
-        w = Window(sum(stats.outcomes.values()), errors, list(stats.latency.counts))
-        payload = getattr(self.metrics, "payload", None)  # live accuracy from feedback
-        q = payload.feedback.quality.get((model, version, route)) if payload else None
-        if q is not None and q.kind == "class":
-            w.labelled, w.correct = q.rows, q.correct
-        return w
-
-    def shadow(self, model: str, version: str) -> ShadowWindow:
-        s = self.metrics.shadows.get((model, version))
-        if s is None:
-            return ShadowWindow()
-        return ShadowWindow(
-            s.compared, s.label_rows, s.disagreements, s.mirrored, s.errors,
-            list(s.primary_latency.counts), list(s.shadow_latency.counts),
-        )
 
 
 # ---- the controller --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serving.batching.scheduler import Scheduler
-from serving.config import ModelConfig
+from serving.model_config import ModelConfig
 from serving.monitoring.counters import BatchStats
 from serving.monitoring.drift import DriftMonitor
 from serving.registry.manifest import Manifest

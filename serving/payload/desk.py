@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from serving.config import ModelConfig
 from serving.errors import BadRequest, Conflict, NotFound, Overloaded
+from serving.model_config import ModelConfig
 from serving.payload.archive import find_logged
 from serving.payload.feedback import Item, parse
 from serving.payload.log import PayloadLog

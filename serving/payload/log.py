@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.config import ModelConfig
+from serving.model_config import ModelConfig
 from serving.payload.feedback import FeedbackBook
 from serving.payload.record import OFF, Answer, Capture, Policy, answer
 from serving.payload.sinks import Sink, open_sink

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from serving.config import RuntimeConfig
+from serving.model_config import RuntimeConfig
 from serving.protocol.datatypes import from_onnx, numpy_dtype
 from serving.registry.layout import MODEL_FILE
 from serving.registry.manifest import Manifest, sha256_file

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from serving.batching.policy import BatchPolicy
-from serving.config import BatchingConfig
+from serving.model_config import BatchingConfig
 
 T0 = 1000.0  # monotonic seconds when the oldest request was queued
 

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 
-from serving.config import RuntimeConfig
 from serving.lifecycle.manager import ModelManager
 from serving.lifecycle.states import State
+from serving.model_config import RuntimeConfig
 from serving.registry.layout import CONFIG_FILE, MANIFEST_FILE
 from serving.registry.manifest import Manifest, write_manifest
 from serving.registry.routing_state import RoutingState, state_path, write_routing

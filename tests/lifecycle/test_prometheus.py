@@ -170,8 +170,8 @@ def test_a_plan_names_its_metric_source_and_a_bad_one_is_a_400(tmp_path: Path) -
 
 
 def test_the_plan_overrides_model_toml_which_overrides_the_server() -> None:
-    from serving.config import ModelConfig
     from serving.lifecycle.prometheus import rollout_metrics
+    from serving.model_config import ModelConfig
 
     toml = ModelConfig.from_toml({"routing": {"rollout_metrics": "prometheus",
                                               "prometheus_url": "http://model:9090"}})

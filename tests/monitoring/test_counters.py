@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from serving.config import ModelConfig
 from serving.errors import NotFound
 from serving.lifecycle.manager import Model, ModelManager
 from serving.lifecycle.states import ModelVersion
+from serving.model_config import ModelConfig
 from serving.monitoring.counters import BatchStats, CounterStore, Histogram
 from serving.monitoring.statistics import model_statistics
 from serving.routing.shadow import watch

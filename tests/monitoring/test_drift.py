@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from serving.config import MonitoringConfig
+from serving.model_config import MonitoringConfig
 from serving.monitoring.drift import CHUNK, DriftMonitor, psi
 from serving.packaging.profile import profile_reference
 

@@ -8,9 +8,9 @@ import numpy as np
 import orjson
 import pytest
 
-from serving.config import ModelConfig
 from serving.errors import Overloaded
 from serving.logging_config import LoggingConfig
+from serving.model_config import ModelConfig
 from serving.payload import desk as desk_module
 from serving.payload.desk import FeedbackDesk
 from serving.payload.log import PayloadLog

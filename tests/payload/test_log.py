@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from serving.config import ModelConfig
 from serving.logging_config import LoggingConfig
+from serving.model_config import ModelConfig
 from serving.payload.archive import find_logged
 from serving.payload.log import PayloadLog
 from serving.types import Tensor
