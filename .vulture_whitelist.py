@@ -17,4 +17,3 @@ _.log_severity_level  # serving/runtime/session.py: onnxruntime.SessionOptions, 
 _.shed  # serving/monitoring/counters.py ShadowStats: metrics.py exports it by name (getattr) as serving_shadow_shed
 _.dim_param  # serving/packaging/batchdim.py: an ONNX shape dimension (protobuf), read by onnx/ORT
 _.feature_types  # serving/packaging/convert.py: xgboost's Booster property, read by the converter
-_.grpc_server  # serving/tracing/semconv.py: the gRPC ModelInfer span (serving/grpc_api/, on its own branch); see ARCHITECTURE.md "Tracing"

@@ -21,6 +21,8 @@ from serving.grpc_api.proto import model_config_pb2 as mc
 from serving.lifecycle.health import Readiness
 from serving.monitoring.access import access_log_line
 from serving.monitoring.metrics import ServingMetrics
+from serving.tracing import RequestTrace, active
+from serving.tracing.semconv import grpc_server, serving_attributes
 
 SERVICE = "inference.GRPCInferenceService"
 log = logging.getLogger("serving.grpc")
@@ -74,6 +76,29 @@ def _version(v: str) -> str | None:
     return v or None
 
 
+def _peer(peer: str | None) -> tuple[str, int] | None:
+    """grpc's peer string ("ipv4:127.0.0.1:5000", "ipv6:[::1]:5000") as (address, port)."""
+    kind, _, rest = (peer or "").partition(":")
+    address, _, port = rest.rpartition(":")
+    if kind not in ("ipv4", "ipv6") or not port.isdigit():
+        return None
+    return address.strip("[]"), int(port)
+
+
+def _end_trace(
+    trace: RequestTrace, peer: str | None, version: str, route: str, code: grpc.StatusCode,
+    info: Served | None, details: str,
+) -> None:
+    """Export a sampled ModelInfer call's spans (the answer has gone)."""
+    name, attrs, failed = grpc_server("ModelInfer", code.name, peer=_peer(peer))
+    attrs.update(serving_attributes(
+        trace.model, version, route, info.request_id if info is not None else None,
+        info.batch_size if info is not None else None,
+    ))
+    attrs["serving.protocol"] = "grpc"
+    trace.end(name, attrs, info, details if failed else None)
+
+
 class InferenceService:
     """The service's handlers; `handler()` is what grpc.aio serves."""
 
@@ -88,6 +113,7 @@ class InferenceService:
         self.repository = repository
         self.routing_header = routing_header.lower()
         self.access_log = access_log
+        self.tracer = active()  # None unless --tracing: then one test per call
 
     def handler(self) -> grpc.GenericRpcHandler:
         calls: dict[str, tuple[Callable[..., Awaitable[Any]], Any]] = {
@@ -120,8 +146,10 @@ class InferenceService:
         served, route, info = msg.model_version, "primary", None
         outcome, code, details = "success", Code.OK, ""
         out = None
+        trace = None if self.tracer is None else self.tracer.start_request(
+            context.invocation_metadata() or (), model, msg.model_version or None, "grpc")
         try:
-            answer = await self._infer(msg, context, started)
+            answer = await self._infer(msg, context, started, trace)
             if isinstance(answer, Refused):  # routed, then refused: counts for that version
                 served, route = answer.version, answer.route
                 raise answer.error
@@ -137,12 +165,16 @@ class InferenceService:
         self.record(model, served, route, outcome, elapsed, info, "grpc")
         if self.access_log:
             access_log_line(model, served, route, code.name, elapsed, info, "grpc")
+        if trace is not None:  # after this call returns, off the response's path
+            asyncio.get_running_loop().call_soon(
+                _end_trace, trace, context.peer(), served, route, code, info, details)
         if code is not Code.OK:
             await context.abort(code, details)
         return out
 
     async def _infer(
-        self, msg: Any, context: grpc.aio.ServicerContext[Any, Any], started: float
+        self, msg: Any, context: grpc.aio.ServicerContext[Any, Any], started: float,
+        trace: RequestTrace | None,
     ) -> tuple[Any, Served] | Refused:
         version = _version(msg.model_version)
         first = self.dp.manager.get_version(msg.model_name, version)
@@ -153,7 +185,7 @@ class InferenceService:
         key = _metadata(context, self.routing_header)[:256] or None
         answer = await self.dp.infer(
             first, version, req, started, codec.encode_response, context.cancelled, key,
-            deadline_us,
+            deadline_us, trace,
         )
         if isinstance(answer, Refused):
             return answer

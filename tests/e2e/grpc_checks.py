@@ -365,3 +365,12 @@ def versions_by_key(address: str, model: str, keys: list[str], as_id: bool) -> l
             r = c.infer(model, [x], headers={"x-routing-key": key})
         out.append(r.get_response().model_version)
     return out
+
+
+def traced_infer(address: str, traceparent: str) -> None:
+    """One iris call through tritonclient.grpc carrying a W3C traceparent in its metadata."""
+    import tritonclient.grpc as g
+
+    x = g.InferInput("input", list(IRIS.shape), "FP32")
+    x.set_data_from_numpy(IRIS)
+    _client(address).infer("iris", [x], headers={"traceparent": traceparent})

@@ -235,3 +235,37 @@ def test_each_worker_process_exports_its_spans(
                     if s.kind == SERVER}
 
         wait_for(lambda: len(instances()) == 2, timeout=60)
+
+
+def test_grpc_model_infer_span(
+    registry_copy: Path, tmp_path: Path, receiver: OtlpReceiver
+) -> None:
+    """A ModelInfer call from tritonclient.grpc, with the caller's traceparent in its metadata,
+    is one SERVER span under the caller's, named and attributed by the RPC conventions, with the
+    same phase children as HTTP."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tests.e2e import grpc_checks
+    from tests.e2e.test_grpc import free_port
+
+    port = free_port()
+    header, trace_id, client_span = traceparent()
+    with run_server(registry_copy, tmp_path, "--tracing", "--grpc-port", str(port),
+                    env=otel_env(receiver)), \
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(grpc_checks.traced_infer, f"127.0.0.1:{port}", header).result(timeout=120)
+        name = "inference.GRPCInferenceService/ModelInfer"
+        wait_for(lambda: {name, *PHASES} <= set(of_trace(receiver.snapshot(), trace_id)),
+                 timeout=30)
+    spans = of_trace(receiver.snapshot(), trace_id)
+    root = spans[name]
+    assert root.parent_span_id == client_span and root.kind == SERVER
+    assert root.attributes["rpc.system.name"] == "grpc"
+    assert root.attributes["rpc.method"] == name
+    assert root.attributes["rpc.response.status_code"] == "OK"
+    assert root.attributes["serving.protocol"] == "grpc"
+    assert root.attributes["serving.model.name"] == "iris"
+    assert root.attributes["network.peer.address"] == "127.0.0.1"
+    for phase in PHASES:
+        assert spans[phase].parent_span_id == root.span_id
