@@ -30,7 +30,10 @@ SHADOW_FIELDS = {  # ShadowWindow field -> counter
 }
 SHADOW_PRIMARY_LATENCY = "serving_shadow_primary_duration_seconds_bucket"
 SHADOW_LATENCY = "serving_shadow_duration_seconds_bucket"
-SERIES = (REQUESTS, LATENCY, *SHADOW_FIELDS.values(), SHADOW_PRIMARY_LATENCY, SHADOW_LATENCY)
+LABELLED = "serving_feedback_labelled_rows_total"  # live accuracy (payload feedback)
+CORRECT = "serving_feedback_correct_rows_total"
+SERIES = (REQUESTS, LATENCY, *SHADOW_FIELDS.values(), SHADOW_PRIMARY_LATENCY, SHADOW_LATENCY,
+          LABELLED, CORRECT)
 
 Samples = list[tuple[float, float]]  # (unix seconds, value), oldest first
 
@@ -168,6 +171,7 @@ class Totals:
 
     def window(self, version: str, route: str) -> Window:
         requests = errors = 0.0
+        feedback = {LABELLED: 0.0, CORRECT: 0.0}
         buckets: dict[int, float] = {}
         for (name, v, r, extra), n in self.values.items():
             if v != version or r != route:
@@ -178,7 +182,10 @@ class Totals:
             elif name == LATENCY:
                 i = _bucket_index(extra)
                 buckets[i] = buckets.get(i, 0.0) + n
-        return Window(round(requests), round(errors), _per_bucket(buckets))
+            elif name in feedback:
+                feedback[name] += n
+        return Window(round(requests), round(errors), _per_bucket(buckets),
+                      round(feedback[LABELLED]), round(feedback[CORRECT]))
 
     def _histogram(self, name: str, version: str) -> list[int]:
         buckets: dict[int, float] = {}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from serving.lifecycle.promwindow import (
+    CORRECT,
+    LABELLED,
     LATENCY,
     REQUESTS,
     SHADOW_FIELDS,
@@ -99,6 +101,24 @@ def test_windows_sum_every_replica_and_count_each_side_per_replica() -> None:
     assert totals.shadow("2").mirrored == 3
     assert reps[0].counts == {"primary": 50, "candidate": 20, "mirrored": 3}
     assert reps[1].counts == {"primary": 30, "candidate": 5}
+
+
+def test_live_accuracy_is_summed_over_replicas_like_requests() -> None:
+    """Feedback's labelled and correct rows (payload feedback, by version and route) fill the
+    window's live-accuracy counts, so `max_accuracy_drop` is judged on the fleet's labels."""
+    up = [_up("a:1", [(9.5, 1), (13.5, 1)]), _up("b:1", [(9.9, 1), (13.9, 1)])]
+    reps = replicas(up, 10.0, 13.0, 14.0, 4.0)
+    data = [
+        _series(LABELLED, "a:1", [(9.5, 10), (13.5, 70)], version="2", route="canary"),
+        _series(LABELLED, "b:1", [(9.9, 0), (13.9, 40)], version="2", route="canary"),
+        _series(CORRECT, "a:1", [(9.5, 5), (13.5, 50)], version="2", route="canary"),
+        _series(CORRECT, "b:1", [(9.9, 0), (13.9, 30)], version="2", route="canary"),
+        _series(LABELLED, "a:1", [(9.5, 0), (13.5, 99)], version="1", route="primary"),
+    ]
+    totals = sum_window(data, reps, {"candidate": ("2", "canary")})
+    canary = totals.window("2", "canary")
+    assert (canary.labelled, canary.correct) == (100, 75)
+    assert totals.window("1", "primary").labelled == 99
 
 
 @pytest.mark.parametrize("doc", [
