@@ -266,3 +266,13 @@ def numbers_from_list(data: object, datatype: str) -> np.ndarray | None:
     """The compiled fast path for small JSON tensors has no separate spec: its twin always says
     "take the general path" (`np.array` + `finish_numbers`), whose result it must equal."""
     return None
+
+
+def plain_input(
+    item: object,
+) -> tuple[str, str, tuple[int, ...], np.ndarray, dict[str, object]] | None:
+    """The compiled fast path for one JSON input in its plain form has no separate spec either:
+    its twin always says "take the general path" (`v2._decode_input`), whose Tensor it must
+    equal."""
+    return None
+

@@ -13,6 +13,7 @@ from serving.protocol import binary
 from serving.protocol.columns import PD_JSON, conform, pd_json_strings
 from serving.protocol.datatypes import NUMPY_DTYPES, numpy_dtype
 from serving.protocol.jsondata import FLOATS, array_from_json, floats_with_nulls, loads_request
+from serving.protocol.kernels import plain_input
 from serving.signature import Signature
 from serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
@@ -92,6 +93,22 @@ def _decode_input(
     item: object, tail: memoryview, offset: int, span: Any
 ) -> tuple[Tensor, int]:
     """One entry of 'inputs', and the bytes of binary data it used from `tail` at `offset`."""
+    if span is None:
+        # the usual form (a name, a common datatype, a shape and its data, plain): checked and
+        # converted in one compiled call, about a third of the general path's cost per input
+        plain = plain_input(item)
+        if plain is not None:
+            name, datatype, shape, data, params = plain
+            if params and params.get("content_type") == PD_JSON and datatype == "BYTES":
+                data = pd_json_strings(data, name)
+            return Tensor(name, datatype, shape, data, params, True), 0
+    return _decode_general(item, tail, offset, span)
+
+
+def _decode_general(
+    item: object, tail: memoryview, offset: int, span: Any
+) -> tuple[Tensor, int]:
+    """`_decode_input` for every form: binary data, spans, nulls, and all the errors."""
     if not isinstance(item, dict):
         raise BadRequest("each input must be an object with name, datatype, shape and data")
     name = item.get("name")
