@@ -58,7 +58,7 @@ def decode_request(
         head, tail = body[:header_length], memoryview(body)[header_length:]
     if not head:
         raise BadRequest("empty request body: expected a JSON inference request")
-    obj, spans = loads_request(head)
+    obj, spans = loads_request(head, len(signature.inputs) if signature is not None else 1)
     if not isinstance(obj, dict):
         raise BadRequest("the request must be a JSON object")
     req_params = _parameters(obj, "request")
