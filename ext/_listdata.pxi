@@ -110,10 +110,13 @@ cdef enum:
     _STACK_VALUES = 256  # small tensors convert through the stack, bigger ones a heap buffer
 
 
+cdef object _empty = np.empty
+
+
 cdef object _new_flat(Py_ssize_t count, object dtype, void** data):
     """np.empty(count, dtype) and its data pointer (the array keeps its memory alive)."""
     cdef Py_buffer view
-    arr = np.empty(count, dtype)
+    arr = _empty(count, dtype)
     PyObject_GetBuffer(arr, &view, PyBUF_RECORDS)
     data[0] = view.buf
     PyBuffer_Release(&view)
@@ -124,6 +127,11 @@ def numbers_from_list(object data, str datatype):
     """A flat FP32/FP64 array from a rectangular (nested) list of floats and ints, or INT64 from
     one of ints, or None to say "take the general path" (np.array + the shared checks), which
     handles everything else and owns every error message."""
+    return _numbers_from_list(data, datatype, -1)
+
+
+cdef object _numbers_from_list(object data, str datatype, Py_ssize_t want):
+    """numbers_from_list, declining also when `want` >= 0 elements are not what `data` holds."""
     cdef Py_ssize_t dims[32]
     cdef int ndim = 0
     cdef Py_ssize_t count, pos = 0, i
@@ -135,7 +143,7 @@ def numbers_from_list(object data, str datatype):
     if datatype != "FP32" and datatype != "FP64" and datatype != "INT64":
         return None
     count = _list_shape(data, dims, &ndim)
-    if count <= 0:
+    if count <= 0 or want >= 0 and count != want:
         return None
     if datatype == "INT64":
         out = _new_flat(count, _I64, &buf)
@@ -207,43 +215,46 @@ def plain_input(object item):
     `numbers_from_list` takes, or strings flat or in equal rows) holding exactly the shape's
     element count, and optionally parameters (a dict without binary_data_size: the caller
     applies a content type)."""
-    cdef Py_ssize_t count = 1, ndim, i, d
+    cdef Py_ssize_t count = 1, ndim, i, keys = 4
+    cdef long long d
+    cdef int overflow = 0
     cdef object x
+    cdef dict doc
+    cdef str dt
     if type(item) is not dict:
         return None
-    name = item.get("name")
-    datatype = item.get("datatype")
-    shape = item.get("shape")
-    data = item.get("data")
-    keys = 4
-    params = item.get("parameters")
+    doc = <dict>item
+    name = doc.get("name")
+    datatype = doc.get("datatype")
+    shape = doc.get("shape")
+    data = doc.get("data")
+    params = doc.get("parameters")
     if params is not None:
-        if type(params) is not dict or "binary_data_size" in params:
+        if type(params) is not dict or "binary_data_size" in <dict>params:
             return None
         keys = 5
-    if len(<dict>item) != keys or type(name) is not str or not name:
+    if len(doc) != keys or type(name) is not str or not name or type(datatype) is not str:
         return None
     if type(shape) is not list or type(data) is not list:
         return None
+    dt = <str>datatype
     ndim = PyList_GET_SIZE(shape)
     if ndim > _LIST_MAX_DEPTH:
         return None
     for i in range(ndim):
         x = <object>PyList_GET_ITEM(shape, i)
-        if type(x) is not int or not 0 < x <= _LIST_MAX_COUNT:
+        if not PyLong_CheckExact(x):  # bools are not: their own type
             return None
-        d = x
-        if d > _LIST_MAX_COUNT // count:
+        d = PyLong_AsLongLongAndOverflow(x, &overflow)
+        if overflow or d <= 0 or d > _LIST_MAX_COUNT // count:
             return None
-        count *= d
-    if datatype == "BYTES":
+        count *= <Py_ssize_t>d
+    if dt == "BYTES":
         arr = _strings_from_list(data, count)
-    elif datatype == "FP32" or datatype == "FP64" or datatype == "INT64":
-        arr = numbers_from_list(data, datatype)
-        if arr is not None and arr.shape[0] != count:
-            return None
+    elif dt == "FP32" or dt == "FP64" or dt == "INT64":
+        arr = _numbers_from_list(data, dt, count)
     else:
         return None
     if arr is None:
         return None
-    return name, datatype, tuple(shape), arr, {} if params is None else params
+    return name, dt, tuple(shape), arr, {} if params is None else params
