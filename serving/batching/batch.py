@@ -28,6 +28,9 @@ Observer = Callable[[dict[str, np.ndarray], Outputs], None]
 # Buffers kept per thread: a model with variable non-batch dimensions makes one per shape it
 # sees, so only the most recently used few are kept.
 BUFFERS_PER_THREAD = 8
+# Batches of an input smaller than this are gathered by numpy; bigger ones by the row kernel,
+# which releases the GIL for copies this big (ext/_rows.pxi, _NOGIL_BYTES).
+KERNEL_GATHER_BYTES = 1 << 16
 
 
 class SessionLike(Protocol):
@@ -84,7 +87,13 @@ def gather(
             feeds[name] = np.concatenate([p[name] for p in parts])
             continue
         out = buffers.get(name, key, first, max(rows, capacity))[:rows]
-        gather_rows([_rows_u8(p[name]) for p in parts], _rows_u8(out))
+        if out.nbytes < KERNEL_GATHER_BYTES:
+            # one numpy call: viewing each part as rows of bytes for the kernel cost about a
+            # microsecond per part, several times the copy (a tabular model has a part per
+            # column and request)
+            np.concatenate([p[name] for p in parts], out=out)
+        else:  # the kernel copies big batches without holding the GIL
+            gather_rows([_rows_u8(p[name]) for p in parts], _rows_u8(out))
         feeds[name] = out
     return feeds
 
