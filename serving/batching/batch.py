@@ -107,6 +107,15 @@ def split(results: dict[str, np.ndarray], counts: list[int]) -> list[Outputs]:
     return [{n: p[i] for n, p in zip(names, pieces, strict=True)} for i in range(len(counts))]
 
 
+def observe(observer: Observer, label: str, feeds: dict[str, np.ndarray],
+            outputs: Outputs) -> None:
+    """Hand a batch to monitoring, whose failure never fails inference."""
+    try:
+        observer(feeds, outputs)
+    except Exception:
+        log.exception("monitoring failed for model %s (inference unaffected)", label)
+
+
 # What running a batch gave: per-request outputs or the error, and ORT's wall and CPU seconds
 # (a plain tuple: this is built once per batch, on the loop for inline runs).
 RunResult = tuple[list[Outputs] | None, Exception | None, float, float]
@@ -140,10 +149,7 @@ def run_batch(
         results, run_s, cpu_s = _timed_run(session, feeds, on_loop)
         by_name = dict(zip(sig.output_names, results, strict=True))
         if observer is not None:
-            try:
-                observer(feeds, by_name)
-            except Exception:
-                log.exception("monitoring failed for model %s (inference unaffected)", label)
+            observe(observer, label, feeds, by_name)
         return split(by_name, counts), None, run_s, cpu_s
     except Exception as exc:
         log.exception("inference failed for model %s", label)
