@@ -112,12 +112,13 @@ def main() -> int:
                                                c, args.duration, tmp))
                 med = {n: {k: statistics.median(r[k] for r in runs[n]) for k in runs[n][0]}
                        for n in names}
+                base = med["naive"]["rps"]
                 for n in names:
                     m = med[n]
+                    ratio = f"{m['rps'] / base:.2f}x" if base else "n/a"
                     print(f"| {rows} | {c} | {n} | {m['rps']:.0f} | {m['rps'] * rows:.0f} | "
-                          f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
-                          f"{m['rps'] / med['naive']['rps']:.2f}x | {m['errors']:.0f} |",
-                          flush=True)
+                          f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {ratio} | "
+                          f"{m['errors']:.0f} |", flush=True)
     return 0
 
 
