@@ -1,5 +1,7 @@
 """Types for the compiled hot path (ext/_kernels.pyx); the Python twins are the spec."""
 
+from typing import Any
+
 import numpy as np
 
 NUMERIC_DATATYPES: frozenset[str]
@@ -25,3 +27,7 @@ def plain_input(
     item: object,
 ) -> tuple[str, str, tuple[int, ...], np.ndarray, dict[str, object]] | None:
     """(name, datatype, shape, flat data, parameters) of a plain JSON input, or None."""
+
+def plain_inputs(items: object, tensor: object, pd_json: str) -> list[Any] | None:
+    """tensor(...) for every input of `items` in its plain form, or None."""
+

@@ -9,6 +9,7 @@ if os.environ.get("SERVING_PUREPYTHON"):  # msgpack's switch
         decode_json_numbers,
         numbers_from_list,
         plain_input,
+        plain_inputs,
         split_tensor_data,
     )
 else:  # a broken build fails loudly
@@ -16,7 +17,11 @@ else:  # a broken build fails loudly
         decode_json_numbers,
         numbers_from_list,
         plain_input,
+        plain_inputs,
         split_tensor_data,
     )
 
-__all__ = ["decode_json_numbers", "numbers_from_list", "plain_input", "split_tensor_data"]
+__all__ = [
+    "decode_json_numbers", "numbers_from_list", "plain_input", "plain_inputs",
+    "split_tensor_data",
+]

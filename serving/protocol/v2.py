@@ -13,7 +13,7 @@ from serving.protocol import binary
 from serving.protocol.columns import PD_JSON, conform, pd_json_strings
 from serving.protocol.datatypes import NUMPY_DTYPES, numpy_dtype
 from serving.protocol.jsondata import FLOATS, array_from_json, floats_with_nulls, loads_request
-from serving.protocol.kernels import plain_input
+from serving.protocol.kernels import plain_input, plain_inputs
 from serving.signature import Signature
 from serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
@@ -68,9 +68,11 @@ def decode_request(
     inputs_obj = obj.get("inputs")
     if not isinstance(inputs_obj, list) or not inputs_obj:
         raise BadRequest("'inputs' must be a non-empty list of tensors")
-    inputs: list[Tensor] = []
+    # the usual request (every input plain, JSON data): one compiled call for all of them
+    plain = None if spans else plain_inputs(inputs_obj, Tensor, PD_JSON)
+    inputs: list[Tensor] = plain or []
     offset = 0
-    for index, item in enumerate(inputs_obj):
+    for index, item in enumerate(() if plain else inputs_obj):
         span = spans.get(index) if spans else None
         tensor, used = _decode_input(item, tail, offset, span)
         inputs.append(tensor)

@@ -104,13 +104,36 @@ def items(draw: st.DrawFn) -> object:
     return item
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(item=items())
 def test_plain_input_equals_the_general_path_or_declines(item: object) -> None:
     assert _kernels is not None
     if _kernels.plain_input(item) is None:
         return
     assert same(decoded(item), general(item))
+
+
+@settings(max_examples=300, deadline=None)
+@given(request=st.lists(items(), min_size=1, max_size=4))
+def test_plain_inputs_equal_the_per_input_path_or_decline(request: list[object]) -> None:
+    """The one-call path for a whole request gives each input's Tensor, or declines."""
+    assert _kernels is not None
+    fast = _kernels.plain_inputs(request, Tensor, PD_JSON)
+    if fast is None:
+        return
+    assert all(_kernels.plain_input(item) is not None for item in request)
+    assert len(fast) == len(request)
+    for tensor, item in zip(fast, request, strict=True):
+        assert same(tensor, general(item))
+
+
+def test_plain_inputs_leave_pd_json_columns_to_the_per_input_path() -> None:
+    assert _kernels is not None
+    column = {"name": "c", "datatype": "BYTES", "shape": [1], "data": ['"rose"']}
+    assert _kernels.plain_inputs([column], Tensor, PD_JSON) is not None
+    column["parameters"] = {"content_type": PD_JSON}
+    assert _kernels.plain_inputs([column], Tensor, PD_JSON) is None
+    assert _reference.plain_inputs([column], Tensor, PD_JSON) is None
 
 
 @pytest.mark.parametrize(
