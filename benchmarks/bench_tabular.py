@@ -2,17 +2,22 @@
 served by this server (dynamic batching) vs the naive server given the same ONNX file.
 
     python benchmarks/bench_tabular.py [--rows 1,64] [--clients 1,64] [--duration 5]
-                                       [--repeats 3] [--registry REG --model NAME]
+                                       [--repeats 3] [--pipeline example|tests]
+                                       [--registry REG --model NAME]
 
-Without --registry it builds the tests' tabular model (age INT64, income FP32, colour and city
-strings; one-hot + scaling + logistic regression, converted by skl2onnx). Same machinery as
-bench_e2e.py: the server pinned to core 0, wrk on core 1, runs interleaved, medians reported.
+By default it builds the `tabular` example that `serving examples` publishes (wine: alcohol,
+malic_acid, flavanoids, color_intensity FP32, proline INT64, hue and ash_grade strings; scaler +
+one-hot + logistic regression, drift monitoring on) and sends rows of its data; `--pipeline
+tests` uses the tests' model instead (age INT64, income FP32, colour and city strings). Same
+machinery as bench_e2e.py: the server pinned to core 0, wrk on core 1, runs interleaved,
+medians reported.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -33,18 +38,32 @@ from benchmarks.bench_e2e import (  # noqa: E402
 )
 
 
-def tabular_body(rows: int) -> bytes:
+def tabular_body(rows: int, pipeline: str) -> bytes:
     """A V2 request with one [rows, 1] tensor per column, as MLServer's pandas codec sends."""
-    from tests.e2e.tabular import frame
+    if pipeline == "example":
+        from serving.packaging.examples import tabular_frame
 
-    df = frame(rows, seed=42)
+        data, _ = tabular_frame()
+        df = data.iloc[[i % len(data) for i in range(rows)]]
+    else:
+        from tests.e2e.tabular import frame
+
+        df = frame(rows, seed=42)
     types = {"i": "INT64", "f": "FP32", "O": "BYTES"}
     return orjson.dumps({"inputs": [
         {"name": c, "datatype": types[df[c].dtype.kind], "shape": [rows, 1],
          "data": df[c].tolist()} for c in df.columns]})
 
 
-def build_registry(root: Path, name: str) -> None:
+def build_registry(root: Path, name: str, pipeline: str) -> None:
+    if pipeline == "example":
+        from serving.packaging.examples import EXAMPLES, build_example, publish
+
+        example = next(e for e in EXAMPLES if e.name == "tabular")
+        manifest, onnx_bytes = build_example(example)
+        publish(root, dataclasses.replace(manifest, name=name), onnx_bytes,
+                example.max_batch_size)
+        return
     from tests.e2e.tabular import fit_pipeline, publish_tabular
 
     publish_tabular(root, name, fit_pipeline("logistic"), with_reference=True)
@@ -58,11 +77,13 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--registry", help="a registry holding the tabular model (default: build)")
     ap.add_argument("--model", default="tabular")
+    ap.add_argument("--pipeline", choices=("example", "tests"), default="example",
+                    help="which DataFrame pipeline to build and send rows of")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-tabular-"))
     registry = Path(args.registry) if args.registry else tmp / "registry"
     if not args.registry:
-        build_registry(registry, args.model)
+        build_registry(registry, args.model, args.pipeline)
     rows_list = [int(r) for r in args.rows.split(",")]
     clients = [int(c) for c in args.clients.split(",")]
     names = ("batching", "naive")
@@ -72,7 +93,7 @@ def main() -> int:
             str(ports["batching"]), "--log-level", "warning", "--drain-grace", "0"]
     naive = [sys.executable, str(HERE / "naive_server.py"), str(registry), str(ports["naive"])]
     print(f"# cores: {NCPU}; servers on core {SERVER_CPU}; {args.duration}s per run, "
-          f"median of {args.repeats}; model {args.model!r}")
+          f"median of {args.repeats}; model {args.model!r} ({args.pipeline} pipeline)")
     print("| rows/req | clients | server | req/s | rows/s | p50 ms | p99 ms | vs naive | "
           "errors |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -80,9 +101,9 @@ def main() -> int:
         stack.enter_context(start(ours, f"{url['batching']}/v2/health/ready",
                                   tmp / "batching.log"))
         stack.enter_context(_start_naive(naive, url["naive"], tmp, args.model,
-                                         tabular_body(1)))
+                                         tabular_body(1, args.pipeline)))
         for rows in rows_list:
-            body = tabular_body(rows)
+            body = tabular_body(rows, args.pipeline)
             for c in clients:
                 runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
                 for _ in range(args.repeats):
@@ -91,12 +112,13 @@ def main() -> int:
                                                c, args.duration, tmp))
                 med = {n: {k: statistics.median(r[k] for r in runs[n]) for k in runs[n][0]}
                        for n in names}
+                base = med["naive"]["rps"]
                 for n in names:
                     m = med[n]
+                    ratio = f"{m['rps'] / base:.2f}x" if base else "n/a"
                     print(f"| {rows} | {c} | {n} | {m['rps']:.0f} | {m['rps'] * rows:.0f} | "
-                          f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | "
-                          f"{m['rps'] / med['naive']['rps']:.2f}x | {m['errors']:.0f} |",
-                          flush=True)
+                          f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {ratio} | "
+                          f"{m['errors']:.0f} |", flush=True)
     return 0
 
 

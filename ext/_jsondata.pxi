@@ -415,4 +415,39 @@ def decode_json_numbers(object body, object start, object end, object datatype):
     arr = _parse_array(<const unsigned char*>PyBytes_AS_STRING(body) + a, b - a, datatype == "BOOL")
     if arr is None:  # not plain numeric data: the twin parses it, or says what is wrong
         return _json_reference.decode_json_numbers(body, start, end, datatype)
+    done = _finish_common(arr, datatype)
+    if done is not None:
+        return done
     return _json_reference.finish_numbers(arr, datatype)
+
+
+cdef object _finish_common(object arr, str datatype):
+    """finish_numbers for what tabular columns send (floats for FP32/FP64, ints for INT64),
+    without numpy's per-call overhead; None for anything else, the twin's cases and errors."""
+    cdef Py_buffer view
+    cdef Py_ssize_t i, n = arr.size
+    cdef const double* src
+    cdef float* dst
+    cdef void* buf
+    cdef double v
+    if n == 0:
+        return None
+    kind = arr.dtype.kind
+    if datatype == "INT64" and kind == "i" or datatype == "FP64" and kind == "f":
+        return arr.ravel(), arr.shape  # already of the datatype (int64, float64), contiguous
+    if datatype != "FP32" or kind != "f":
+        return None
+    PyObject_GetBuffer(arr, &view, PyBUF_RECORDS_RO)
+    try:
+        src = <const double*>view.buf
+        for i in range(n):
+            v = src[i]
+            if not (-_F32_OVERFLOW < v < _F32_OVERFLOW):
+                return None  # the twin words the overflow
+        out = _new_flat(n, _F32, &buf)
+        dst = <float*>buf
+        for i in range(n):
+            dst[i] = <float>src[i]
+        return out, arr.shape
+    finally:
+        PyBuffer_Release(&view)

@@ -4,6 +4,7 @@
 
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.long cimport PyLong_CheckExact
+from cpython.unicode cimport PyUnicode_CheckExact
 
 cdef double _F32_OVERFLOW = 340282356779733661637539395458142568448.0  # 2**128 - 2**103
 cdef double _EXACT_INT = 9007199254740992.0  # 2**53: ints below convert to double exactly
@@ -70,34 +71,212 @@ cdef int _fill(object lst, int depth, int ndim, Py_ssize_t* dims, double* out, P
     return 1
 
 
+cdef int _fill_ints(object lst, int depth, int ndim, Py_ssize_t* dims, int64_t* out,
+                    Py_ssize_t* pos, Py_ssize_t count) except -1:
+    """As _fill, for INT64: exact ints within int64 only (numpy infers int64 for those)."""
+    cdef Py_ssize_t i, n
+    cdef object x
+    cdef long long v
+    cdef int overflow = 0
+    if type(lst) is not list:
+        return 0
+    n = PyList_GET_SIZE(lst)
+    if n != dims[depth]:
+        return 0
+    if depth + 1 < ndim:
+        for i in range(n):
+            if not _fill_ints(<object>PyList_GET_ITEM(lst, i), depth + 1, ndim, dims, out, pos,
+                              count):
+                return 0
+        return 1
+    if pos[0] + n > count:
+        return 0
+    for i in range(n):
+        x = <object>PyList_GET_ITEM(lst, i)
+        if not PyLong_CheckExact(x):  # floats, bools (their own type), anything else
+            return 0
+        v = PyLong_AsLongLongAndOverflow(x, &overflow)
+        if overflow:
+            return 0
+        out[pos[0]] = v
+        pos[0] += 1
+    return 1
+
+
+cdef object _F32 = np.dtype(np.float32)
+cdef object _F64 = np.dtype(np.float64)
+cdef object _I64 = np.dtype(np.int64)
+cdef enum:
+    _STACK_VALUES = 256  # small tensors convert through the stack, bigger ones a heap buffer
+
+
+cdef object _empty = np.empty
+
+
+cdef object _new_flat(Py_ssize_t count, object dtype, void** data):
+    """np.empty(count, dtype) and its data pointer (the array keeps its memory alive)."""
+    cdef Py_buffer view
+    arr = _empty(count, dtype)
+    PyObject_GetBuffer(arr, &view, PyBUF_RECORDS)
+    data[0] = view.buf
+    PyBuffer_Release(&view)
+    return arr
+
+
 def numbers_from_list(object data, str datatype):
-    """A flat FP32/FP64 array from a rectangular (nested) list of floats and ints, or None to
-    say "take the general path" (np.array + the shared checks), which handles everything else
-    and owns every error message."""
+    """A flat FP32/FP64 array from a rectangular (nested) list of floats and ints, or INT64 from
+    one of ints, or None to say "take the general path" (np.array + the shared checks), which
+    handles everything else and owns every error message."""
+    return _numbers_from_list(data, datatype, -1)
+
+
+cdef object _numbers_from_list(object data, str datatype, Py_ssize_t want):
+    """numbers_from_list, declining also when `want` >= 0 elements are not what `data` holds."""
     cdef Py_ssize_t dims[32]
     cdef int ndim = 0
     cdef Py_ssize_t count, pos = 0, i
-    cdef bint f32
+    cdef double stack[_STACK_VALUES]
     cdef double* tmp
-    cdef float[::1] o32
-    cdef double[::1] o64
-    if datatype == "FP32":
-        f32 = True
-    elif datatype == "FP64":
-        f32 = False
-    else:
+    cdef void* buf
+    cdef float* o32
+    cdef int ok
+    if datatype != "FP32" and datatype != "FP64" and datatype != "INT64":
         return None
     count = _list_shape(data, dims, &ndim)
-    if count <= 0:
+    if count <= 0 or want >= 0 and count != want:
         return None
-    out = np.empty(count, dtype=np.float64)
-    o64 = out
-    if not _fill(data, 0, ndim, dims, &o64[0], &pos, count, f32) or pos != count:
-        return None
-    if not f32:
+    if datatype == "INT64":
+        out = _new_flat(count, _I64, &buf)
+        if not _fill_ints(data, 0, ndim, dims, <int64_t*>buf, &pos, count) or pos != count:
+            return None
         return out
-    out32 = np.empty(count, dtype=np.float32)
-    o32 = out32
-    for i in range(count):
-        o32[i] = <float>o64[i]
-    return out32
+    if datatype == "FP64":
+        out = _new_flat(count, _F64, &buf)
+        if not _fill(data, 0, ndim, dims, <double*>buf, &pos, count, False) or pos != count:
+            return None
+        return out
+    # FP32: checked as doubles (the overflow test needs them), then narrowed
+    tmp = stack
+    if count > _STACK_VALUES:
+        tmp = <double*>PyMem_Malloc(count * sizeof(double))
+        if tmp == NULL:
+            raise MemoryError()
+    try:
+        ok = _fill(data, 0, ndim, dims, tmp, &pos, count, True) and pos == count
+        if not ok:
+            return None
+        out = _new_flat(count, _F32, &buf)
+        o32 = <float*>buf
+        for i in range(count):
+            o32[i] = <float>tmp[i]
+        return out
+    finally:
+        if tmp != stack:
+            PyMem_Free(tmp)
+
+
+cdef object _strings_from_list(object data, Py_ssize_t count):
+    """A flat object array of `count` strings from a flat list of exact str, or a list of
+    equally long lists of them; None otherwise (the general path flattens the rest)."""
+    cdef Py_ssize_t i, j, n = PyList_GET_SIZE(data), width
+    cdef object x, row
+    cdef list flat
+    if n == 0:
+        return None
+    if type(<object>PyList_GET_ITEM(data, 0)) is not list:
+        if n != count:
+            return None
+        for i in range(n):
+            if not PyUnicode_CheckExact(<object>PyList_GET_ITEM(data, i)):
+                return None
+        return np.array(data, dtype=object)
+    width = PyList_GET_SIZE(<object>PyList_GET_ITEM(data, 0))
+    if width == 0 or n * width != count:  # count <= _LIST_MAX_COUNT: no overflow here
+        return None
+    flat = [None] * count
+    for i in range(n):
+        row = <object>PyList_GET_ITEM(data, i)
+        if type(row) is not list or PyList_GET_SIZE(row) != width:
+            return None
+        for j in range(width):
+            x = <object>PyList_GET_ITEM(row, j)
+            if not PyUnicode_CheckExact(x):
+                return None
+            flat[i * width + j] = x
+    return np.array(flat, dtype=object)
+
+
+def plain_input(object item):
+    """(name, datatype, shape, flat data, parameters) of a V2 JSON input in its plain form, or
+    None to say "take the general path" (which owns every error message and every other form).
+
+    Plain: a dict of name (a non-empty str), datatype (FP32, FP64, INT64 or BYTES), shape (at
+    most 32 ints >= 0, at least one element, at most 2**20), data (a list that
+    `numbers_from_list` takes, or strings flat or in equal rows) holding exactly the shape's
+    element count, and optionally parameters (a dict without binary_data_size: the caller
+    applies a content type)."""
+    cdef Py_ssize_t count = 1, ndim, i, keys = 4
+    cdef long long d
+    cdef int overflow = 0
+    cdef object x
+    cdef dict doc
+    cdef str dt
+    if type(item) is not dict:
+        return None
+    doc = <dict>item
+    name = doc.get("name")
+    datatype = doc.get("datatype")
+    shape = doc.get("shape")
+    data = doc.get("data")
+    params = doc.get("parameters")
+    if params is not None:
+        if type(params) is not dict or "binary_data_size" in <dict>params:
+            return None
+        keys = 5
+    if len(doc) != keys or type(name) is not str or not name or type(datatype) is not str:
+        return None
+    if type(shape) is not list or type(data) is not list:
+        return None
+    dt = <str>datatype
+    ndim = PyList_GET_SIZE(shape)
+    if ndim > _LIST_MAX_DEPTH:
+        return None
+    for i in range(ndim):
+        x = <object>PyList_GET_ITEM(shape, i)
+        if not PyLong_CheckExact(x):  # bools are not: their own type
+            return None
+        d = PyLong_AsLongLongAndOverflow(x, &overflow)
+        if overflow or d <= 0 or d > _LIST_MAX_COUNT // count:
+            return None
+        count *= <Py_ssize_t>d
+    if dt == "BYTES":
+        arr = _strings_from_list(data, count)
+    elif dt == "FP32" or dt == "FP64" or dt == "INT64":
+        arr = _numbers_from_list(data, dt, count)
+    else:
+        return None
+    if arr is None:
+        return None
+    return name, dt, tuple(shape), arr, {} if params is None else params
+
+
+def plain_inputs(object items, object tensor, str pd_json):
+    """`tensor(name, datatype, shape, data, parameters, True)` for every item of the list
+    `items` when each is in the plain form of `plain_input` (a BYTES one without the
+    `pd_json` content type, which the caller unwraps), or None: the per-input path then
+    decodes them, and words any error. One call per request instead of one per input."""
+    cdef Py_ssize_t i, n
+    cdef list out
+    if type(items) is not list:
+        return None
+    n = PyList_GET_SIZE(items)
+    out = [None] * n
+    for i in range(n):
+        plain = plain_input(<object>PyList_GET_ITEM(items, i))
+        if plain is None:
+            return None
+        name, datatype, shape, data, params = plain
+        if params and datatype == "BYTES" and (<dict>params).get("content_type") == pd_json:
+            return None
+        out[i] = tensor(name, datatype, shape, data, params, True)
+    return out

@@ -1,5 +1,7 @@
 """Types for the compiled hot path (ext/_kernels.pyx); the Python twins are the spec."""
 
+from typing import Any
+
 import numpy as np
 
 NUMERIC_DATATYPES: frozenset[str]
@@ -19,4 +21,13 @@ def decode_json_numbers(
     """Parse the JSON array body[start:end] into a flat array of `datatype`, and its shape."""
 
 def numbers_from_list(data: object, datatype: str) -> np.ndarray | None:
-    """Flat FP32/FP64 array from a rectangular list of floats/ints, or None: the general path."""
+    """Flat FP32/FP64/INT64 array from a rectangular list of numbers, or None: the general path."""
+
+def plain_input(
+    item: object,
+) -> tuple[str, str, tuple[int, ...], np.ndarray, dict[str, object]] | None:
+    """(name, datatype, shape, flat data, parameters) of a plain JSON input, or None."""
+
+def plain_inputs(items: object, tensor: object, pd_json: str) -> list[Any] | None:
+    """tensor(...) for every input of `items` in its plain form, or None."""
+

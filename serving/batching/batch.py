@@ -28,6 +28,9 @@ Observer = Callable[[dict[str, np.ndarray], Outputs], None]
 # Buffers kept per thread: a model with variable non-batch dimensions makes one per shape it
 # sees, so only the most recently used few are kept.
 BUFFERS_PER_THREAD = 8
+# Batches of an input smaller than this are gathered by numpy; bigger ones by the row kernel,
+# which releases the GIL for copies this big (ext/_rows.pxi, _NOGIL_BYTES).
+KERNEL_GATHER_BYTES = 1 << 16
 
 
 class SessionLike(Protocol):
@@ -84,7 +87,13 @@ def gather(
             feeds[name] = np.concatenate([p[name] for p in parts])
             continue
         out = buffers.get(name, key, first, max(rows, capacity))[:rows]
-        gather_rows([_rows_u8(p[name]) for p in parts], _rows_u8(out))
+        if out.nbytes < KERNEL_GATHER_BYTES:
+            # one numpy call: viewing each part as rows of bytes for the kernel cost about a
+            # microsecond per part, several times the copy (a tabular model has a part per
+            # column and request)
+            np.concatenate([p[name] for p in parts], out=out)
+        else:  # the kernel copies big batches without holding the GIL
+            gather_rows([_rows_u8(p[name]) for p in parts], _rows_u8(out))
         feeds[name] = out
     return feeds
 
@@ -96,6 +105,15 @@ def split(results: dict[str, np.ndarray], counts: list[int]) -> list[Outputs]:
     names = list(results)
     pieces = [scatter_rows(results[n], counts) for n in names]
     return [{n: p[i] for n, p in zip(names, pieces, strict=True)} for i in range(len(counts))]
+
+
+def observe(observer: Observer, label: str, feeds: dict[str, np.ndarray],
+            outputs: Outputs) -> None:
+    """Hand a batch to monitoring, whose failure never fails inference."""
+    try:
+        observer(feeds, outputs)
+    except Exception:
+        log.exception("monitoring failed for model %s (inference unaffected)", label)
 
 
 # What running a batch gave: per-request outputs or the error, and ORT's wall and CPU seconds
@@ -131,10 +149,7 @@ def run_batch(
         results, run_s, cpu_s = _timed_run(session, feeds, on_loop)
         by_name = dict(zip(sig.output_names, results, strict=True))
         if observer is not None:
-            try:
-                observer(feeds, by_name)
-            except Exception:
-                log.exception("monitoring failed for model %s (inference unaffected)", label)
+            observe(observer, label, feeds, by_name)
         return split(by_name, counts), None, run_s, cpu_s
     except Exception as exc:
         log.exception("inference failed for model %s", label)

@@ -19,7 +19,15 @@ from queue import SimpleQueue
 
 import numpy as np
 
-from serving.batching.batch import BufferCache, Observer, Outputs, RunResult, SessionLike, run_batch
+from serving.batching.batch import (
+    BufferCache,
+    Observer,
+    Outputs,
+    RunResult,
+    SessionLike,
+    observe,
+    run_batch,
+)
 from serving.batching.policy import BatchPolicy
 from serving.errors import BadRequest, Cancelled, DeadlineExceeded, Overloaded
 from serving.monitoring.counters import BatchStats
@@ -283,12 +291,20 @@ class Scheduler:
             self._jobs.put(batch)
 
     def _run_inline(self, batch: list[_Item], rows: int, now: float) -> None:
+        # A batch of one request runs on that request's own arrays, so monitoring can wait
+        # until the answer is on its way (call_soon: behind the request's wake-up, and still
+        # before the loop reads another request, so a drift report never misses it); a bigger
+        # batch's feeds sit in buffers the next inline batch reuses, so it is observed at once.
+        alone = len(batch) == 1
         outputs, error, run_s, cpu_s = run_batch(
             self.session, self.label, [item.feeds for item in batch],
             [item.rows for item in batch], batch[0].key, self.policy.max_batch_size,
-            self._loop_buffers, self.observer, on_loop=True)
+            self._loop_buffers, None if alone else self.observer, on_loop=True)
         self._measured(rows, run_s, cpu_s)
         self._finish(batch, outputs, error, rows, now, run_s)
+        if alone and outputs is not None and self.observer is not None:
+            assert self._loop is not None
+            self._loop.call_soon(observe, self.observer, self.label, batch[0].feeds, outputs[0])
 
     def _finish(
         self, batch: list[_Item], outputs: list[Outputs] | None, error: Exception | None,

@@ -67,8 +67,9 @@ class CategoricalCounts:
             arr = feeds.get(name)
             if arr is None or not arr.ndim:
                 continue
-            col = arr.reshape(len(arr), -1)[::step, 0]
-            pend.append(col.copy())
+            if arr.ndim != 2:
+                arr = arr.reshape(len(arr), -1)
+            pend.append(arr[::step, 0].copy())
 
     def fold(self) -> None:
         """Count the pending values into the current half."""

@@ -7,6 +7,8 @@ The compiled kernels must return exactly what these return and raise exactly wha
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import orjson
 
@@ -266,3 +268,20 @@ def numbers_from_list(data: object, datatype: str) -> np.ndarray | None:
     """The compiled fast path for small JSON tensors has no separate spec: its twin always says
     "take the general path" (`np.array` + `finish_numbers`), whose result it must equal."""
     return None
+
+
+def plain_input(
+    item: object,
+) -> tuple[str, str, tuple[int, ...], np.ndarray, dict[str, object]] | None:
+    """The compiled fast path for one JSON input in its plain form has no separate spec either:
+    its twin always says "take the general path" (`v2._decode_input`), whose Tensor it must
+    equal."""
+    return None
+
+
+def plain_inputs(items: object, tensor: object, pd_json: str) -> list[Any] | None:
+    """The compiled one-call path for a request's inputs: its twin always declines too (the
+    per-input path, whose tensors it must equal)."""
+    del items, tensor, pd_json  # the compiled kernel's parameters, unused by a twin that declines
+    return None
+

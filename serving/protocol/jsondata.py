@@ -13,8 +13,11 @@ from serving.protocol._reference import RAGGED, finish_numbers
 from serving.protocol.datatypes import NUMPY_DTYPES
 from serving.protocol.kernels import decode_json_numbers, numbers_from_list, split_tensor_data
 
-# Below this size orjson + numpy is as fast as splitting the body; above it, big numeric `data`
-# arrays are parsed straight into typed buffers by the compiled kernel (no Python floats).
+# Below this size per model input, orjson + numpy is as fast as splitting the body; above it,
+# big numeric `data` arrays are parsed straight into typed buffers by the compiled kernel (no
+# Python floats). Per input, because each split-off array costs a few microseconds of Python
+# of its own: a 64-row request of a 7-column tabular model (6 kB) decoded in 40 us split and in
+# 25 us without.
 SPLIT_THRESHOLD = 2048
 
 # (datatype, name) -> array; (datatype, name, True) -> floats_with_nulls' answer
@@ -30,9 +33,12 @@ def loads(body: bytes | memoryview) -> Any:
         raise BadRequest(f"malformed JSON: {exc}") from None
 
 
-def loads_request(body: bytes | memoryview) -> tuple[Any, dict[int, SpanDecoder] | None]:
-    """The request document, and decoders for the inputs' `data` arrays kept out of it."""
-    if len(body) < SPLIT_THRESHOLD:
+def loads_request(
+    body: bytes | memoryview, inputs: int = 1
+) -> tuple[Any, dict[int, SpanDecoder] | None]:
+    """The request document, and decoders for the inputs' `data` arrays kept out of it (only
+    for a body of more than SPLIT_THRESHOLD bytes per model input: `inputs`)."""
+    if len(body) < SPLIT_THRESHOLD * inputs:
         return loads(body), None
     raw = bytes(body)
     split = split_tensor_data(raw)

@@ -8,9 +8,20 @@ if os.environ.get("SERVING_PUREPYTHON"):  # msgpack's switch
     from serving.protocol._reference import (
         decode_json_numbers,
         numbers_from_list,
+        plain_input,
+        plain_inputs,
         split_tensor_data,
     )
 else:  # a broken build fails loudly
-    from serving._kernels import decode_json_numbers, numbers_from_list, split_tensor_data
+    from serving._kernels import (
+        decode_json_numbers,
+        numbers_from_list,
+        plain_input,
+        plain_inputs,
+        split_tensor_data,
+    )
 
-__all__ = ["decode_json_numbers", "numbers_from_list", "split_tensor_data"]
+__all__ = [
+    "decode_json_numbers", "numbers_from_list", "plain_input", "plain_inputs",
+    "split_tensor_data",
+]

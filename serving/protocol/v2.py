@@ -13,6 +13,7 @@ from serving.protocol import binary
 from serving.protocol.columns import PD_JSON, conform, pd_json_strings
 from serving.protocol.datatypes import NUMPY_DTYPES, numpy_dtype
 from serving.protocol.jsondata import FLOATS, array_from_json, floats_with_nulls, loads_request
+from serving.protocol.kernels import plain_input, plain_inputs
 from serving.signature import Signature
 from serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
@@ -57,7 +58,7 @@ def decode_request(
         head, tail = body[:header_length], memoryview(body)[header_length:]
     if not head:
         raise BadRequest("empty request body: expected a JSON inference request")
-    obj, spans = loads_request(head)
+    obj, spans = loads_request(head, len(signature.inputs) if signature is not None else 1)
     if not isinstance(obj, dict):
         raise BadRequest("the request must be a JSON object")
     req_params = _parameters(obj, "request")
@@ -67,9 +68,11 @@ def decode_request(
     inputs_obj = obj.get("inputs")
     if not isinstance(inputs_obj, list) or not inputs_obj:
         raise BadRequest("'inputs' must be a non-empty list of tensors")
-    inputs: list[Tensor] = []
+    # the usual request (every input plain, JSON data): one compiled call for all of them
+    plain = None if spans else plain_inputs(inputs_obj, Tensor, PD_JSON)
+    inputs: list[Tensor] = plain or []
     offset = 0
-    for index, item in enumerate(inputs_obj):
+    for index, item in enumerate(() if plain else inputs_obj):
         span = spans.get(index) if spans else None
         tensor, used = _decode_input(item, tail, offset, span)
         inputs.append(tensor)
@@ -92,6 +95,22 @@ def _decode_input(
     item: object, tail: memoryview, offset: int, span: Any
 ) -> tuple[Tensor, int]:
     """One entry of 'inputs', and the bytes of binary data it used from `tail` at `offset`."""
+    if span is None:
+        # the usual form (a name, a common datatype, a shape and its data, plain): checked and
+        # converted in one compiled call, about a third of the general path's cost per input
+        plain = plain_input(item)
+        if plain is not None:
+            name, datatype, shape, data, params = plain
+            if params and params.get("content_type") == PD_JSON and datatype == "BYTES":
+                data = pd_json_strings(data, name)
+            return Tensor(name, datatype, shape, data, params, True), 0
+    return _decode_general(item, tail, offset, span)
+
+
+def _decode_general(
+    item: object, tail: memoryview, offset: int, span: Any
+) -> tuple[Tensor, int]:
+    """`_decode_input` for every form: binary data, spans, nulls, and all the errors."""
     if not isinstance(item, dict):
         raise BadRequest("each input must be an object with name, datatype, shape and data")
     name = item.get("name")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from serving.batching.batch import BufferCache, gather, split
+from serving.batching.batch import KERNEL_GATHER_BYTES, BufferCache, gather, split
 
 
 def test_buffer_cache_keeps_only_the_most_recently_used_shapes() -> None:
@@ -36,6 +37,22 @@ def test_gather_copies_numeric_rows_and_concatenates_object_rows() -> None:
     np.testing.assert_array_equal(feeds["n"], [[1, 2], [3, 4], [5, 6]])
     assert feeds["s"].dtype == object
     assert feeds["s"].tolist() == [["a", b"b"], ["c", "d"], ["", "é"]]
+
+
+@pytest.mark.parametrize("width", [3, KERNEL_GATHER_BYTES // 8], ids=["numpy", "kernel"])
+def test_gather_gives_the_same_rows_by_numpy_and_by_the_kernel(width: int) -> None:
+    """Small batches are copied by one numpy call, big ones by the row kernel: same rows, in
+    request order, from parts of any layout (a transposed part is not contiguous)."""
+    rng = np.random.default_rng(0)
+    parts = [{"x": rng.random((n, width))} for n in (1, 3, 2)]
+    parts.append({"x": np.ascontiguousarray(rng.random((width, 2))).T})
+    rows = sum(len(p["x"]) for p in parts)
+    feeds = gather(parts, ["x"], None, rows, 4, BufferCache())
+    assert (feeds["x"].nbytes < KERNEL_GATHER_BYTES) == (width == 3)
+    np.testing.assert_array_equal(feeds["x"], np.concatenate([p["x"] for p in parts]))
+    with pytest.raises(ValueError):  # a part of another width never lands in the buffer
+        gather([*parts, {"x": np.zeros((1, width + 1))}], ["x"], None, rows + 1, 4,
+               BufferCache())
 
 
 def test_split_gives_each_request_its_rows() -> None:

@@ -163,6 +163,60 @@ def test_inline_runs_give_the_loop_back_once_their_turn_budget_is_spent() -> Non
     assert max(per_turn) <= 4, f"runs per loop turn: {per_turn}"
 
 
+# ---- monitoring ----------------------------------------------------------------------------------
+
+
+def test_every_batch_is_observed_with_its_rows_on_a_worker_and_inline() -> None:
+    seen: list[tuple[list[float], list[float]]] = []
+    session = FakeSession(cost_s=1e-5)
+    sched = Scheduler(session, policy(inline_max_us=1_000_000), "m:1",
+                      observer=lambda f, o: seen.append((f["x"][:, 0].tolist(),
+                                                         o["y"][:, 0].tolist())))
+
+    async def scenario() -> None:
+        await sched.submit(rows(1.0), 1)  # no estimate yet: a worker runs it
+        await asyncio.gather(sched.submit(rows(2.0), 1), sched.submit(rows(3.0), 1))
+        await sched.submit(rows(4.0), 1)  # measured cheap: inline
+        await until(lambda: len(seen) == 3)
+
+    run(scenario)
+    sched.close()
+    assert sorted(seen) == [([1.0], [1.0]), ([2.0, 3.0], [2.0, 3.0]), ([4.0], [4.0])]
+
+
+def test_a_lone_request_is_observed_after_it_is_answered() -> None:
+    """Monitoring is off the critical section for a batch of one request (its own arrays);
+    a bigger inline batch sits in reused buffers, so it is observed before they are reused."""
+    owner: dict[int, tuple[np.ndarray, asyncio.Future[Any]]] = {}
+    answered: list[bool | None] = []  # per observation: its request answered (None: a batch)
+
+    def observer(feeds: dict[str, np.ndarray], _outputs: dict[str, np.ndarray]) -> None:
+        mine = owner.get(id(feeds["x"]))
+        answered.append(None if mine is None else mine[1].done())
+
+    session = FakeSession(cost_s=1e-5)
+    sched = Scheduler(session, policy(inline_max_us=1_000_000), "m:1", observer=observer)
+
+    def submit(value: float) -> asyncio.Future[Any]:
+        feeds = rows(value)
+        future = sched.submit(feeds, 1)
+        owner[id(feeds["x"])] = (feeds["x"], future)
+        return future
+
+    async def scenario() -> None:
+        await submit(0.0)  # no estimates yet: workers run and measure both sizes
+        await asyncio.gather(submit(1.0), submit(2.0))
+        await until(lambda: len(answered) == 2)
+        answered.clear()
+        await submit(3.0)  # inline from here on
+        await asyncio.gather(submit(4.0), submit(5.0))
+        await until(lambda: len(answered) == 2)
+
+    run(scenario)
+    sched.close()
+    assert answered == [True, None]
+
+
 # ---- deadlines ---------------------------------------------------------------------------------
 
 
