@@ -29,7 +29,7 @@ from serving.batching.batch import (
     run_batch,
 )
 from serving.batching.policy import BatchPolicy
-from serving.errors import BadRequest, Cancelled, DeadlineExceeded, Overloaded
+from serving.errors import BadRequest, Cancelled, DeadlineExceeded, Overloaded, Unavailable
 from serving.monitoring.counters import BatchStats
 from serving.tracing import RequestTrace, active
 
@@ -378,7 +378,13 @@ class Scheduler:
             await self._idle.wait()
 
     def close(self) -> None:
-        """Stop the worker threads (after drain)."""
+        """Stop the worker threads (after drain). Requests still queued (a drain that ran out
+        of time) are answered 503 now rather than left waiting for a batch that never comes."""
         self._closed = True
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(
+                    Unavailable("the model version was unloaded before this request ran"))
         for _ in self._threads:
             self._jobs.put(None)

@@ -16,7 +16,7 @@ import pytest
 
 from serving.batching.policy import BatchPolicy
 from serving.batching.scheduler import Scheduler
-from serving.errors import Cancelled, DeadlineExceeded, ModelError, Overloaded
+from serving.errors import Cancelled, DeadlineExceeded, ModelError, Overloaded, Unavailable
 from serving.signature import Signature
 from serving.types import TensorSpec
 
@@ -325,6 +325,27 @@ def test_drain_waits_for_queued_and_running_requests_then_refuses_new_ones() -> 
     run(scenario)
     sched.close()
     assert session.calls == [1, 3]
+
+
+def test_close_after_a_drain_that_timed_out_answers_the_queued_requests() -> None:
+    """A drain cut short by [versions] drain_timeout_s leaves requests queued behind a stuck
+    batch; closing answers them 503 at once instead of leaving them waiting forever."""
+    session = FakeSession(gated=True)
+    sched = Scheduler(session, policy(), "m:1")
+
+    async def scenario() -> None:
+        await busy_worker(sched, session)
+        queued = [sched.submit(rows(float(i)), 1) for i in range(3)]
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(sched.drain(), 0.05)
+        sched.close()
+        for f in queued:
+            assert f.done()
+            with pytest.raises(Unavailable, match="unloaded before this request ran"):
+                f.result()
+        session.gate.set()
+
+    run(scenario)
 
 
 # ---- BYTES and variable shapes -----------------------------------------------------------------
