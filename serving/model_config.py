@@ -198,3 +198,5 @@ def read_model_config(path: Path) -> ModelConfig:
             return ModelConfig.from_toml(tomllib.load(f))
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{path.name}: {exc}") from None
+    except TypeError as exc:  # a value of the wrong type (`latest = [1]`, `max_batch_size = "x"`)
+        raise ValueError(f"{path.name}: a setting has the wrong type ({exc})") from None
