@@ -129,10 +129,13 @@ def _server(kind: str, registry: Path, port: int, tmp: Path, log: Path
                            str(port)], url, tmp) as proc:
             yield proc
         return
-    cmd = [sys.executable, "-m", "serving", "serve", "--registry", str(registry), "--port",
-           str(port), "--log-level", "warning", "--drain-grace", "0"]
+    # SERVING_GRPC_PORT=0: no gRPC (its default port would be shared; an older baseline
+    # checkout without gRPC ignores the variable)
+    cmd = ["env", "SERVING_GRPC_PORT=0", sys.executable, "-m", "serving", "serve", "--registry",
+           str(registry), "--port", str(port), "--log-level", "warning", "--drain-grace", "0"]
     if kind == "baseline":  # another checkout's package, not the one in the current directory
-        cmd = ["env", f"PYTHONPATH={BASELINE}", sys.executable, "-P", *cmd[1:]]
+        cmd = ["env", "SERVING_GRPC_PORT=0", f"PYTHONPATH={BASELINE}", sys.executable, "-P",
+               *cmd[3:]]
     with start(cmd, f"{url}/v2/health/ready", log) as proc:
         yield proc
 

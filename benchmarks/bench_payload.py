@@ -148,7 +148,8 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         for n, extra in SERVERS.items():
             cmd = [sys.executable, "-m", "serving", "serve", "--registry", str(registry),
-                   "--port", str(ports[n]), "--log-level", "warning", "--drain-grace", "0",
+                   "--port", str(ports[n]), "--grpc-port", "0", "--log-level", "warning",
+                   "--drain-grace", "0",
                    *(["--payload-log", str(tmp / f"payload-{n}")] if extra else []), *extra]
             if extra:
                 cmd += ["--admin-open"]  # the flood's feedback

@@ -86,8 +86,8 @@ def servers(registry: Path, sink_url: str, baseline: str | None) -> dict[str, li
     """Name -> the command before `--port N` (environment through `env`)."""
     def ours(tree: Path | str, *extra: str) -> list[str]:
         return ["env", f"PYTHONPATH={tree}", f"OTEL_EXPORTER_OTLP_ENDPOINT={sink_url}",
-                "OTEL_SERVICE_NAME=bench", *extra, sys.executable, "-P", "-m", "serving",
-                "serve", "--registry", str(registry), "--log-level", "warning",
+                "OTEL_SERVICE_NAME=bench", "SERVING_GRPC_PORT=0", *extra, sys.executable, "-P",
+                "-m", "serving", "serve", "--registry", str(registry), "--log-level", "warning",
                 "--drain-grace", "0"]
 
     specs = {}

@@ -81,6 +81,7 @@ def serve(root: Path, tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     ready = tmp / "ready"
     proc = subprocess.Popen(
         [sys.executable, "-m", "serving", "serve", "--registry", str(root), "--port", "0",
+         "--grpc-port", "0",
          "--ready-file", str(ready), "--admin-token", TOKEN, "--payload-log",
          str(tmp / "payload"), "--log-level", "warning", "--drain-grace", "0"],
         stdout=(tmp / "server.log").open("wb"), stderr=subprocess.STDOUT)

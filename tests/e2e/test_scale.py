@@ -229,7 +229,8 @@ def test_workers_refuse_a_port_another_server_listens_on(
     with run_server(iris_registry, tmp_path, "--workers", "2") as s:
         r = subprocess.run([sys.executable, "-m", "serving", "serve", "--registry",
                             str(iris_registry), "--host", "127.0.0.1", "--port", str(s.port),
-                            "--workers", "2"], capture_output=True, text=True, timeout=60)
+                            "--workers", "2", "--grpc-port", "0"], capture_output=True, text=True,
+                           timeout=60)
         assert r.returncode == 1 and "cannot serve on 127.0.0.1" in r.stderr, r.stderr
         with httpx.Client(base_url=s.url, timeout=10) as c:  # the first server is unharmed
             assert c.post("/v2/models/iris/infer", json=IRIS).status_code == 200

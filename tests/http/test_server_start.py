@@ -20,7 +20,7 @@ def test_a_port_in_use_exits_1(tmp_path: Path, workers: str) -> None:
         port = taken.getsockname()[1]
         done = subprocess.run(
             [sys.executable, "-P", "-m", "serving", "serve", "--registry", str(tmp_path),
-             "--port", str(port), "--workers", workers],
+             "--port", str(port), "--workers", workers, "--grpc-port", "0"],
             capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done.stderr
     assert f"cannot serve on 127.0.0.1:{port}: Address already in use" in done.stderr
