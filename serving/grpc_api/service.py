@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -65,11 +65,24 @@ def _details(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}"
 
 
-def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str:
+def _metadata(context: grpc.ServicerContext, key: str) -> str:
     for k, v in context.invocation_metadata() or ():
         if k == key:
             return v if isinstance(v, str) else v.decode("latin-1")
     return ""
+
+
+class Aborted(Exception):
+    """A call's failure as its status code and details (the server thread aborts with them)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
+
+
+def _gone(context: grpc.ServicerContext) -> Callable[[], bool]:
+    """Whether the call has ended (cancelled by the client, or past its deadline)."""
+    return lambda: not context.is_active()
 
 
 def _version(v: str) -> str | None:
@@ -100,7 +113,7 @@ def _end_trace(
 
 
 class InferenceService:
-    """The service's handlers; `handler()` is what grpc.aio serves."""
+    """The service's handlers; `handler(loop)` is what the gRPC server serves."""
 
     def __init__(
         self, dataplane: DataPlane, metrics: ServingMetrics, readiness: Readiness,
@@ -115,8 +128,8 @@ class InferenceService:
         self.access_log = access_log
         self.tracer = active()  # None unless --tracing: then one test per call
 
-    def handler(self) -> grpc.GenericRpcHandler:
-        calls: dict[str, tuple[Callable[..., Awaitable[Any]], Any]] = {
+    def handler(self, loop: asyncio.AbstractEventLoop) -> grpc.GenericRpcHandler:
+        calls: dict[str, tuple[Callable[..., Coroutine[Any, Any, Any]], Any]] = {
             "ServerLive": (self.server_live, pb.ServerLiveRequest),
             "ServerReady": (self.server_ready, pb.ServerReadyRequest),
             "ModelReady": (self.model_ready, pb.ModelReadyRequest),
@@ -131,7 +144,7 @@ class InferenceService:
         }
         return grpc.method_handlers_generic_handler(SERVICE, {
             name: grpc.unary_unary_rpc_method_handler(
-                call if name == "ModelInfer" else _guarded(call),
+                _on_loop(call if name == "ModelInfer" else _guarded(call), loop),
                 request_deserializer=request_type.FromString,
                 response_serializer=_serialize,
             )
@@ -140,7 +153,7 @@ class InferenceService:
 
     # ---- inference -------------------------------------------------------------------------
 
-    async def model_infer(self, msg: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def model_infer(self, msg: Any, context: grpc.ServicerContext) -> Any:
         started = perf_counter()
         model = msg.model_name
         served, route, info = msg.model_version, "primary", None
@@ -169,11 +182,11 @@ class InferenceService:
             asyncio.get_running_loop().call_soon(
                 _end_trace, trace, context.peer(), served, route, code, info, details)
         if code is not Code.OK:
-            await context.abort(code, details)
+            raise Aborted(code, details)
         return out
 
     async def _infer(
-        self, msg: Any, context: grpc.aio.ServicerContext[Any, Any], started: float,
+        self, msg: Any, context: grpc.ServicerContext, started: float,
         trace: RequestTrace | None,
     ) -> tuple[Any, Served] | Refused:
         version = _version(msg.model_version)
@@ -184,7 +197,7 @@ class InferenceService:
         deadline_us = None if remaining is None else max(0, int(remaining * 1e6))
         key = _metadata(context, self.routing_header)[:256] or None
         answer = await self.dp.infer(
-            first, version, req, started, codec.encode_response, context.cancelled, key,
+            first, version, req, started, codec.encode_response, _gone(context), key,
             deadline_us, trace,
         )
         if isinstance(answer, Refused):
@@ -245,16 +258,30 @@ def _serialize(msg: Any) -> bytes:
 
 
 def _guarded(
-    call: Callable[[Any, Any], Awaitable[Any]]
-) -> Callable[[Any, Any], Awaitable[Any]]:
+    call: Callable[[Any, Any], Coroutine[Any, Any, Any]]
+) -> Callable[[Any, Any], Coroutine[Any, Any, Any]]:
     """A handler whose errors become the status code and details (never a stack trace)."""
 
-    async def run(msg: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def run(msg: Any, context: grpc.ServicerContext) -> Any:
         try:
             return await call(msg, context)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await context.abort(status_code(exc), _details(exc))
+            raise Aborted(status_code(exc), _details(exc)) from None
+
+    return run
+
+
+def _on_loop(
+    call: Callable[[Any, Any], Coroutine[Any, Any, Any]], loop: asyncio.AbstractEventLoop
+) -> Callable[[Any, grpc.ServicerContext], Any]:
+    """A synchronous handler (run in grpcio's thread) that runs `call` on the event loop."""
+
+    def run(msg: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return asyncio.run_coroutine_threadsafe(call(msg, context), loop).result()
+        except Aborted as exc:
+            context.abort(exc.code, exc.details)
 
     return run
