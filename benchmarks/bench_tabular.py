@@ -90,7 +90,8 @@ def main() -> int:
     ports = {n: free_port() for n in names}
     url = {n: f"http://127.0.0.1:{ports[n]}" for n in names}
     ours = [sys.executable, "-m", "serving", "serve", "--registry", str(registry), "--port",
-            str(ports["batching"]), "--log-level", "warning", "--drain-grace", "0"]
+            str(ports["batching"]), "--grpc-port", "0", "--log-level", "warning",
+            "--drain-grace", "0"]
     naive = [sys.executable, str(HERE / "naive_server.py"), str(registry), str(ports["naive"])]
     print(f"# cores: {NCPU}; servers on core {SERVER_CPU}; {args.duration}s per run, "
           f"median of {args.repeats}; model {args.model!r} ({args.pipeline} pipeline)")
