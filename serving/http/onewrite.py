@@ -41,9 +41,10 @@ class Cork:
 
     def flush(self) -> None:
         head = self._head
-        if head:  # a response with no body write (HEAD)
+        if head:  # a response with no body write (HEAD), or whose client left after its start
             self._head = b""
-            self._transport.write(head)
+            if not self._transport.is_closing():
+                self._transport.write(head)
 
     def close(self) -> None:
         self.flush()

@@ -131,6 +131,23 @@ def test_a_failed_send_still_gives_the_transport_back() -> None:
     assert cycle.transport is transport and transport.calls == []
 
 
+def test_a_client_gone_after_the_start_gets_nothing_written() -> None:
+    transport = RecordingTransport()
+    cycle = _cycle(transport)
+
+    async def leave_midway() -> None:
+        cork = cork_response(cycle.send)
+        assert cork is not None
+        await cycle.send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-length", str(len(BODY)).encode())]})
+        transport.closed = cycle.disconnected = True  # as uvicorn's connection_lost does
+        await cycle.send({"type": "http.response.body", "body": BODY})
+        cork.release()
+
+    asyncio.run(leave_midway())
+    assert transport.calls == [] and cycle.transport is transport
+
+
 def test_another_server_gets_the_plain_writes() -> None:
     async def send(message: Any) -> None:  # a plain function: no uvicorn cycle behind it
         pass
