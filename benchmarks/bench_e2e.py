@@ -209,7 +209,8 @@ def server_specs(registry: Path, nobatch: Path, nomonitor: Path) -> dict[str, An
     """Server name -> (port -> command line)."""
     def ours(reg: Path, port: int) -> list[str]:
         return [sys.executable, "-m", "serving", "serve", "--registry", str(reg),
-                "--port", str(port), "--log-level", "warning", "--drain-grace", "0"]
+                "--port", str(port), "--grpc-port", "0", "--log-level", "warning",
+                "--drain-grace", "0"]  # no gRPC: two servers would both want its port
 
     return {
         "batching": lambda port: ours(registry, port),

@@ -3,6 +3,7 @@ served by this server (dynamic batching) vs the naive server given the same ONNX
 
     python benchmarks/bench_tabular.py [--rows 1,64] [--clients 1,64] [--duration 5]
                                        [--repeats 3] [--pipeline example|tests]
+                                       [--baseline DIR]
                                        [--registry REG --model NAME]
 
 By default it builds the `tabular` example that `serving examples` publishes (wine: alcohol,
@@ -79,6 +80,9 @@ def main() -> int:
     ap.add_argument("--model", default="tabular")
     ap.add_argument("--pipeline", choices=("example", "tests"), default="example",
                     help="which DataFrame pipeline to build and send rows of")
+    ap.add_argument("--baseline", default="",
+                    help="a checkout of another revision, run as the server 'baseline' in the "
+                         "same rounds: A/B a change within one run")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-tabular-"))
     registry = Path(args.registry) if args.registry else tmp / "registry"
@@ -86,12 +90,18 @@ def main() -> int:
         build_registry(registry, args.model, args.pipeline)
     rows_list = [int(r) for r in args.rows.split(",")]
     clients = [int(c) for c in args.clients.split(",")]
-    names = ("batching", "naive")
+    names = ("batching", "baseline", "naive") if args.baseline else ("batching", "naive")
     ports = {n: free_port() for n in names}
     url = {n: f"http://127.0.0.1:{ports[n]}" for n in names}
-    ours = [sys.executable, "-m", "serving", "serve", "--registry", str(registry), "--port",
-            str(ports["batching"]), "--log-level", "warning", "--drain-grace", "0"]
+    def serve(port: int) -> list[str]:
+        return ["-m", "serving", "serve", "--registry", str(registry), "--port", str(port),
+                "--grpc-port", "0", "--log-level", "warning", "--drain-grace", "0"]
+
+    ours = [sys.executable, *serve(ports["batching"])]
     naive = [sys.executable, str(HERE / "naive_server.py"), str(registry), str(ports["naive"])]
+    # another checkout's package, not the one in the current directory
+    baseline = ["env", f"PYTHONPATH={Path(args.baseline).resolve()}", sys.executable, "-P",
+                *serve(ports.get("baseline", 0))]
     print(f"# cores: {NCPU}; servers on core {SERVER_CPU}; {args.duration}s per run, "
           f"median of {args.repeats}; model {args.model!r} ({args.pipeline} pipeline)")
     print("| rows/req | clients | server | req/s | rows/s | p50 ms | p99 ms | vs naive | "
@@ -100,6 +110,9 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         stack.enter_context(start(ours, f"{url['batching']}/v2/health/ready",
                                   tmp / "batching.log"))
+        if args.baseline:
+            stack.enter_context(start(baseline, f"{url['baseline']}/v2/health/ready",
+                                      tmp / "baseline.log"))
         stack.enter_context(_start_naive(naive, url["naive"], tmp, args.model,
                                          tabular_body(1, args.pipeline)))
         for rows in rows_list:

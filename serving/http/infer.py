@@ -18,6 +18,7 @@ from serving.dataplane import DataPlane, Refused, Served
 from serving.errors import BadRequest, MethodNotAllowed, PayloadTooLarge
 from serving.http.disconnect import disconnect_probe
 from serving.http.errors import error_parts
+from serving.http.onewrite import cork_response
 from serving.http.spans import end_trace
 from serving.monitoring.access import access_log_line
 from serving.monitoring.metrics import ServingMetrics
@@ -189,10 +190,15 @@ class InferEndpoint:
             rid = info.request_id if info is not None else None
             if rid and rid.isascii() and rid.isprintable():  # the id feedback names
                 response_headers.append((b"x-request-id", rid.encode()))
-        await send(
-            {"type": "http.response.start", "status": status, "headers": response_headers}
-        )
-        await send({"type": "http.response.body", "body": out})
+        cork = cork_response(send)  # head and body leave in one write
+        try:
+            await send(
+                {"type": "http.response.start", "status": status, "headers": response_headers}
+            )
+            await send({"type": "http.response.body", "body": out})
+        finally:
+            if cork is not None:
+                cork.release()
         elapsed = perf_counter() - started
         self.record(model, served, served_route, outcome, elapsed, info)
         if self.observe is not None:
