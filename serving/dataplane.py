@@ -257,36 +257,21 @@ class DataPlane:
             t3 - t2,
         )
 
-    async def predict_v1(
+    def predict_v1(
         self, model: str, version: str | None, body: bytes, routing_key: str | None = None,
         trace: RequestTrace | None = None,
-    ) -> tuple[bytes, None, Served] | Refused:
-        """A V1 request: as infer_v2 (JSON only: no binary header length)."""
+    ) -> Awaitable[tuple[bytes, int | None, Served] | Refused]:
+        """A V1 request: as infer_v2 (JSON only: no binary header length), through the same
+        `infer` with V1's encoder (rows or columns, as the request came)."""
         t0 = perf_counter()
         first = self.manager.get_version(model, version)
         assert first.session is not None
         req, row_form = v1.decode_request(body, first.session.signature)
-        mv, route, shadows = self._route(model, version, routing_key, None, first)
-        log_id = self.payload.decide(mv.config, None, routing_key)
-        try:
-            sig, queued, future = self._submit(
-                mv, shadows, req.inputs, trace=trace, log_id=log_id
-            )
-            outs, batch_size, queue_s, run_s = await future
-        except ServingError as exc:
-            return Refused(exc, mv.version_str, route)  # counts for the version routed to
-        t2 = perf_counter()
-        decode_s = queued - t0
-        tensors = [
-            Tensor(s.name, s.datatype, outs[s.name].shape, outs[s.name]) for s in sig.outputs
-        ]
-        out = v1.encode_response(tensors, row_form)
-        t3 = perf_counter()
-        if log_id is not None:
-            self.payload.capture(log_id, mv.name, mv.version_str, route, req.inputs, outs,
-                                 t3 - t0, mv.config)
-        return out, None, Served(mv.version_str, route, batch_size, log_id, decode_s, queue_s,
-                                 run_s, t3 - t2)
+
+        def encode(response: InferResponse, _binary: set[str] | None) -> tuple[bytes, None]:
+            return v1.encode_response(response.outputs, row_form), None
+
+        return self.infer(first, version, req, t0, encode, routing_key=routing_key, trace=trace)
 
     # ---- health and metadata ---------------------------------------------------------------
 
