@@ -5,10 +5,8 @@ child process (see tests/e2e/grpc_checks.py for why); what the server counts is 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import shutil
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -25,7 +23,6 @@ from tests.e2e.models import ONNX_TYPES, identity_model, iris_like, publish
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 TOKEN = "grpc-secret"
 LIMIT = 256 * 1024  # --grpc-max-message-bytes of the module's server
 SLOW_TOML = """[batching]
@@ -226,18 +223,9 @@ def test_kserve_sdk_grpc_client(server: GrpcServer, kserve: ProcessPoolExecutor)
 
 def test_perf_analyzer_over_grpc_runs_clean(server: GrpcServer) -> None:
     """perf_analyzer -i grpc through benchmarks/perf_analyzer.sh (PROTOCOL=grpc)."""
-    from tests.e2e.test_statistics import _perf_analyzer
+    from tests.e2e.test_statistics import run_perf_analyzer
 
-    env = {**os.environ, "PERF_ANALYZER": _perf_analyzer(), "PROTOCOL": "grpc",
-           "MODELS": "iris", "CONCURRENCY": "4", "INTERVAL_MS": "500", "STABILITY": "500",
-           "MAX_TRIALS": "10", "PA_CPUS": "", "VERBOSE": "1"}
-    proc = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "perf_analyzer.sh"), server.address], env=env,
-        capture_output=True, text=True, timeout=240,
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert "must be the same" not in out
+    out = run_perf_analyzer(server.address, PROTOCOL="grpc")
     assert "Successful request count" in out, out  # server-side statistics over gRPC
 
 

@@ -141,32 +141,39 @@ def test_statistics_hold_perf_analyzers_invariants_under_load(
 
 
 def _perf_analyzer() -> str:
-    """Triton's perf_analyzer: $PERF_ANALYZER, else beside this Python (tritonclient[all])."""
+    """Triton's perf_analyzer: $PERF_ANALYZER, else beside this Python (the tritonclient wheel)."""
     candidates = [os.environ.get("PERF_ANALYZER", ""),
                   str(Path(sys.executable).parent / "perf_analyzer"),
                   shutil.which("perf_analyzer") or ""]
     found = next((p for p in candidates if p and os.access(p, os.X_OK)), None)
     if found is None:
-        pytest.fail("perf_analyzer not found: install tritonclient[all] into the test venv "
+        pytest.fail("perf_analyzer not found: pip install -e '.[test]' (the tritonclient wheel) "
                     "or set PERF_ANALYZER (see benchmarks/perf_analyzer.sh)")
     return found
+
+
+def run_perf_analyzer(address: str, **env: str) -> str:
+    """benchmarks/perf_analyzer.sh on iris at `address`, briefly (4 clients, windows of 0.5 s),
+    as a user runs it; its output once it exited 0 without perf_analyzer's own complaints."""
+    full = {**os.environ, "PERF_ANALYZER": _perf_analyzer(), "MODELS": "iris",
+            "CONCURRENCY": "4", "INTERVAL_MS": "500", "STABILITY": "500", "MAX_TRIALS": "10",
+            "PA_CPUS": "", "VERBOSE": "1", **env}
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "perf_analyzer.sh"), address], env=full,
+        capture_output=True, text=True, timeout=240,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "must be the same" not in out
+    return out
 
 
 def test_perf_analyzer_runs_clean_in_both_formats(models_dir: Path, tmp_path: Path) -> None:
     """perf_analyzer, a client nobody here wrote, measures iris with binary and with JSON
     tensors through benchmarks/perf_analyzer.sh, server-side statistics included. Stability
     is not what this checks (the machine may be busy): any three windows within 5x will do."""
-    env = {**os.environ, "PERF_ANALYZER": _perf_analyzer(), "MODELS": "iris",
-           "CONCURRENCY": "4", "INTERVAL_MS": "500", "STABILITY": "500", "MAX_TRIALS": "10",
-           "PA_CPUS": "", "VERBOSE": "1"}
     with run_server(models_dir, tmp_path) as s:
-        proc = subprocess.run(
-            ["bash", str(REPO / "benchmarks" / "perf_analyzer.sh"), s.url], env=env,
-            capture_output=True, text=True, timeout=240,
-        )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    assert "must be the same" not in out
+        out = run_perf_analyzer(s.url)
     assert out.count("Successful request count") >= 2, out  # server stats, both formats
 
 
