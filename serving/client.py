@@ -1,11 +1,14 @@
 """The package's one HTTP client, for a running server's JSON routes: what `serving models`,
-`serving rollout` and the demos use to talk to it. Standard library only (urllib), so the commands
-need nothing the server lacks."""
+`serving rollout`, the demos and a replica forwarding rollout requests to the controller
+(http/forward.py) use to talk to it. Standard library only (urllib), so the commands need nothing
+the server lacks."""
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,24 +45,33 @@ class Client:
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """The decoded JSON answer; Refused for an error status, Unreachable for none."""
         data = None if body is None else orjson.dumps(body)
-        req = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
+        headers = {"Content-Type": "application/json"} if data is not None else {}
         if self.token:
-            req.add_header("Authorization", f"Bearer {self.token}")
+            headers["Authorization"] = f"Bearer {self.token}"
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
-                payload = r.read()
-        except urllib.error.HTTPError as exc:
-            with exc:
-                raise Refused(exc.code, _error_message(exc.read(), str(exc.reason))) from None
+            status, payload = self.exchange(method, path, data, headers)
         except OSError as exc:  # URLError is an OSError
             raise Unreachable(f"cannot reach {self.url}: {exc}") from None
+        if status >= 400:
+            raise Refused(status, _error_message(payload, http.client.responses.get(status, "")))
         try:
             return orjson.loads(payload)
         except orjson.JSONDecodeError:
             raise Unreachable(f"{self.url}{path} did not answer JSON") from None
 
+    def exchange(
+        self, method: str, path: str, data: bytes | None, headers: Mapping[str, str]
+    ) -> tuple[int, bytes]:
+        """One request as sent: (status, body), error statuses included; OSError when no
+        answer comes."""
+        req = urllib.request.Request(self.url.rstrip("/") + path, data=data, method=method,
+                                     headers=dict(headers))
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, exc.read()
 
 def _error_message(payload: bytes, fallback: str) -> str:
     try:

@@ -19,10 +19,10 @@ from serving.grpc_api.proto import grpc_service_pb2 as pb
 from serving.protocol import binary
 from serving.protocol.columns import conform
 from serving.protocol.datatypes import NUMPY_DTYPES, numpy_dtype
+from serving.protocol.v2 import checked_shape
 from serving.signature import Signature
 from serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 
-_MAX_ELEMENTS = 1 << 31
 # datatype -> the InferTensorContents field that carries it (FP16 has none: raw only)
 _FIELDS = {
     "BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents",
@@ -39,15 +39,6 @@ def parameters(params: Any) -> dict[str, Any]:
         kind = p.WhichOneof("parameter_choice")
         out[key] = getattr(p, kind) if kind is not None else None
     return out
-
-
-def _shape(name: str, dims: Any) -> tuple[int, ...]:
-    shape = tuple(dims)
-    if len(shape) > 32 or any(d < 0 for d in shape):
-        raise BadRequest(f"input {name!r}: shape {list(shape)} must be at most 32 dimensions >= 0")
-    if math.prod(shape) > _MAX_ELEMENTS:
-        raise BadRequest(f"input {name!r}: shape {list(shape)} is too large")
-    return shape
 
 
 def _typed(name: str, datatype: str, contents: Any, count: int) -> np.ndarray:
@@ -96,7 +87,7 @@ def decode_request(
         if not name:
             raise BadRequest("each input needs a name")
         numpy_dtype(datatype)
-        shape = _shape(name, t.shape)
+        shape = checked_shape(list(t.shape), name)
         count = math.prod(shape)
         if raw:
             data = binary.decode_binary_tensor(raw[i], datatype, count, name)

@@ -5,29 +5,17 @@ holder is. A forwarded request carries a header, so it is never forwarded twice.
 from __future__ import annotations
 
 import asyncio
-import urllib.error
-import urllib.request
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from serving.client import Client
 from serving.errors import Unavailable
 from serving.http.errors import JSON
 from serving.lifecycle.leadership import Leadership
 
 FORWARDED_HEADER = "x-serving-forwarded-by"
 HOLDER_HEADER = "x-rollout-controller"
-
-
-def _send(url: str, method: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=body if method == "POST" else None, method=method,
-                                 headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
 
 
 async def to_holder(leadership: Leadership, request: Request, body: bytes) -> Response:
@@ -44,9 +32,11 @@ async def to_holder(leadership: Leadership, request: Request, body: bytes) -> Re
     headers = {FORWARDED_HEADER: leadership.me}
     headers.update((k, v) for k, v in request.headers.items()
                    if k in ("authorization", "content-type"))
-    url = lease.url.rstrip("/") + request.url.path
+    holder = Client(lease.url, timeout_s=30)
+    data = body if request.method == "POST" else None
     try:
-        status, payload = await asyncio.to_thread(_send, url, request.method, headers, body)
+        status, payload = await asyncio.to_thread(
+            holder.exchange, request.method, request.url.path, data, headers)
     except OSError as exc:
         raise Unavailable(f"the rollout controller on {where} did not answer: {exc}") from None
     return Response(payload, status, media_type=JSON, headers={HOLDER_HEADER: lease.url})

@@ -172,27 +172,29 @@ class Totals:
     def window(self, version: str, route: str) -> Window:
         requests = errors = 0.0
         feedback = {LABELLED: 0.0, CORRECT: 0.0}
-        buckets: dict[int, float] = {}
         for (name, v, r, extra), n in self.values.items():
             if v != version or r != route:
                 continue
             if name == REQUESTS:
                 requests += n
                 errors += n if extra in ERROR_OUTCOMES else 0.0
-            elif name == LATENCY:
-                i = _bucket_index(extra)
-                buckets[i] = buckets.get(i, 0.0) + n
             elif name in feedback:
                 feedback[name] += n
-        return Window(round(requests), round(errors), _per_bucket(buckets),
+        return Window(round(requests), round(errors),
+                      _per_bucket(self._buckets(LATENCY, version, route)),
                       round(feedback[LABELLED]), round(feedback[CORRECT]))
 
-    def _histogram(self, name: str, version: str) -> list[int]:
+    def _buckets(self, name: str, version: str, route: str | None = None) -> dict[int, float]:
+        """Histogram `name`'s increases per bucket index for `version` (and `route`)."""
         buckets: dict[int, float] = {}
-        for (n, v, _r, le), inc in self.values.items():
-            if n == name and v == version:
+        for (n, v, r, le), inc in self.values.items():
+            if n == name and v == version and (route is None or r == route):
                 i = _bucket_index(le)
                 buckets[i] = buckets.get(i, 0.0) + inc
+        return buckets
+
+    def _histogram(self, name: str, version: str) -> list[int]:
+        buckets = self._buckets(name, version)
         return _per_bucket(buckets) if buckets else []
 
     def shadow(self, version: str) -> ShadowWindow:

@@ -20,7 +20,9 @@ from serving.types import InferRequest, InferResponse, RequestedOutput, Tensor
 _MAX_ELEMENTS = 1 << 31
 
 
-def _shape(value: Any, name: str) -> tuple[int, ...]:
+def checked_shape(value: Any, name: str) -> tuple[int, ...]:
+    """Input `name`'s shape: a list of at most 32 integers >= 0, of at most 2**31 elements
+    (the JSON and gRPC decoders' one check)."""
     if not isinstance(value, list) or len(value) > 32:
         raise BadRequest(f"input {name!r}: 'shape' must be a list of at most 32 integers")
     for d in value:
@@ -120,7 +122,7 @@ def _decode_general(
     if not isinstance(datatype, str):
         raise BadRequest(f"input {name!r} needs a 'datatype' string")
     numpy_dtype(datatype)
-    shape = _shape(item.get("shape"), name)
+    shape = checked_shape(item.get("shape"), name)
     count = math.prod(shape)
     params = _parameters(item, f"input {name!r}")
     size = params.get("binary_data_size")

@@ -10,9 +10,9 @@ metadata and `RequestTrace.end` after the response is sent; the scheduler calls
 
 from __future__ import annotations
 
-from serving.tracing.request import Carrier, RequestTrace, Tracer
+from serving.tracing.request import RequestTrace, Tracer
 
-__all__ = ["RequestTrace", "Tracer", "activate", "active", "start_request"]
+__all__ = ["RequestTrace", "Tracer", "activate", "active"]
 _active: Tracer | None = None
 
 
@@ -26,11 +26,3 @@ def activate(tracer: Tracer | None) -> None:
     global _active
     _active = tracer
 
-
-def start_request(
-    carrier: Carrier, model: str, version: str | None, protocol: str
-) -> RequestTrace | None:
-    """`active().start_request(...)`, or None when tracing is off (for callers that do not keep
-    the tracer)."""
-    tracer = _active
-    return None if tracer is None else tracer.start_request(carrier, model, version, protocol)
