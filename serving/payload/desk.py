@@ -68,9 +68,7 @@ class FeedbackDesk:
         missing: list[tuple[int, Item]] = []  # (index in the body, entry)
         for i, e in enumerate(entries):
             if i and i % SLICE == 0:
-                self._charge(started)
-                await asyncio.sleep(0)
-                started = time.perf_counter()
+                started = await self._pause(started)
             if isinstance(e, BadRequest):
                 outcome["invalid"].append({"index": i, "error": str(e)})
                 continue
@@ -100,12 +98,22 @@ class FeedbackDesk:
             async with self._searching:
                 found = await asyncio.to_thread(find_logged, roots, model,
                                                 {e.id for _, e in missing})
-        for i, e in missing:
+        started = time.perf_counter()
+        for n, (i, e) in enumerate(missing):
+            if n and n % SLICE == 0:
+                started = await self._pause(started)
             captures = found.get(e.id)
             if captures is None:
                 outcome["unknown"].append(e.id)
             else:
                 self._apply(model, cfg, e, captures, outcome, i)
+        self._charge(started)
+
+    async def _pause(self, started: float) -> float:
+        """Charge the loop time since `started`, let inference run a turn, restart the clock."""
+        self._charge(started)
+        await asyncio.sleep(0)
+        return time.perf_counter()
 
     def _apply(self, model: str, cfg: ModelConfig, e: Item, captures: Sequence[Answer],
                outcome: dict[str, list[Any]], index: int) -> None:
