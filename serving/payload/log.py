@@ -71,7 +71,7 @@ class PayloadLog:
         c = cfg.logging
         sample = self.sample_override if self.sample_override >= 0 else c.sample
         p = Policy(sample, frozenset(c.routing_keys), self.sink_override or c.sink,
-                   c.segment_records, c.segment_s, c.recent, c.quality_window)
+                   c.segment_records, c.segment_s, c.recent)
         if not p.sample and not p.keys:
             p = OFF
         if len(self._policies) >= 256:  # configs of versions long reloaded away

@@ -28,10 +28,9 @@ class Policy(NamedTuple):
     segment_records: int
     segment_s: float
     recent: int
-    window: int
 
 
-OFF = Policy(0.0, frozenset(), "", 1, 1.0, 0, 1)  # not logged
+OFF = Policy(0.0, frozenset(), "", 1, 1.0, 0)  # not logged
 
 
 class Capture(NamedTuple):
