@@ -65,23 +65,21 @@ class FeedbackDesk:
         entries, batch = parse(body)
         outcome: dict[str, list[Any]] = {"accepted": [], "unknown": [], "duplicate": [],
                                          "invalid": []}
-        missing: list[Item] = []
+        missing: list[tuple[int, Item]] = []  # (index in the body, entry)
         for i, e in enumerate(entries):
             if i and i % SLICE == 0:
-                self._charge(started)
-                await asyncio.sleep(0)
-                started = time.perf_counter()
+                started = await self._pause(started)
             if isinstance(e, BadRequest):
                 outcome["invalid"].append({"index": i, "error": str(e)})
                 continue
             captures = self.payload.answers(model, e.id)
             if captures is None:
-                missing.append(e)
+                missing.append((i, e))
             else:
                 self._apply(model, cfg, e, captures, outcome, i)
         self._charge(started)
         if missing:
-            await self._from_segments(model, cfg, missing, outcome, entries)
+            await self._from_segments(model, cfg, missing, outcome)
         for name, items in outcome.items():
             if items:
                 self.book.count(model, name, len(items))
@@ -91,21 +89,31 @@ class FeedbackDesk:
             f"{name}_ids": items[:SHOWN] for name, items in outcome.items()
             if items and name != "accepted"}
 
-    async def _from_segments(self, model: str, cfg: ModelConfig, missing: list[Item],
-                             outcome: dict[str, list[Any]], entries: list[Any]) -> None:
+    async def _from_segments(self, model: str, cfg: ModelConfig,
+                             missing: list[tuple[int, Item]],
+                             outcome: dict[str, list[Any]]) -> None:
         roots = self.payload.sink_roots(model, cfg)
         found: dict[str, list[Answer]] = {}
         if roots:
             async with self._searching:
                 found = await asyncio.to_thread(find_logged, roots, model,
-                                                {e.id for e in missing})
-        index = {id(e): i for i, e in enumerate(entries)}
-        for e in missing:
+                                                {e.id for _, e in missing})
+        started = time.perf_counter()
+        for n, (i, e) in enumerate(missing):
+            if n and n % SLICE == 0:
+                started = await self._pause(started)
             captures = found.get(e.id)
             if captures is None:
                 outcome["unknown"].append(e.id)
             else:
-                self._apply(model, cfg, e, captures, outcome, index[id(e)])
+                self._apply(model, cfg, e, captures, outcome, i)
+        self._charge(started)
+
+    async def _pause(self, started: float) -> float:
+        """Charge the loop time since `started`, let inference run a turn, restart the clock."""
+        self._charge(started)
+        await asyncio.sleep(0)
+        return time.perf_counter()
 
     def _apply(self, model: str, cfg: ModelConfig, e: Item, captures: Sequence[Answer],
                outcome: dict[str, list[Any]], index: int) -> None:

@@ -8,7 +8,7 @@ the inference path: a request's only cost is its capture (see `serving.payload.l
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,14 +99,13 @@ class Quality:
             err = np.array([float(p) - float(t) for p, t in pairs])
             return {"rows": len(pairs), "mae": float(np.abs(err).mean()),
                     "rmse": float(np.sqrt((err**2).mean()))}
-        classes = sorted({str(x) for pair in pairs for x in pair})
-        per_class = {}
-        for c in classes:
-            tp = sum(str(p) == c and str(t) == c for p, t in pairs)
-            predicted = sum(str(p) == c for p, _ in pairs)
-            actual = sum(str(t) == c for _, t in pairs)
-            per_class[c] = {"precision": tp / predicted if predicted else None,
-                            "recall": tp / actual if actual else None}
+        named = [(str(p), str(t)) for p, t in pairs]
+        predicted = Counter(p for p, _ in named)
+        actual = Counter(t for _, t in named)
+        tp = Counter(p for p, t in named if p == t)
+        per_class = {c: {"precision": tp[c] / predicted[c] if predicted[c] else None,
+                         "recall": tp[c] / actual[c] if actual[c] else None}
+                     for c in sorted(predicted.keys() | actual.keys())}
         hits = sum(p == t for p, t in pairs)
         return {"rows": len(pairs), "accuracy": hits / len(pairs), "classes": per_class}
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from serving.model_config import ModelConfig
 from serving.payload.feedback import FeedbackBook
-from serving.payload.record import OFF, Answer, Capture, Policy, answer
+from serving.payload.record import OFF, Answer, Capture, Policy, prediction
 from serving.payload.sinks import Sink, open_sink
 from serving.types import Tensor
 
@@ -71,7 +71,7 @@ class PayloadLog:
         c = cfg.logging
         sample = self.sample_override if self.sample_override >= 0 else c.sample
         p = Policy(sample, frozenset(c.routing_keys), self.sink_override or c.sink,
-                   c.segment_records, c.segment_s, c.recent, c.quality_window)
+                   c.segment_records, c.segment_s, c.recent)
         if not p.sample and not p.keys:
             p = OFF
         if len(self._policies) >= 256:  # configs of versions long reloaded away
@@ -121,8 +121,9 @@ class PayloadLog:
         recent = self.recent.get(c.model)
         if recent is None:
             recent = self.recent[c.model] = OrderedDict()
-        a = answer(c)
-        kept = (a.time, a.version, a.route, a.kind, a.values)  # an exact tuple: untracked
+        pred = prediction(c.outputs)
+        kind, values = pred if pred is not None else ("", None)
+        kept = (c.time, c.version, c.route, kind, values)  # an exact tuple: untracked
         if c.route == "shadow":
             if c.id in recent:
                 shadowed = self.shadowed.setdefault(c.model, {})

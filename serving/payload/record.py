@@ -9,13 +9,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from serving.protocol.datatypes import NUMPY_DTYPES
 from serving.types import Tensor
 
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
-_V2_TYPES = {
-    "b": "BOOL", "i1": "INT8", "i2": "INT16", "i4": "INT32", "i8": "INT64", "u1": "UINT8",
-    "u2": "UINT16", "u4": "UINT32", "u8": "UINT64", "f2": "FP16", "f4": "FP32", "f8": "FP64",
-}
+# "<kind><itemsize>" of a numpy dtype -> its V2 datatype (anything else is written as BYTES)
+_V2_TYPES = {f"{d.kind}{d.itemsize}": name for name, d in NUMPY_DTYPES.items()
+             if name != "BYTES"}
 
 
 class Policy(NamedTuple):
@@ -28,10 +28,9 @@ class Policy(NamedTuple):
     segment_records: int
     segment_s: float
     recent: int
-    window: int
 
 
-OFF = Policy(0.0, frozenset(), "", 1, 1.0, 0, 1)  # not logged
+OFF = Policy(0.0, frozenset(), "", 1, 1.0, 0)  # not logged
 
 
 class Capture(NamedTuple):
@@ -127,8 +126,7 @@ def json_line(c: Capture) -> bytes:
 def _tensors(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     out = []
     for name, arr in arrays.items():
-        kind = "BYTES" if arr.dtype.kind in "OSU" else _V2_TYPES.get(
-            "b" if arr.dtype.kind == "b" else f"{arr.dtype.kind}{arr.dtype.itemsize}", "BYTES")
+        kind = _V2_TYPES.get(f"{arr.dtype.kind}{arr.dtype.itemsize}", "BYTES")
         out.append({"name": name, "datatype": kind, "shape": list(arr.shape),
                     "data": _plain(arr.ravel())})
     return out
