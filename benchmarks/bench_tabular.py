@@ -3,7 +3,7 @@ served by this server (dynamic batching) vs the naive server given the same ONNX
 
     python benchmarks/bench_tabular.py [--rows 1,64] [--clients 1,64] [--duration 5]
                                        [--repeats 3] [--pipeline example|tests]
-                                       [--baseline DIR]
+                                       [--baseline DIR] [--numeric iris,digits]
                                        [--registry REG --model NAME]
 
 By default it builds the `tabular` example that `serving examples` publishes (wine: alcohol,
@@ -11,7 +11,9 @@ malic_acid, flavanoids, color_intensity FP32, proline INT64, hue and ash_grade s
 one-hot + logistic regression, drift monitoring on) and sends rows of its data; `--pipeline
 tests` uses the tests' model instead (age INT64, income FP32, colour and city strings). Same
 machinery as bench_e2e.py: the server pinned to core 0, wrk on core 1, runs interleaved,
-medians reported.
+medians reported. `--numeric iris,digits` also builds those one-matrix examples into the same
+registry and runs their cells (the same rows per request and clients) in the same rounds, so the
+tabular model's ratios to naive are compared with theirs under the same load.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 HERE = Path(__file__).resolve().parent
@@ -35,7 +38,9 @@ from benchmarks.bench_e2e import (  # noqa: E402
     _start_naive,
     free_port,
     run_wrk,
+    sample_inputs,
     start,
+    v2_body,
 )
 
 
@@ -70,6 +75,37 @@ def build_registry(root: Path, name: str, pipeline: str) -> None:
     publish_tabular(root, name, fit_pipeline("logistic"), with_reference=True)
 
 
+def build_numeric(root: Path, models: list[str]) -> None:
+    from serving.packaging.examples import EXAMPLES, build_example, publish
+
+    for example in EXAMPLES:
+        if example.name in models:
+            manifest, onnx_bytes = build_example(example)
+            publish(root, manifest, onnx_bytes, example.max_batch_size)
+
+
+def run_cell(bodies: dict[str, bytes], names: tuple[str, ...], url: dict[str, str], rows: int,
+             clients: int, args: argparse.Namespace, tmp: Path) -> None:
+    """One rows x clients cell for every model, servers interleaved; a table row per server."""
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {
+        (m, n): [] for m in bodies for n in names}
+    for _ in range(args.repeats):
+        for m, body in bodies.items():
+            for n in names:  # interleaved
+                runs[m, n].append(run_wrk(f"{url[n]}/v2/models/{m}/infer", body, clients,
+                                          args.duration, tmp))
+    for m in bodies:
+        med = {n: {k: statistics.median(r[k] for r in runs[m, n]) for k in runs[m, n][0]}
+               for n in names}
+        base = med["naive"]["rps"]
+        for n in names:
+            x = med[n]
+            ratio = f"{x['rps'] / base:.2f}x" if base else "n/a"
+            print(f"| {m} | {rows} | {clients} | {n} | {x['rps']:.0f} | {x['rps'] * rows:.0f} | "
+                  f"{x['p50_ms']:.2f} | {x['p99_ms']:.2f} | {ratio} | {x['errors']:.0f} | "
+                  f"{x['gen_cpu_pct']:.0f}% |", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", default="1,64", help="rows per request")
@@ -83,11 +119,17 @@ def main() -> int:
     ap.add_argument("--baseline", default="",
                     help="a checkout of another revision, run as the server 'baseline' in the "
                          "same rounds: A/B a change within one run")
+    ap.add_argument("--numeric", default="",
+                    help="one-matrix example models (e.g. iris,digits) run in the same rounds")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-tabular-"))
     registry = Path(args.registry) if args.registry else tmp / "registry"
     if not args.registry:
         build_registry(registry, args.model, args.pipeline)
+    numeric = [m for m in args.numeric.split(",") if m]
+    if numeric and not args.registry:
+        build_numeric(registry, numeric)
+    x_rows = sample_inputs(registry, numeric)
     rows_list = [int(r) for r in args.rows.split(",")]
     clients = [int(c) for c in args.clients.split(",")]
     names = ("batching", "baseline", "naive") if args.baseline else ("batching", "naive")
@@ -104,9 +146,9 @@ def main() -> int:
                 *serve(ports.get("baseline", 0))]
     print(f"# cores: {NCPU}; servers on core {SERVER_CPU}; {args.duration}s per run, "
           f"median of {args.repeats}; model {args.model!r} ({args.pipeline} pipeline)")
-    print("| rows/req | clients | server | req/s | rows/s | p50 ms | p99 ms | vs naive | "
-          "errors |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| model | rows/req | clients | server | req/s | rows/s | p50 ms | p99 ms | vs naive | "
+          "errors | wrk CPU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     with contextlib.ExitStack() as stack:
         stack.enter_context(start(ours, f"{url['batching']}/v2/health/ready",
                                   tmp / "batching.log"))
@@ -116,22 +158,11 @@ def main() -> int:
         stack.enter_context(_start_naive(naive, url["naive"], tmp, args.model,
                                          tabular_body(1, args.pipeline)))
         for rows in rows_list:
-            body = tabular_body(rows, args.pipeline)
+            bodies = {args.model: tabular_body(rows, args.pipeline)}
+            for m in numeric:
+                bodies[m] = v2_body(np.repeat(x_rows[m], rows, axis=0))
             for c in clients:
-                runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
-                for _ in range(args.repeats):
-                    for n in names:  # interleaved
-                        runs[n].append(run_wrk(f"{url[n]}/v2/models/{args.model}/infer", body,
-                                               c, args.duration, tmp))
-                med = {n: {k: statistics.median(r[k] for r in runs[n]) for k in runs[n][0]}
-                       for n in names}
-                base = med["naive"]["rps"]
-                for n in names:
-                    m = med[n]
-                    ratio = f"{m['rps'] / base:.2f}x" if base else "n/a"
-                    print(f"| {rows} | {c} | {n} | {m['rps']:.0f} | {m['rps'] * rows:.0f} | "
-                          f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {ratio} | "
-                          f"{m['errors']:.0f} |", flush=True)
+                run_cell(bodies, names, url, rows, c, args, tmp)
     return 0
 
 
