@@ -269,13 +269,13 @@ class Connection(asyncio.Protocol, Output):
         call.ended = True
         if not call.open:
             return
-        if call.size != call.expect:
-            self.refuse(call, StatusCode.UNIMPLEMENTED if call.size == 0 else
-                        StatusCode.INTERNAL, "a unary call takes exactly one request message")
-            return
         method = self.methods.get(call.head.path)
         if method is None:
             self.refuse(call, StatusCode.UNIMPLEMENTED, f"unknown method {call.head.path}")
+            return
+        if call.size != call.expect:
+            self.refuse(call, StatusCode.UNIMPLEMENTED if call.size == 0 else
+                        StatusCode.INTERNAL, "a unary call takes exactly one request message")
             return
         handler, parse = method
         try:
