@@ -284,9 +284,7 @@ class Connection(asyncio.Protocol, Output):
             self.refuse(call, StatusCode.INVALID_ARGUMENT, f"cannot parse the request: {exc}")
             return
         call.chunks = []
-        task = self.loop.create_task(handler(msg, call))
-        call.task = task
-        task.add_done_callback(lambda t: self.answer(call, t))
+        call.task = self.loop.create_task(self.serve(call, handler(msg, call)))
 
     def _rst_stream(self, flags: int, stream: int, payload: bytes) -> None:
         if stream == 0 or len(payload) != 4:

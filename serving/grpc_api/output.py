@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from struct import Struct
 from typing import Any
 
@@ -40,22 +41,30 @@ class Output:
     def done(self, call: Call) -> None:
         raise NotImplementedError
 
-    def answer(self, call: Call, task: asyncio.Task[Any]) -> None:
-        """The handler's task is done: send its answer (unless the call is over already)."""
-        if not call.open:
-            return
-        if task.cancelled():  # the server is stopping
-            self.refuse(call, StatusCode.CANCELLED, "the call was cancelled")
-            return
-        exc = task.exception()
-        if exc is not None:
-            if isinstance(exc, Aborted):
+    async def serve(self, call: Call, work: Coroutine[Any, Any, Any]) -> None:
+        """Run the call's handler (`work`) and send its answer, unless the call is over by then
+        (a task: RST_STREAM cancels it)."""
+        try:
+            reply = await work
+        except asyncio.CancelledError:
+            if call.open:  # not the client: the server is stopping
+                self.refuse(call, StatusCode.CANCELLED, "the call was cancelled")
+            raise
+        except Aborted as exc:
+            if call.open:
                 self.refuse(call, exc.code, exc.details)
-            else:
-                log.error("unhandled error in %s", call.head.path, exc_info=exc)
+            return
+        except Exception as exc:
+            log.error("unhandled error in %s", call.head.path, exc_info=exc)
+            if call.open:
                 self.refuse(call, StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
             return
-        data: bytes = task.result().SerializeToString()
+        if call.open:
+            self.answer(call, reply)
+
+    def answer(self, call: Call, reply: Any) -> None:
+        """Send the handler's reply: in one write when the client's windows allow."""
+        data: bytes = reply.SerializeToString()
         n = len(data)
         if n > self.limit:
             self.refuse(call, StatusCode.RESOURCE_EXHAUSTED,
