@@ -26,6 +26,7 @@ log = logging.getLogger("serving.grpc")
 
 MAX_STREAMS = 1024  # calls in flight on one connection (SETTINGS_MAX_CONCURRENT_STREAMS)
 CONNECTION_WINDOW = 16 * 1024 * 1024  # request bytes a client may send ahead of our credit
+BUFFER_BUDGET = 64 * 1024 * 1024  # at least: request bytes one connection may hold
 PREFACE_TIMEOUT_S = 10.0  # a connection that has not sent the preface by then is closed
 _PREFIX = Struct(">BL")
 
@@ -46,6 +47,8 @@ class Connection(asyncio.Protocol, Output):
         # a stream's window is a whole message: no stream WINDOW_UPDATEs to send
         self.stream_window = min(f.MAX_WINDOW, max(f.DEFAULT_WINDOW, limit + 5 + 1024))
         self.recv_window = CONNECTION_WINDOW
+        # request bytes held for calls not yet started: past the budget, a call is refused
+        self.buffered, self.budget = 0, max(BUFFER_BUDGET, 2 * (limit + 5))
         self.draining = False  # GOAWAY sent: streams above last_stream are ignored
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
@@ -168,6 +171,7 @@ class Connection(asyncio.Protocol, Output):
         """A call was answered, reset or refused: forget it; a draining connection whose calls
         are all done closes."""
         self.streams.pop(call.id, None)
+        self._release(call)
         if self.draining and not self.streams:
             self.fail(f.NO_ERROR, "drained")
 
@@ -241,6 +245,11 @@ class Connection(asyncio.Protocol, Output):
         if data:
             call.chunks.append(data)
             call.size += len(data)
+            self.buffered += len(data)
+            if self.buffered > self.budget:
+                self.refuse(call, StatusCode.RESOURCE_EXHAUSTED, "this connection holds "
+                            f"over {self.budget} bytes of requests not yet started")
+                return
             if call.expect < 0 and call.size >= 5 and not self._prefix(call):
                 return
             if call.size > call.expect >= 0 and call.head.refused is None:
@@ -283,8 +292,14 @@ class Connection(asyncio.Protocol, Output):
         except Exception as exc:  # protobuf's DecodeError
             self.refuse(call, StatusCode.INVALID_ARGUMENT, f"cannot parse the request: {exc}")
             return
-        call.chunks = []
+        self._release(call)
         call.task = self.loop.create_task(self.serve(call, handler(msg, call)))
+
+    def _release(self, call: Call) -> None:
+        """The call's request bytes are parsed or dropped: they no longer count."""
+        if call.chunks:
+            self.buffered -= call.size
+            call.chunks = []
 
     def _rst_stream(self, flags: int, stream: int, payload: bytes) -> None:
         if stream == 0 or len(payload) != 4:

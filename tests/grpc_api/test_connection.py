@@ -310,3 +310,22 @@ def test_protocol_errors_end_the_connection() -> None:
             assert c.transport.closed
 
     run(test)
+
+
+def test_requests_held_past_the_budget_are_refused() -> None:
+    async def test() -> None:
+        c = Client(echo, limit=1024)
+        c.conn.budget = 1200
+        for stream in (1, 3, 5):  # whole messages, but no END_STREAM yet
+            c.call(stream, b"m" * 500, end=False)
+        sent = c.frames()
+        assert _status(sent, 5)[0] == "8" and "1200" in _status(sent, 5)[1]
+        assert c.conn.buffered == 2 * 505 and set(c.conn.streams) == {1, 3}
+        c.send(f.frame(f.DATA, f.END_STREAM, 1, b""))
+        assert c.conn.buffered == 505  # parsed: no longer held
+        c.send(f.rst_stream(3, 8))
+        assert c.conn.buffered == 0
+        await settle()
+        assert _status(c.frames(), 1)[0] == "0"
+
+    run(test)
