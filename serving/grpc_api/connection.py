@@ -50,7 +50,6 @@ class Connection(asyncio.Protocol, Output):
         # request bytes held for calls not yet started: past the budget, a call is refused
         self.buffered, self.budget = 0, max(BUFFER_BUDGET, 2 * (limit + 5))
         self.draining = False  # GOAWAY sent: streams above last_stream are ignored
-        self.closed = False
         self.timer: asyncio.TimerHandle | None = None
         self.on_frame: dict[int, Callable[[int, int, bytes], None]] = {
             f.DATA: self._data, f.HEADERS: self._headers, f.PRIORITY: self._priority,

@@ -37,6 +37,7 @@ class Output:
         self.send_initial = f.DEFAULT_WINDOW  # a new stream's (client's INITIAL_WINDOW_SIZE)
         self.max_frame = f.DEFAULT_FRAME_SIZE  # the client's MAX_FRAME_SIZE
         self.peer = ""
+        self.closed = False  # the transport is closing or gone: nothing more is written
 
     def done(self, call: Call) -> None:
         raise NotImplementedError
@@ -47,7 +48,7 @@ class Output:
         try:
             reply = await work
         except asyncio.CancelledError:
-            if call.open:  # not the client: the server is stopping
+            if call.open and not self.closed:  # not the client: the loop is stopping
                 self.refuse(call, StatusCode.CANCELLED, "the call was cancelled")
             raise
         except Aborted as exc:
