@@ -93,38 +93,51 @@ class Connection(asyncio.Protocol, Output):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        buf = self.buf
         try:
-            if not self.preface:
-                buf += data
-                if not self._read_preface():
-                    return
-                data = bytes(buf)
-                buf.clear()
-            if buf:
-                buf += data
-                frames, used = f.split(buf, f.DEFAULT_FRAME_SIZE)
-                del buf[:used]
-            else:
-                frames, used = f.split(data, f.DEFAULT_FRAME_SIZE)
-                if used < len(data):
-                    buf += data[used:]
-            on_frame = self.on_frame
-            for kind, flags, stream, payload in frames:
-                if self.continued is not None and kind != f.CONTINUATION:
-                    raise ConnectionFailure(f.PROTOCOL_ERROR, "a header block was interrupted")
-                try:
-                    handle = on_frame.get(kind)
-                    if handle is not None:  # unknown frame types are ignored (RFC 9113 5.5)
-                        handle(flags, stream, payload)
-                except StreamError as exc:
-                    self._reset(exc.stream, exc.code)
+            self._handle(self._split(data))
         except ConnectionFailure as exc:
             self.fail(exc.code, str(exc))
             return
-        if self.recv_window < CONNECTION_WINDOW // 2:
+        except Exception:  # a bug of ours: this connection ends, the others go on
+            log.exception("gRPC connection from %s failed", self.peer)
+            self.fail(f.INTERNAL_ERROR, "internal error")
+            return
+        if self.recv_window < CONNECTION_WINDOW // 2 and not self.closed:
             self.transport.write(f.window_update(0, CONNECTION_WINDOW - self.recv_window))
             self.recv_window = CONNECTION_WINDOW
+
+    def _split(self, data: bytes) -> list[tuple[int, int, int, bytes]]:
+        """The whole frames received so far (the rest waits in the buffer)."""
+        buf = self.buf
+        if not self.preface:
+            buf += data
+            if not self._read_preface():
+                return []
+            data = bytes(buf)
+            buf.clear()
+        if buf:
+            buf += data
+            frames, used = f.split(buf, f.DEFAULT_FRAME_SIZE)
+            del buf[:used]
+        else:
+            frames, used = f.split(data, f.DEFAULT_FRAME_SIZE)
+            if used < len(data):
+                buf += data[used:]
+        return frames
+
+    def _handle(self, frames: list[tuple[int, int, int, bytes]]) -> None:
+        on_frame = self.on_frame
+        for kind, flags, stream, payload in frames:
+            if self.closed:  # drained meanwhile (the client's GOAWAY)
+                return
+            if self.continued is not None and kind != f.CONTINUATION:
+                raise ConnectionFailure(f.PROTOCOL_ERROR, "a header block was interrupted")
+            try:
+                handle = on_frame.get(kind)
+                if handle is not None:  # unknown frame types are ignored (RFC 9113 5.5)
+                    handle(flags, stream, payload)
+            except StreamError as exc:
+                self._reset(exc.stream, exc.code)
 
     def _read_preface(self) -> bool:
         """Whether the client's preface is in (the buffer then holds what follows it)."""
@@ -292,7 +305,7 @@ class Connection(asyncio.Protocol, Output):
             self.refuse(call, StatusCode.INVALID_ARGUMENT, f"cannot parse the request: {exc}")
             return
         self._release(call)
-        call.task = self.loop.create_task(self.serve(call, handler(msg, call)))
+        call.task = self.loop.create_task(self.serve(call, handler, msg))
 
     def _release(self, call: Call) -> None:
         """The call's request bytes are parsed or dropped: they no longer count."""

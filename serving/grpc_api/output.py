@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
 from struct import Struct
 from typing import Any
 
 from serving.grpc_api import frames as f
-from serving.grpc_api.call import Call
+from serving.grpc_api.call import Call, Handler
 from serving.grpc_api.frames import HEADER, ConnectionFailure, StreamError
 from serving.grpc_api.headers import OK_TRAILERS, RESPONSE_HEADERS, error_trailers
 from serving.grpc_api.status import Aborted, StatusCode
@@ -42,11 +41,11 @@ class Output:
     def done(self, call: Call) -> None:
         raise NotImplementedError
 
-    async def serve(self, call: Call, work: Coroutine[Any, Any, Any]) -> None:
-        """Run the call's handler (`work`) and send its answer, unless the call is over by then
-        (a task: RST_STREAM cancels it)."""
+    async def serve(self, call: Call, handler: Handler, msg: Any) -> None:
+        """Run the call's handler and send its answer, unless the call is over by then (a
+        task: RST_STREAM cancels it)."""
         try:
-            reply = await work
+            reply = await handler(msg, call)
         except asyncio.CancelledError:
             if call.open and not self.closed:  # not the client: the loop is stopping
                 self.refuse(call, StatusCode.CANCELLED, "the call was cancelled")

@@ -11,6 +11,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hpack import Decoder, Encoder
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from serving.grpc_api import frames as f
 from serving.grpc_api.call import Call
@@ -327,5 +329,30 @@ def test_requests_held_past_the_budget_are_refused() -> None:
         assert c.conn.buffered == 0
         await settle()
         assert _status(c.frames(), 1)[0] == "0"
+
+    run(test)
+
+
+FRAME = st.tuples(st.integers(0, 12), st.integers(0, 255), st.integers(0, 9),
+                  st.binary(max_size=40))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(FRAME, max_size=8), st.integers(1, 64))
+def test_any_frames_end_in_an_answer_or_a_goaway_never_a_crash(
+    sent: list[tuple[int, int, int, bytes]], piece: int
+) -> None:
+    """Arbitrary frames after a valid call, fed in arbitrary pieces: data_received never
+    raises, and a connection that writes GOAWAY with an error is closed."""
+
+    async def test() -> None:
+        c = Client(echo)
+        c.call(1, b"ok")
+        wire = b"".join(f.frame(*x) for x in sent)
+        for i in range(0, len(wire), piece):
+            c.send(wire[i:i + piece])
+        await settle()
+        errors = [p for k, _, _, p in c.frames() if k == f.GOAWAY and f.u32(p[4:8])]
+        assert not errors or c.transport.closed
 
     run(test)
