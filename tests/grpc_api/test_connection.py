@@ -356,3 +356,17 @@ def test_any_frames_end_in_an_answer_or_a_goaway_never_a_crash(
         assert not errors or c.transport.closed
 
     run(test)
+
+
+def test_a_connection_without_a_preface_is_closed_when_its_timer_fires() -> None:
+    async def test() -> None:
+        conn = Connection({}, 1024, set())
+        transport = Transport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        conn.data_received(f.PREFACE[:10])  # a prefix of it: still waiting
+        assert conn.timer is not None and not transport.closed
+        conn.timer.cancel()
+        conn._no_preface()  # what the timer calls
+        assert transport.closed and f.GOAWAY in [k for k, *_ in f.split(transport.out, 1 << 20)[0]]
+
+    run(test)
