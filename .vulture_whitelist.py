@@ -17,3 +17,7 @@ _.log_severity_level  # serving/runtime/session.py: onnxruntime.SessionOptions, 
 _.shed  # serving/monitoring/counters.py ShadowStats: metrics.py exports it by name (getattr) as serving_shadow_shed
 _.dim_param  # serving/packaging/batchdim.py: an ONNX shape dimension (protobuf), read by onnx/ORT
 _.feature_types  # serving/packaging/convert.py: xgboost's Booster property, read by the converter
+_.data_received  # serving/grpc_api/connection.py: asyncio calls a Protocol's data_received
+_.pause_writing  # serving/grpc_api/connection.py: asyncio calls it when the write buffer fills
+_.resume_writing  # serving/grpc_api/connection.py: asyncio calls it when the buffer drains
+_.header_table  # serving/grpc_api/headers.py: hpack's Decoder reads its table from it

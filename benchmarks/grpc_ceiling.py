@@ -1,12 +1,14 @@
-"""What grpcio itself allows on one core: bare servers whose ModelInfer handler answers a
-constant, measured as bench_grpc.py measures ours (h2load on core 1, server on core 0).
+"""What a gRPC server itself allows on one core: bare servers whose ModelInfer handler answers
+a constant, measured as bench_grpc.py measures ours (h2load on core 1, server on core 0).
 
     python benchmarks/grpc_ceiling.py [--clients 64] [--duration 4] [--repeats 3]
 
 Modes, interleaved: `aio` (grpc.aio on uvloop, the handler on the loop), `sync` (grpcio's
 synchronous server, the handler in its thread) and `sync+loop` (the synchronous server whose
 handler hands a trivial coroutine to a uvloop loop thread and waits for it: the serving path's
-shape without its work). Our server's figure against `sync+loop` is what our own code costs.
+shape without its work), and `ours` (serving/grpc_api's HTTP/2 server on uvloop, the handler a
+task on the loop, as `serve` runs it). A server's figure against its mode's is what the work
+behind the handler costs.
 """
 
 from __future__ import annotations
@@ -30,14 +32,41 @@ sys.path.insert(0, str(HERE))
 import bench_e2e  # noqa: E402  (benchmarks/ is not a package)
 import bench_grpc  # noqa: E402
 
-MODES = ("aio", "sync", "sync+loop")
+MODES = ("aio", "sync", "sync+loop", "ours")
+
+
+def serve_ours(answer: bytes, port: int) -> None:
+    import uvloop
+
+    from serving.grpc_api.connection import Connection
+
+    class Reply:
+        def SerializeToString(self) -> bytes:  # protobuf's name
+            return answer
+
+    reply = Reply()
+
+    async def constant(_msg: bytes, _call: Any) -> Reply:
+        return reply
+
+    async def main() -> None:
+        methods = {bench_grpc.INFER: (constant, bytes)}
+        connections: set[Connection] = set()
+        server = await asyncio.get_running_loop().create_server(
+            lambda: Connection(methods, 1 << 26, connections), "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(main())
 
 
 def serve(mode: str, port: int) -> None:
+    answer = bench_grpc.pb.ModelInferResponse(model_name="iris").SerializeToString()
+    if mode == "ours":
+        serve_ours(answer, port)
+        return
     import grpc
     import uvloop
 
-    answer = bench_grpc.pb.ModelInferResponse(model_name="iris").SerializeToString()
     address = f"127.0.0.1:{port}"
 
     async def constant(_msg: bytes, _context: Any) -> bytes:

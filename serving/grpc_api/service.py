@@ -10,14 +10,15 @@ from collections.abc import Callable, Coroutine
 from time import perf_counter
 from typing import Any, Protocol
 
-import grpc
 from google.protobuf import json_format
 
 from serving.dataplane import DataPlane, Refused, Served
 from serving.errors import BadRequest, Cancelled, DeadlineExceeded, Overloaded, ServingError
 from serving.grpc_api import codec
+from serving.grpc_api.call import Call, Methods
 from serving.grpc_api.proto import grpc_service_pb2 as pb
 from serving.grpc_api.proto import model_config_pb2 as mc
+from serving.grpc_api.status import Aborted, StatusCode
 from serving.lifecycle.health import Readiness
 from serving.monitoring.access import access_log_line
 from serving.monitoring.metrics import ServingMetrics
@@ -26,7 +27,7 @@ from serving.tracing.semconv import grpc_server, serving_attributes
 
 SERVICE = "inference.GRPCInferenceService"
 log = logging.getLogger("serving.grpc")
-Code = grpc.StatusCode
+Code = StatusCode
 _BY_STATUS = {
     400: Code.INVALID_ARGUMENT, 401: Code.UNAUTHENTICATED, 403: Code.PERMISSION_DENIED,
     404: Code.NOT_FOUND, 405: Code.UNIMPLEMENTED, 413: Code.RESOURCE_EXHAUSTED,
@@ -44,7 +45,7 @@ class Repository(Protocol):
     async def unload(self, name: str, authorization: str) -> None: ...
 
 
-def status_code(exc: BaseException) -> grpc.StatusCode:
+def status_code(exc: BaseException) -> StatusCode:
     """The gRPC code for an error (the HTTP status's counterpart); unknown errors: INTERNAL."""
     if isinstance(exc, Overloaded):
         return Code.RESOURCE_EXHAUSTED
@@ -65,22 +66,14 @@ def _details(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}"
 
 
-def _metadata(context: grpc.ServicerContext, key: str) -> str:
-    for k, v in context.invocation_metadata() or ():
+def _metadata(context: Call, key: str) -> str:
+    for k, v in context.invocation_metadata():
         if k == key:
             return v if isinstance(v, str) else v.decode("latin-1")
     return ""
 
 
-class Aborted(Exception):
-    """A call's failure as its status code and details (the server thread aborts with them)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code, self.details = code, details
-
-
-def _gone(context: grpc.ServicerContext) -> Callable[[], bool]:
+def _gone(context: Call) -> Callable[[], bool]:
     """Whether the call has ended (cancelled by the client, or past its deadline)."""
     return lambda: not context.is_active()
 
@@ -99,7 +92,7 @@ def _peer(peer: str | None) -> tuple[str, int] | None:
 
 
 def _end_trace(
-    trace: RequestTrace, peer: str | None, version: str, route: str, code: grpc.StatusCode,
+    trace: RequestTrace, peer: str | None, version: str, route: str, code: StatusCode,
     info: Served | None, details: str,
 ) -> None:
     """Export a sampled ModelInfer call's spans (the answer has gone)."""
@@ -113,7 +106,7 @@ def _end_trace(
 
 
 class InferenceService:
-    """The service's handlers; `handler(loop)` is what the gRPC server serves."""
+    """The service's handlers; `methods()` is what the gRPC server serves."""
 
     def __init__(
         self, dataplane: DataPlane, metrics: ServingMetrics, readiness: Readiness,
@@ -128,7 +121,8 @@ class InferenceService:
         self.access_log = access_log
         self.tracer = active()  # None unless --tracing: then one test per call
 
-    def handler(self, loop: asyncio.AbstractEventLoop) -> grpc.GenericRpcHandler:
+    def methods(self) -> Methods:
+        """Each call's :path -> (its handler, its request message's parser)."""
         calls: dict[str, tuple[Callable[..., Coroutine[Any, Any, Any]], Any]] = {
             "ServerLive": (self.server_live, pb.ServerLiveRequest),
             "ServerReady": (self.server_ready, pb.ServerReadyRequest),
@@ -142,25 +136,22 @@ class InferenceService:
             "RepositoryModelLoad": (self.repository_load, pb.RepositoryModelLoadRequest),
             "RepositoryModelUnload": (self.repository_unload, pb.RepositoryModelUnloadRequest),
         }
-        return grpc.method_handlers_generic_handler(SERVICE, {
-            name: grpc.unary_unary_rpc_method_handler(
-                _on_loop(call if name == "ModelInfer" else _guarded(call), loop),
-                request_deserializer=request_type.FromString,
-                response_serializer=_serialize,
-            )
+        return {
+            f"/{SERVICE}/{name}": (call if name == "ModelInfer" else _guarded(call),
+                                   request_type.FromString)
             for name, (call, request_type) in calls.items()
-        })
+        }
 
     # ---- inference -------------------------------------------------------------------------
 
-    async def model_infer(self, msg: Any, context: grpc.ServicerContext) -> Any:
+    async def model_infer(self, msg: Any, context: Call) -> Any:
         started = perf_counter()
         model = msg.model_name
         served, route, info = msg.model_version, "primary", None
         outcome, code, details = "success", Code.OK, ""
         out = None
         trace = None if self.tracer is None else self.tracer.start_request(
-            context.invocation_metadata() or (), model, msg.model_version or None, "grpc")
+            context.invocation_metadata(), model, msg.model_version or None, "grpc")
         try:
             answer = await self._infer(msg, context, started, trace)
             if isinstance(answer, Refused):  # routed, then refused: counts for that version
@@ -186,7 +177,7 @@ class InferenceService:
         return out
 
     async def _infer(
-        self, msg: Any, context: grpc.ServicerContext, started: float,
+        self, msg: Any, context: Call, started: float,
         trace: RequestTrace | None,
     ) -> tuple[Any, Served] | Refused:
         version = _version(msg.model_version)
@@ -252,17 +243,12 @@ class InferenceService:
         return pb.RepositoryModelUnloadResponse()
 
 
-def _serialize(msg: Any) -> bytes:
-    data: bytes = msg.SerializeToString()
-    return data
-
-
 def _guarded(
     call: Callable[[Any, Any], Coroutine[Any, Any, Any]]
 ) -> Callable[[Any, Any], Coroutine[Any, Any, Any]]:
     """A handler whose errors become the status code and details (never a stack trace)."""
 
-    async def run(msg: Any, context: grpc.ServicerContext) -> Any:
+    async def run(msg: Any, context: Call) -> Any:
         try:
             return await call(msg, context)
         except asyncio.CancelledError:
@@ -272,16 +258,3 @@ def _guarded(
 
     return run
 
-
-def _on_loop(
-    call: Callable[[Any, Any], Coroutine[Any, Any, Any]], loop: asyncio.AbstractEventLoop
-) -> Callable[[Any, grpc.ServicerContext], Any]:
-    """A synchronous handler (run in grpcio's thread) that runs `call` on the event loop."""
-
-    def run(msg: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return asyncio.run_coroutine_threadsafe(call(msg, context), loop).result()
-        except Aborted as exc:
-            context.abort(exc.code, exc.details)
-
-    return run

@@ -254,7 +254,7 @@ class ServingApp:
 
     async def _start_grpc(self) -> Any:
         """The gRPC service on this loop, over the same data plane, counters and guard (None
-        without grpcio: the `grpc` extra is optional)."""
+        without the `grpc` extra, which is optional: hpack, protobuf)."""
         cfg = self.config
         try:
             from serving.grpc_api.server import start_grpc

@@ -21,6 +21,7 @@ from serving.errors import (
 from serving.grpc_api import codec
 from serving.grpc_api.proto import grpc_service_pb2 as pb
 from serving.grpc_api.service import status_code
+from serving.grpc_api.status import StatusCode
 from serving.signature import Signature
 from serving.types import InferResponse, Tensor, TensorSpec
 
@@ -111,4 +112,11 @@ def test_responses_carry_raw_output_contents() -> None:
     (RuntimeError("x"), grpc.StatusCode.INTERNAL),
 ])
 def test_status_codes_map_the_http_statuses(error: Exception, code: grpc.StatusCode) -> None:
-    assert status_code(error) is code
+    """grpcio's codes are the reference: ours carry the same name and number."""
+    got = status_code(error)
+    assert (got.name, int(got)) == (code.name, code.value[0])
+
+
+def test_our_status_codes_are_grpcs() -> None:
+    for code in StatusCode:
+        assert grpc.StatusCode[code.name].value[0] == code
