@@ -131,7 +131,9 @@ class PayloadLog:
         if recent is None:
             recent = self.recent[model] = OrderedDict()
         pred = prediction(outputs)
-        kind, values = pred if pred is not None else ("", None)
+        # a copy: a view would hold the batch's output arrays for as long as the store holds
+        # the answer, and holding them (tens of thousands) cost ~6 us a request
+        kind, values = (pred[0], pred[1].copy()) if pred is not None else ("", None)
         kept = (t, version, route, kind, values)  # an exact tuple: untracked
         if route == "shadow":
             if rid in recent:

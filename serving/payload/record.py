@@ -94,7 +94,7 @@ def prediction(outputs: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
     per row) from the first numeric one; None when nothing can be compared."""
     for arr in outputs.values():
         if arr.dtype.kind in "iubOUS" and arr.ndim >= 1:
-            return "class", arr.reshape(len(arr), -1)[:, 0]
+            return "class", arr if arr.ndim == 1 else arr.reshape(len(arr), -1)[:, 0]
     for arr in outputs.values():
         if arr.dtype.kind == "f" and arr.ndim >= 1:
             return "value", arr.reshape(len(arr), -1)[:, 0]
