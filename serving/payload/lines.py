@@ -55,9 +55,11 @@ def json_lines(records: Sequence[Logged]) -> bytes:
     return b"".join(out)
 
 
-def _strings(values: Sequence[str]) -> list[bytes]:
+def _strings(values: Sequence[str]) -> Piece:
     """Each string's JSON between its quotes (a quote inside one is escaped, so '","' only
-    ever separates two)."""
+    ever separates two); one piece when they are all the same (a model, version, route)."""
+    if values.count(values[0]) == len(values):
+        return orjson.dumps(values[0])[1:-1]
     return orjson.dumps(values)[2:-2].split(b'","')
 
 
