@@ -113,8 +113,28 @@ class PayloadLog:
                 self.dropped["buffer_full"] += 1
             buf.append((request_id, now, model, version, route, inputs, outputs, latency_s,
                         policy.sink, policy.segment_records, policy.segment_s))
-        if policy.recent:
-            self._remember(request_id, now, model, version, route, outputs, policy.recent)
+        if not policy.recent:
+            return
+        # the store of recent predictions, inline: this runs for every logged request
+        pred = prediction(outputs)
+        # a copy: a view would hold the batch's output arrays for as long as the store holds
+        # the answer, and holding them (tens of thousands) cost ~6 us a request
+        kind, values = (pred[0], pred[1].copy()) if pred is not None else ("", None)
+        kept = (now, version, route, kind, values)  # an exact tuple: untracked
+        recent = self.recent.get(model)
+        if recent is None:
+            recent = self.recent[model] = OrderedDict()
+        if route == "shadow":
+            if request_id in recent:
+                shadowed = self.shadowed.setdefault(model, {})
+                shadowed[request_id] = (*shadowed.get(request_id, ()), kept)
+        elif recent.setdefault(request_id, kept) is not kept:  # a reused id: the newest counts
+            recent[request_id] = kept
+            recent.move_to_end(request_id)
+        elif len(recent) > policy.recent:
+            old, _ = recent.popitem(last=False)
+            if self.shadowed.get(model):
+                self.shadowed[model].pop(old, None)
 
     def capture_shadow(
         self, request_id: str, model: str, version: str, feeds: dict[str, np.ndarray],
@@ -124,29 +144,6 @@ class PayloadLog:
         if not fut.cancelled() and fut.exception() is None:
             outs, _rows, queue_s, run_s = fut.result()
             self.capture(request_id, model, version, "shadow", feeds, outs, queue_s + run_s, cfg)
-
-    def _remember(self, rid: str, t: float, model: str, version: str, route: str,
-                  outputs: Outputs, limit: int) -> None:
-        recent = self.recent.get(model)
-        if recent is None:
-            recent = self.recent[model] = OrderedDict()
-        pred = prediction(outputs)
-        # a copy: a view would hold the batch's output arrays for as long as the store holds
-        # the answer, and holding them (tens of thousands) cost ~6 us a request
-        kind, values = (pred[0], pred[1].copy()) if pred is not None else ("", None)
-        kept = (t, version, route, kind, values)  # an exact tuple: untracked
-        if route == "shadow":
-            if rid in recent:
-                shadowed = self.shadowed.setdefault(model, {})
-                shadowed[rid] = (*shadowed.get(rid, ()), kept)
-            return
-        if rid in recent:  # a reused id: the newest answer counts
-            del recent[rid]
-        recent[rid] = kept
-        if len(recent) > limit:
-            old, _ = recent.popitem(last=False)
-            if self.shadowed.get(model):
-                self.shadowed[model].pop(old, None)
 
     def answers(self, model: str, request_id: str) -> tuple[Answer, ...] | None:
         """What was answered for a request id still in memory (its shadows' answers after the
