@@ -117,8 +117,8 @@ class PayloadLog:
             return
         # the store of recent predictions, inline: this runs for every logged request
         pred = prediction(outputs)
-        # a copy: a view would hold the batch's output arrays for as long as the store holds
-        # the answer, and holding them (tens of thousands) cost ~6 us a request
+        # a copy: a view would hold every output array of the request's batch for as long as
+        # the store holds the answer
         kind, values = (pred[0], pred[1].copy()) if pred is not None else ("", None)
         kept = (now, version, route, kind, values)  # an exact tuple: untracked
         recent = self.recent.get(model)
