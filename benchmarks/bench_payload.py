@@ -8,8 +8,10 @@ Three servers over the same example registry: `off` (no logging), `1pct` and `10
 pinned to core 0 and wrk to core 1, interleaved (off, 1pct, 100pct, off, ...), `--repeats` times
 per model; the medians and each server's throughput relative to `off` are printed, with the
 server's CPU time per request (from /proc: on a machine other work shares this moves far less
-than throughput does), then what each logging server wrote and dropped (a writer that fell
-behind would drop records and hide its cost: the drop counts show whether it did).
+than throughput does) and wrk's own CPU use (near 100% it, not the server, would be the
+limit), then what each logging server wrote and dropped (a writer that fell behind would drop
+records and hide its cost: the drop counts show whether it did), and the machine's load
+average before and after (other work on the cores moves every figure).
 
 `--flood` then measures inference on the 100% server (digits) while one client floods it with
 iris feedback (batches of 1000 entries for 10000 logged ids), against the same without it.
@@ -144,6 +146,7 @@ def main() -> int:
     ports = {n: free_port() for n in SERVERS}
     print(f"# server on core {SERVER_CPU}, wrk on core {LOAD_CPU}; {args.clients} clients, "
           f"{args.duration}s per run, median of {args.repeats}, interleaved")
+    print("# load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     pids = {}
     with contextlib.ExitStack() as stack:
         for n, extra in SERVERS.items():
@@ -156,7 +159,7 @@ def main() -> int:
             pids[n] = stack.enter_context(start(
                 cmd, f"http://127.0.0.1:{ports[n]}/v2/health/ready", tmp / f"{n}.log")).pid
         print(f"{'model':<8} {'server':<7} {'req/s':>8} {'vs off':>7} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'CPU us/req':>10} {'vs off':>7}  runs (req/s)")
+              f"{'p99 ms':>7} {'CPU us/req':>10} {'vs off':>7} {'wrk CPU':>7}  runs (req/s)")
         for model in models:
             body = v2_body(rows[model])
             runs: dict[str, list[dict[str, float]]] = {n: [] for n in SERVERS}
@@ -171,13 +174,15 @@ def main() -> int:
                 print(f"{model:<8} {n:<7} {med['rps']:>8.0f} {med['rps'] / base - 1:>+7.1%} "
                       f"{med['p50_ms']:>7.2f} {med['p99_ms']:>7.2f} "
                       f"{med['cpu_us_per_req']:>10.1f} "
-                      f"{med['cpu_us_per_req'] / base_cpu - 1:>+7.1%}  "
+                      f"{med['cpu_us_per_req'] / base_cpu - 1:>+7.1%} "
+                      f"{med['gen_cpu_pct']:>6.0f}%  "
                       + " ".join(f"{r['rps']:.0f}" for r in runs[n]))
         for n in ("1pct", "100pct"):
             url = f"http://127.0.0.1:{ports[n]}"
             written = _metric(url, "serving_payload_written_total").get("", 0)
             dropped = _metric(url, "serving_payload_dropped_total")
             print(f"# {n}: {written:.0f} records written, dropped {dropped}")
+        print("# load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         if args.flood:
             flood(pids["100pct"], f"http://127.0.0.1:{ports['100pct']}",
                   *(v2_body(x) for x in sample_inputs(registry, ["iris", "digits"]).values()),

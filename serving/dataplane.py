@@ -10,6 +10,8 @@ from functools import partial
 from time import perf_counter
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from serving import __version__
 from serving.batching.scheduler import Result
 from serving.errors import BadRequest, NotFound, ServingError, Unavailable
@@ -152,11 +154,12 @@ class DataPlane:
         requested: list[RequestedOutput] | None = None,
         trace: RequestTrace | None = None,
         log_id: str | None = None,
-    ) -> tuple[Signature, float, asyncio.Future[Result]]:
+    ) -> tuple[Signature, dict[str, np.ndarray], float, asyncio.Future[Result]]:
         """What both protocols share once a request is decoded and routed: validate it for the
         chosen version, queue it and mirror it to the shadows. Returns the version's signature
         (taken now: a version retired while the request waits releases its session once its
-        queue drains, while the request still has to encode), when it was queued
+        queue drains, while the request still has to encode), the inputs by name as the
+        request shaped them (what the payload log keeps), when it was queued
         (perf_counter: the decode phase ends there) and the future to await. A plain function,
         not a coroutine: one frame less per request."""
         scheduler, session = mv.scheduler, mv.session
@@ -175,7 +178,7 @@ class DataPlane:
         queued = perf_counter()
         if shadows:
             self._mirror(mv.name, shadows, feeds, rows, future, log_id)
-        return sig, queued, future
+        return sig, feeds, queued, future
 
     def infer_v2(
         self, model: str, version: str | None, body: bytes, header_length: int | None,
@@ -215,7 +218,7 @@ class DataPlane:
         mv, route, shadows = self._route(first.name, version, routing_key, req.id, first)
         log_id = self.payload.decide(mv.config, req.id, routing_key)
         try:
-            sig, queued, future = self._submit(
+            sig, feeds, queued, future = self._submit(
                 mv, shadows, req.inputs, timeout, disconnected, requested, trace, log_id
             )
             outs, batch_size, queue_s, run_s = await future
@@ -250,7 +253,7 @@ class DataPlane:
         out, header_length = encode(response, binary)
         t3 = perf_counter()
         if log_id is not None:
-            self.payload.capture(log_id, mv.name, mv.version_str, route, req.inputs, outs,
+            self.payload.capture(log_id, mv.name, mv.version_str, route, feeds, outs,
                                  t3 - t0, mv.config)
         return out, header_length, Served(
             mv.version_str, route, batch_size, log_id or req.id, decode_s, queue_s, run_s,

@@ -25,9 +25,18 @@ import numpy as np
 
 from serving.model_config import ModelConfig
 from serving.payload.feedback import FeedbackBook
-from serving.payload.record import OFF, Answer, Capture, Policy, prediction
+from serving.payload.record import (
+    OFF,
+    SINK,
+    Answer,
+    Inputs,
+    Logged,
+    Outputs,
+    Policy,
+    grouped,
+    prediction,
+)
 from serving.payload.sinks import Sink, open_sink
-from serving.types import Tensor
 
 log = logging.getLogger("serving.payload")
 Stored = tuple[float, str, str, str, "np.ndarray | None"]  # time, version, route, kind, values
@@ -44,7 +53,7 @@ class PayloadLog:
         self.sink_override = sink
         self.sample_override = sample
         self.tick_s = tick_s
-        self._buffer: deque[Capture] = deque(maxlen=buffer)
+        self._buffer: deque[Logged] = deque(maxlen=buffer)
         self._policies: dict[int, tuple[ModelConfig, Policy]] = {}
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(6)  # ids unique across processes and restarts
@@ -90,23 +99,42 @@ class PayloadLog:
         return request_id or f"{self._prefix}-{next(self._ids)}"
 
     def capture(
-        self, request_id: str, model: str, version: str, route: str,
-        inputs: list[Tensor] | dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-        latency_s: float, cfg: ModelConfig,
+        self, request_id: str, model: str, version: str, route: str, inputs: Inputs,
+        outputs: Outputs, latency_s: float, cfg: ModelConfig,
     ) -> None:
         """Hand one answered request to the log (references only)."""
         policy = self.policy(cfg)
-        c = Capture(request_id, time.time(), model, version, route, inputs, outputs, latency_s,
-                    policy)
+        now = time.time()
         key = (model, version, route)
         self.logged[key] = self.logged.get(key, 0) + 1
         if policy.sink:
             buf = self._buffer
             if len(buf) == buf.maxlen:
                 self.dropped["buffer_full"] += 1
-            buf.append(c)
-        if policy.recent:
-            self._remember(c, policy.recent)
+            buf.append((request_id, now, model, version, route, inputs, outputs, latency_s,
+                        policy.sink, policy.segment_records, policy.segment_s))
+        if not policy.recent:
+            return
+        # the store of recent predictions, inline: this runs for every logged request
+        pred = prediction(outputs)
+        # a copy: a view would hold every output array of the request's batch for as long as
+        # the store holds the answer
+        kind, values = (pred[0], pred[1].copy()) if pred is not None else ("", None)
+        kept = (now, version, route, kind, values)  # an exact tuple: untracked
+        recent = self.recent.get(model)
+        if recent is None:
+            recent = self.recent[model] = OrderedDict()
+        if route == "shadow":
+            if request_id in recent:
+                shadowed = self.shadowed.setdefault(model, {})
+                shadowed[request_id] = (*shadowed.get(request_id, ()), kept)
+        elif recent.setdefault(request_id, kept) is not kept:  # a reused id: the newest counts
+            recent[request_id] = kept
+            recent.move_to_end(request_id)
+        elif len(recent) > policy.recent:
+            old, _ = recent.popitem(last=False)
+            if self.shadowed.get(model):
+                self.shadowed[model].pop(old, None)
 
     def capture_shadow(
         self, request_id: str, model: str, version: str, feeds: dict[str, np.ndarray],
@@ -116,26 +144,6 @@ class PayloadLog:
         if not fut.cancelled() and fut.exception() is None:
             outs, _rows, queue_s, run_s = fut.result()
             self.capture(request_id, model, version, "shadow", feeds, outs, queue_s + run_s, cfg)
-
-    def _remember(self, c: Capture, limit: int) -> None:
-        recent = self.recent.get(c.model)
-        if recent is None:
-            recent = self.recent[c.model] = OrderedDict()
-        pred = prediction(c.outputs)
-        kind, values = pred if pred is not None else ("", None)
-        kept = (c.time, c.version, c.route, kind, values)  # an exact tuple: untracked
-        if c.route == "shadow":
-            if c.id in recent:
-                shadowed = self.shadowed.setdefault(c.model, {})
-                shadowed[c.id] = (*shadowed.get(c.id, ()), kept)
-            return
-        if c.id in recent:  # a reused id: the newest answer counts
-            del recent[c.id]
-        recent[c.id] = kept
-        if len(recent) > limit:
-            old, _ = recent.popitem(last=False)
-            if self.shadowed.get(c.model):
-                self.shadowed[c.model].pop(old, None)
 
     def answers(self, model: str, request_id: str) -> tuple[Answer, ...] | None:
         """What was answered for a request id still in memory (its shadows' answers after the
@@ -181,21 +189,16 @@ class PayloadLog:
 
     def drain(self, force: bool = False) -> None:
         """One pass: move the buffered records into their sinks, close due segments."""
-        batch: dict[str, list[Capture]] = {}
         buf = self._buffer
-        while buf:
-            try:
-                c = buf.popleft()
-            except IndexError:
-                break
-            batch.setdefault(c.policy.sink, []).append(c)
+        pop = buf.popleft  # this thread alone pops, and an append never shortens the deque
+        records = [pop() for _ in range(len(buf))]
         now = time.time()
-        for url, records in batch.items():
-            self._ship(url, records, now)
+        for url, group in (grouped(records, SINK) if records else {}).items():
+            self._ship(url, group, now)
         for url, sink in list(self._sinks.items()):
             self._count_lost(url, sink.flush(now, force))
 
-    def _ship(self, url: str, records: list[Capture], now: float) -> None:
+    def _ship(self, url: str, records: list[Logged], now: float) -> None:
         sink = self._sinks.get(url)
         if sink is None:
             try:

@@ -4,6 +4,7 @@ thread renders it as a JSON Lines record or as a pair of CloudEvents."""
 from __future__ import annotations
 
 import time
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -12,7 +13,7 @@ import orjson
 from serving.protocol.datatypes import NUMPY_DTYPES
 from serving.types import Tensor
 
-_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # "<kind><itemsize>" of a numpy dtype -> its V2 datatype (anything else is written as BYTES)
 _V2_TYPES = {f"{d.kind}{d.itemsize}": name for name, d in NUMPY_DTYPES.items()
              if name != "BYTES"}
@@ -33,17 +34,41 @@ class Policy(NamedTuple):
 OFF = Policy(0.0, frozenset(), "", 1, 1.0, 0)  # not logged
 
 
+Inputs = list[Tensor] | dict[str, np.ndarray]  # the request's decoded inputs, or by name
+Outputs = dict[str, np.ndarray]
+
+# A logged request as the request path hands it to the buffer, by reference (nothing is copied
+# or serialised there): id, time (unix seconds), model, version, route, inputs, outputs,
+# latency (seconds), then its sink and segment limits (records, seconds). An exact tuple of
+# strings, numbers and dicts of arrays, which the collector stops tracking at its first pass:
+# the hundreds waiting for the writer never reach the old generation.
+Logged = tuple[str, float, str, str, str, Inputs, Outputs, float, str, int, float]
+
+
+SINK, MODEL = 8, 2  # fields of a Logged
+
+
+def grouped(records: list[Logged], field: int) -> dict[str, list[Logged]]:
+    """Non-empty records by one of their fields, in order (the usual pass has one group)."""
+    keys = list(map(itemgetter(field), records))
+    if keys.count(keys[0]) == len(keys):
+        return {keys[0]: records}
+    groups: dict[str, list[Logged]] = {}
+    for key, r in zip(keys, records, strict=True):
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
 class Capture(NamedTuple):
-    """A logged request, as the request path saw it: the decoded inputs and the output arrays
-    by reference (nothing is copied or serialised on the request path)."""
+    """A logged request's fields, as feedback reads them (from a segment, or in tests)."""
 
     id: str
     time: float  # unix seconds
     model: str
     version: str
     route: str  # primary, canary or shadow (a shadow's answer carries the primary's id)
-    inputs: list[Tensor] | dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray]
+    inputs: Inputs
+    outputs: Outputs
     latency_s: float
     policy: Policy
 
@@ -69,7 +94,7 @@ def prediction(outputs: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
     per row) from the first numeric one; None when nothing can be compared."""
     for arr in outputs.values():
         if arr.dtype.kind in "iubOUS" and arr.ndim >= 1:
-            return "class", arr.reshape(len(arr), -1)[:, 0]
+            return "class", arr if arr.ndim == 1 else arr.reshape(len(arr), -1)[:, 0]
     for arr in outputs.values():
         if arr.dtype.kind == "f" and arr.ndim >= 1:
             return "value", arr.reshape(len(arr), -1)[:, 0]
@@ -95,32 +120,33 @@ def iso_time(t: float) -> str:
     return f"{_second[1]}.{int((t - whole) * 1e6):06d}Z"
 
 
-def _plain(arr: np.ndarray) -> Any:
+def plain(arr: np.ndarray) -> Any:
     """An array orjson can write: numeric ones as they are (contiguous), text as strings."""
     if arr.dtype.kind in "OSU":
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x
                 for x in arr.ravel().tolist()] if arr.ndim <= 1 else [
-                    _plain(row) for row in arr]
+                    plain(row) for row in arr]
     return np.ascontiguousarray(arr)
 
 
-def input_arrays(inputs: list[Tensor] | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def input_arrays(inputs: Inputs) -> dict[str, np.ndarray]:
     """The inputs by name, each shaped as the request sent it."""
     if isinstance(inputs, dict):
         return inputs
     return {t.name: np.asarray(t.data).reshape(t.shape) for t in inputs}
 
 
-def json_line(c: Capture) -> bytes:
+def json_line(r: Logged) -> bytes:
     """The JSON Lines record: one object per request, inputs and outputs by their signature
-    names (arrays of rows)."""
+    names (arrays of rows). The spec `lines.json_lines` renders many at once."""
+    rid, t, model, version, route, inputs, outputs, latency_s = r[:8]
     doc = {
-        "id": c.id, "time": iso_time(c.time), "model": c.model, "version": c.version,
-        "route": c.route, "latency_ms": round(c.latency_s * 1e3, 3),
-        "inputs": {k: _plain(v) for k, v in input_arrays(c.inputs).items()},
-        "outputs": {k: _plain(v) for k, v in c.outputs.items()},
+        "id": rid, "time": iso_time(t), "model": model, "version": version,
+        "route": route, "latency_ms": round(latency_s * 1e3, 3),
+        "inputs": {k: plain(v) for k, v in input_arrays(inputs).items()},
+        "outputs": {k: plain(v) for k, v in outputs.items()},
     }
-    return orjson.dumps(doc, option=_NUMPY)
+    return orjson.dumps(doc, option=NUMPY)
 
 
 def _tensors(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -128,14 +154,15 @@ def _tensors(arrays: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     for name, arr in arrays.items():
         kind = _V2_TYPES.get(f"{arr.dtype.kind}{arr.dtype.itemsize}", "BYTES")
         out.append({"name": name, "datatype": kind, "shape": list(arr.shape),
-                    "data": _plain(arr.ravel())})
+                    "data": plain(arr.ravel())})
     return out
 
 
-def event_bodies(c: Capture) -> tuple[bytes, bytes]:
+def event_bodies(r: Logged) -> tuple[bytes, bytes]:
     """The V2 request and response bodies of a CloudEvents pair (KServe's logger sends the
     request and the response as two events with the same id)."""
-    request = {"id": c.id, "inputs": _tensors(input_arrays(c.inputs))}
-    response = {"model_name": c.model, "model_version": c.version, "id": c.id,
-                "outputs": _tensors(c.outputs)}
-    return orjson.dumps(request, option=_NUMPY), orjson.dumps(response, option=_NUMPY)
+    rid, _t, model, version, _route, inputs, outputs = r[:7]
+    request = {"id": rid, "inputs": _tensors(input_arrays(inputs))}
+    response = {"model_name": model, "model_version": version, "id": rid,
+                "outputs": _tensors(outputs)}
+    return orjson.dumps(request, option=NUMPY), orjson.dumps(response, option=NUMPY)

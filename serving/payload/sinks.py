@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from serving.payload.record import Capture, event_bodies, iso_time, json_line
+from serving.payload.lines import json_lines
+from serving.payload.record import MODEL, Logged, event_bodies, grouped, iso_time
 
 SEGMENT_SUFFIX = ".jsonl.gz"
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -25,7 +26,7 @@ _ENDPOINTS = {"primary": "default"}  # KServe's names: default or canary
 class Sink(Protocol):
     """What the writer needs of a sink. `add` returns how many records it lost."""
 
-    def add(self, records: list[Capture], now: float) -> int: ...
+    def add(self, records: list[Logged], now: float) -> int: ...
 
     def flush(self, now: float, force: bool) -> int: ...
 
@@ -40,9 +41,9 @@ class _Segment:
         self._z = zlib.compressobj(1, zlib.DEFLATED, 31)
         self._parts: list[bytes] = []
 
-    def add(self, lines: list[bytes]) -> None:
-        self._parts.append(self._z.compress(b"\n".join(lines) + b"\n"))
-        self.records += len(lines)
+    def add(self, lines: bytes, records: int) -> None:
+        self._parts.append(self._z.compress(lines))
+        self.records += records
 
     def finish(self) -> bytes:
         self._parts.append(self._z.flush())
@@ -55,30 +56,27 @@ class SegmentSink:
     `store` writes a finished one (a directory or S3)."""
 
     def __init__(self) -> None:
-        self._open: dict[str, tuple[_Segment, Capture]] = {}
+        self._open: dict[str, tuple[_Segment, Logged]] = {}  # model: segment, first record
         self._seq = 0
 
     def store(self, name: str, data: bytes) -> None:
         raise NotImplementedError
 
-    def add(self, records: list[Capture], now: float) -> int:
-        by_model: dict[str, list[Capture]] = {}
-        for c in records:
-            by_model.setdefault(c.model, []).append(c)
+    def add(self, records: list[Logged], now: float) -> int:
         lost = 0
-        for model, group in by_model.items():
+        for model, group in (grouped(records, MODEL) if records else {}).items():
             seg = self._open.get(model)
             if seg is None:
                 seg = self._open[model] = (_Segment(now), group[0])
-            seg[0].add([json_line(c) for c in group])
-            if seg[0].records >= group[0].policy.segment_records:
+            seg[0].add(json_lines(group), len(group))
+            if seg[0].records >= group[0][9]:  # the model's segment_records
                 lost += self._close(model)
         return lost
 
     def flush(self, now: float, force: bool) -> int:
         lost = 0
         for model, (seg, first) in list(self._open.items()):
-            if force or now - seg.opened >= first.policy.segment_s:
+            if force or now - seg.opened >= first[10]:  # the model's segment_s
                 lost += self._close(model)
         return lost
 
@@ -145,17 +143,18 @@ class CloudEventSink:
             self._conn = kind(self._host, self._port, timeout=self._timeout)
         return self._conn
 
-    def events(self, c: Capture) -> Iterator[tuple[dict[str, str], bytes]]:
+    def events(self, r: Logged) -> Iterator[tuple[dict[str, str], bytes]]:
         """(headers, body) of the request event, then of the response event."""
-        request, response = event_bodies(c)
+        rid, t, model, version, route = r[:5]
+        request, response = event_bodies(r)
         for kind, body in ((REQUEST_TYPE, request), (RESPONSE_TYPE, response)):
             yield {
                 "content-type": "application/json",
-                "ce-specversion": "1.0", "ce-id": c.id, "ce-source": self._source,
-                "ce-type": kind, "ce-time": iso_time(c.time),
-                "ce-inferenceservicename": c.model, "ce-namespace": self._namespace,
-                "ce-component": "predictor", "ce-endpoint": _ENDPOINTS.get(c.route, c.route),
-                "ce-modelversion": c.version,
+                "ce-specversion": "1.0", "ce-id": rid, "ce-source": self._source,
+                "ce-type": kind, "ce-time": iso_time(t),
+                "ce-inferenceservicename": model, "ce-namespace": self._namespace,
+                "ce-component": "predictor", "ce-endpoint": _ENDPOINTS.get(route, route),
+                "ce-modelversion": version,
             }, body
 
     def _post(self, headers: dict[str, str], body: bytes) -> None:
@@ -171,13 +170,13 @@ class CloudEventSink:
         if r.status >= 300:
             raise OSError(f"CloudEvents receiver answered {r.status}")
 
-    def add(self, records: list[Capture], now: float) -> int:
+    def add(self, records: list[Logged], now: float) -> int:
         """Send each record's two events; once the receiver fails (down, stalled past the
         timeout, or refusing), the rest of the batch is lost at once rather than waiting out
         a timeout per record."""
-        for n, c in enumerate(records):
+        for n, r in enumerate(records):
             try:
-                for headers, body in self.events(c):
+                for headers, body in self.events(r):
                     self._post(headers, body)
             except OSError:
                 return len(records) - n
