@@ -280,3 +280,36 @@ def plain_inputs(object items, object tensor, str pd_json):
             return None
         out[i] = tensor(name, datatype, shape, data, params, True)
     return out
+
+
+def ordered_feeds(object tensors, tuple order, bint allow_nonfinite):
+    """serving.signature.ordered_feeds compiled (that twin is the spec): the feeds and rows of
+    a batched model's usual request, every input in the model's order, or None."""
+    cdef Py_ssize_t i, j, n = len(order), rank
+    cdef tuple spec, shape, tail
+    cdef dict feeds
+    if type(tensors) is not list or n == 0 or PyList_GET_SIZE(tensors) != n:
+        return None
+    first = (<object>PyList_GET_ITEM(tensors, 0)).shape
+    if type(first) is not tuple:
+        return None
+    rows = (<tuple>first)[0] if len(<tuple>first) else 0
+    feeds = {}
+    for i in range(n):
+        t = <object>PyList_GET_ITEM(tensors, i)
+        spec = <tuple>order[i]
+        name, datatype, rank, tail = spec
+        s = t.shape
+        if type(s) is not tuple:
+            return None
+        shape = <tuple>s
+        if (t.name != name or t.datatype != datatype or len(shape) != rank
+                or shape[0] != rows or len(tail) != rank - 1):
+            return None
+        for j in range(1, rank):
+            if shape[j] != tail[j - 1]:
+                return None
+        if not (t.finite or allow_nonfinite):
+            return None
+        feeds[name] = t.data.reshape(shape)
+    return (feeds, rows) if rows else None

@@ -31,3 +31,9 @@ def plain_input(
 def plain_inputs(items: object, tensor: object, pd_json: str) -> list[Any] | None:
     """tensor(...) for every input of `items` in its plain form, or None."""
 
+
+def ordered_feeds(
+    tensors: object, order: tuple[tuple[str, str, int, tuple[int, ...]], ...],
+    allow_nonfinite: bool,
+) -> tuple[dict[str, np.ndarray], int] | None:
+    """Feeds and rows of a batched model's in-order request, or None: the general check."""

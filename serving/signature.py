@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,37 @@ def _shape_text(shape: Sequence[int]) -> str:
 
 def _finite(data: np.ndarray) -> bool:
     return data.dtype.kind != "f" or bool(np.isfinite(data).all())
+
+
+Order = tuple[tuple[str, str, int, tuple[int, ...]], ...]  # name, datatype, rank, fixed tail
+
+
+def ordered_feeds(
+    tensors: Sequence[Tensor], order: Order, allow_nonfinite: bool
+) -> tuple[dict[str, np.ndarray], int] | None:
+    """The usual request of a batched model (every input in the model's order, of its
+    datatype and shape, with the same rows, from JSON or with NaN allowed): its feeds and rows,
+    with one comparison per property. None for anything else: the general pass accepts it or
+    words why not. The compiled twin (serving._kernels) is what the server runs; this is its
+    spec, and what SERVING_PUREPYTHON runs."""
+    if not tensors or len(tensors) != len(order):
+        return None
+    feeds: dict[str, np.ndarray] = {}
+    rows = tensors[0].shape[0] if tensors[0].shape else 0
+    for t, (name, datatype, rank, tail) in zip(tensors, order, strict=True):
+        shape = t.shape
+        if (t.name != name or t.datatype != datatype or len(shape) != rank
+                or shape[0] != rows or shape[1:] != tail
+                or not (t.finite or allow_nonfinite)):
+            return None
+        feeds[name] = t.data.reshape(shape)
+    return (feeds, rows) if rows else None
+
+
+if os.environ.get("SERVING_PUREPYTHON"):  # msgpack's switch, as serving/protocol/kernels.py
+    _ordered_feeds = ordered_feeds
+else:  # a broken build fails loudly
+    from serving._kernels import ordered_feeds as _ordered_feeds
 
 
 class Signature:
@@ -43,7 +75,7 @@ class Signature:
         )
         # Batched, every input varying only in the first dimension: each input's name,
         # datatype, rank and fixed tail, for the in-order pass of check_inputs.
-        self._order = tuple(
+        self._order: Order | None = tuple(
             (t.name, t.datatype, len(t.shape), self._tails[t.name]) for t in self.inputs
         ) if self.batched and len(self._tails) == len(self.inputs) else None
 
@@ -66,7 +98,7 @@ class Signature:
     ) -> tuple[dict[str, np.ndarray], int]:
         """Feeds shaped for ONNX Runtime and the request's rows; BadRequest names any problem."""
         if self._order is not None:
-            checked = self._check_in_order(tensors, allow_nonfinite)
+            checked = _ordered_feeds(tensors, self._order, allow_nonfinite)
             if checked is not None:
                 return checked
         return self._check_each(tensors, allow_nonfinite)
@@ -116,25 +148,3 @@ class Signature:
         if self.batched and rows == 0:
             raise BadRequest("inputs have zero rows")
         return feeds, max(rows, 1)
-
-    def _check_in_order(
-        self, tensors: Sequence[Tensor], allow_nonfinite: bool
-    ) -> tuple[dict[str, np.ndarray], int] | None:
-        """The usual request of a batched model (every input in the model's order, of its
-        datatype and shape, with the same rows, from JSON or with NaN allowed): one comparison
-        per property. None for anything else: the general pass accepts it or words why not."""
-        order = self._order
-        assert order is not None
-        if not tensors or len(tensors) != len(order):
-            return None
-        feeds: dict[str, np.ndarray] = {}
-        rows = tensors[0].shape[0] if tensors[0].shape else 0
-        for t, (name, datatype, rank, tail) in zip(tensors, order, strict=True):
-            shape = t.shape
-            if (t.name != name or t.datatype != datatype or len(shape) != rank
-                    or shape[0] != rows or shape[1:] != tail
-                    or not (t.finite or allow_nonfinite)):
-                return None
-            feeds[name] = t.data.reshape(shape)
-        return (feeds, rows) if rows else None
-

@@ -7,9 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from serving import signature
 from serving.errors import BadRequest
 from serving.signature import Signature
 from serving.types import Tensor, TensorSpec
+from tests.compiled import compiled as _kernels
+from tests.compiled import impls
 
 SPECS = (
     TensorSpec("age", "INT64", (-1, 1)),
@@ -62,11 +65,34 @@ def test_in_order_pass_agrees_with_the_general_pass(
     if drop >= 0:
         del tensors[drop]
     assert _outcome(SIG, tensors, nan_ok) == _general(SIG, tensors, nan_ok)
+    if _kernels is not None:  # the compiled pass and its twin, on the same request
+        assert _ordered(_kernels, tensors, nan_ok) == _ordered(signature, tensors, nan_ok)
 
 
-def test_the_usual_request_takes_the_in_order_pass() -> None:
+def _ordered(impl: object, tensors: list[Tensor], nan_ok: bool) -> object:
+    assert SIG._order is not None
+    out = impl.ordered_feeds(tensors, SIG._order, nan_ok)  # type: ignore[attr-defined]
+    if out is None:
+        return None
+    feeds, rows = out
+    return rows, [(k, v.shape, v.dtype.str, v.base is not None) for k, v in feeds.items()]
+
+
+@pytest.mark.parametrize("impl", impls(signature))
+@pytest.mark.parametrize("shape", [[2, 1], (2,), (2, 1, 1), (2, 2)],
+                         ids=["list", "rank1", "rank3", "wide"])
+def test_the_in_order_pass_declines_other_shapes(impl: object, shape: object) -> None:
     tensors = [_tensor(s, 2) for s in SPECS]
-    assert SIG._check_in_order(tensors, False) is not None
+    tensors[1].shape = shape  # type: ignore[assignment]
+    assert _ordered(impl, tensors, False) is None
+
+
+@pytest.mark.parametrize("impl", impls(signature))
+def test_the_usual_request_takes_the_in_order_pass(impl: object) -> None:
+    tensors = [_tensor(s, 2) for s in SPECS]
+    assert _ordered(impl, tensors, False) == (
+        2, [("age", (2, 1), "<i8", True), ("income", (2, 1), "<f4", True),
+            ("colour", (2, 1), "|O", True)])
     feeds, rows = SIG.check_inputs(tensors)
     assert rows == 2 and [f.shape for f in feeds.values()] == [(2, 1)] * 3
 
