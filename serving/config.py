@@ -151,6 +151,9 @@ class ServerConfig:
         "logs, over model.toml's [logging] sample (negative: model.toml decides)"})
     payload_buffer: int = field(default=10_000, metadata={"help": "records waiting for the "
         "payload writer; past this the oldest are dropped"})
+    payload_buffer_bytes: int = field(default=256 * 1024 * 1024, metadata={"help": "bytes of "
+        "tensors the records waiting for the payload writer may hold (strings: 64 bytes an "
+        "element); past this the oldest are dropped"})
 
     def __post_init__(self) -> None:
         problems = [message for failed, message in (
@@ -183,6 +186,7 @@ class ServerConfig:
             (self.controller_lease < 1, "controller_lease must be >= 1 second"),
             (self.payload_sample > 1.0, "payload_sample must be at most 1 (negative: unset)"),
             (self.payload_buffer < 1, "payload_buffer must be >= 1"),
+            (self.payload_buffer_bytes < 1, "payload_buffer_bytes must be >= 1"),
             (self.admin_open and not self.admin_token and not is_loopback(self.host),
              f"--admin-open without an admin token on {self.host}, which other machines can "
              "reach: set --admin-token (or SERVING_ADMIN_TOKEN), or listen on 127.0.0.1"),

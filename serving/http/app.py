@@ -144,7 +144,8 @@ class ServingApp:
         self.manager = manager
         self.worker = worker
         self.payload = PayloadLog(config.payload_log, config.payload_sample,
-                                  config.payload_buffer)
+                                  config.payload_buffer,
+                                  buffer_bytes=config.payload_buffer_bytes)
         self.metrics = ServingMetrics(manager, payload=self.payload)
         self.readiness = Readiness(
             manager, config.strict_readiness, config.saturation_fraction,

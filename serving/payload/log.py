@@ -5,8 +5,9 @@ On the request path (event loop thread) a logged request costs one `decide` call
 policy lookup and, when sampled, an id) and one `capture` call (a tuple of references appended
 to a deque, and to the model's store of recent predictions that feedback joins). Nothing is
 copied, serialised or sent there. The writer thread wakes every `tick_s`, takes what the
-buffer holds and hands it to the sinks; when a sink is slow the buffer fills, and each append
-to a full buffer drops the oldest record (counted under `buffer_full`).
+buffer holds and hands it to the sinks; when a sink is slow the buffer fills, and an append
+past its bounds (records, and bytes of the tensors they hold) drops the oldest records
+(counted under `buffer_full`).
 """
 
 from __future__ import annotations
@@ -43,17 +44,35 @@ Stored = tuple[float, str, str, str, "np.ndarray | None"]  # time, version, rout
 
 
 
+def held_bytes(*groups: Inputs | Outputs) -> int:
+    """About the memory a record's tensors hold: their bytes, and for strings (object
+    arrays) 64 bytes an element rather than the 8 of the pointer (a short str object)."""
+    n = 0
+    for tensors in groups:
+        for a in tensors.values() if isinstance(tensors, dict) else [t.data for t in tensors]:
+            n += a.nbytes if a.dtype.kind != "O" else a.size * 64
+    return n
+
+
 class PayloadLog:
     """The server's payload logging: per-model policies (model.toml's `[logging]`, with the
     server's overrides), the buffer, the writer thread, and the recent predictions by id."""
 
     def __init__(
-        self, sink: str = "", sample: float = -1.0, buffer: int = 10_000, tick_s: float = 0.05
+        self, sink: str = "", sample: float = -1.0, buffer: int = 10_000, tick_s: float = 0.05,
+        buffer_bytes: int = 256 << 20,
     ) -> None:
         self.sink_override = sink
         self.sample_override = sample
         self.tick_s = tick_s
-        self._buffer: deque[Logged] = deque(maxlen=buffer)
+        # The records waiting for the writer, and the bytes of tensors each holds (the
+        # request's arrays, which may be views of its body): bounded in both, the oldest
+        # dropped first. The loop appends and drops, the writer takes all: under the lock.
+        self._buffer: deque[Logged] = deque()
+        self._sizes: deque[int] = deque()
+        self._held = 0
+        self._max_records, self._max_bytes = buffer, buffer_bytes
+        self._lock = threading.Lock()
         self._policies: dict[int, tuple[ModelConfig, Policy]] = {}
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(6)  # ids unique across processes and restarts
@@ -108,11 +127,9 @@ class PayloadLog:
         key = (model, version, route)
         self.logged[key] = self.logged.get(key, 0) + 1
         if policy.sink:
-            buf = self._buffer
-            if len(buf) == buf.maxlen:
-                self.dropped["buffer_full"] += 1
-            buf.append((request_id, now, model, version, route, inputs, outputs, latency_s,
-                        policy.sink, policy.segment_records, policy.segment_s))
+            self._hold((request_id, now, model, version, route, inputs, outputs, latency_s,
+                        policy.sink, policy.segment_records, policy.segment_s),
+                       held_bytes(inputs, outputs))
         if not policy.recent:
             return
         # the store of recent predictions, inline: this runs for every logged request
@@ -135,6 +152,24 @@ class PayloadLog:
             old, _ = recent.popitem(last=False)
             if self.shadowed.get(model):
                 self.shadowed[model].pop(old, None)
+
+    def _hold(self, record: Logged, size: int) -> None:
+        """Buffer a record; past either bound drop the oldest (a record bigger than the byte
+        bound alone is kept, with nothing else)."""
+        with self._lock:
+            self._buffer.append(record)
+            self._sizes.append(size)
+            self._held += size
+            if self._held > self._max_bytes or len(self._buffer) > self._max_records:
+                self._shed()
+
+    def _shed(self) -> None:
+        """Drop the oldest records until the buffer is within its bounds (lock held)."""
+        buf, sizes = self._buffer, self._sizes
+        while len(buf) > 1 and (len(buf) > self._max_records or self._held > self._max_bytes):
+            buf.popleft()
+            self._held -= sizes.popleft()
+            self.dropped["buffer_full"] += 1
 
     def capture_shadow(
         self, request_id: str, model: str, version: str, feeds: dict[str, np.ndarray],
@@ -189,9 +224,11 @@ class PayloadLog:
 
     def drain(self, force: bool = False) -> None:
         """One pass: move the buffered records into their sinks, close due segments."""
-        buf = self._buffer
-        pop = buf.popleft  # this thread alone pops, and an append never shortens the deque
-        records = [pop() for _ in range(len(buf))]
+        with self._lock:
+            records = list(self._buffer)
+            self._buffer.clear()
+            self._sizes.clear()
+            self._held = 0
         now = time.time()
         for url, group in (grouped(records, SINK) if records else {}).items():
             self._ship(url, group, now)

@@ -12,7 +12,7 @@ import orjson
 from serving.logging_config import LoggingConfig
 from serving.model_config import ModelConfig
 from serving.payload.archive import find_logged
-from serving.payload.log import PayloadLog
+from serving.payload.log import PayloadLog, held_bytes
 from serving.types import Tensor
 
 
@@ -105,3 +105,24 @@ def test_the_logging_table_is_validated() -> None:
             ModelConfig.from_toml({"logging": bad})
     with pytest.raises(ValueError, match="payload_sample"):
         ServerConfig(payload_sample=1.5)
+
+
+def test_the_buffer_is_bounded_in_bytes_too(tmp_path: Path) -> None:
+    # 32 rows of 64 float64 values and one output: 16 kB and 8 bytes a record
+    log = PayloadLog(buffer=1000, buffer_bytes=50_000)
+    c = cfg(sample=1.0, sink=str(tmp_path), segment_records=1000)
+    for i in range(10):
+        log.capture(f"r{i}", "m", "1", "primary", {"input": np.full((32, 64), float(i))},
+                    out(i), 0.001, c)
+    assert log.buffered == 3 and log.dropped["buffer_full"] == 7  # 3 x 16,392 <= 50,000
+    # strings count 64 bytes an element, not the 8 of their pointers
+    assert held_bytes({"s": np.array(["a", "b"], dtype=object)}) == 128
+    big = {"input": np.zeros((100, 100))}  # alone over the bound: kept, and nothing else
+    log.capture("big", "m", "1", "primary", big, out(0), 0.001, c)
+    assert log.buffered == 1 and log.dropped["buffer_full"] == 10
+    log.drain(force=True)
+    [segment] = (tmp_path / "m").glob("part-*.jsonl.gz")
+    ids = [orjson.loads(line)["id"] for line in gzip.decompress(segment.read_bytes()).splitlines()]
+    assert ids == ["big"] and log.buffered == 0
+    log.capture("next", "m", "1", "primary", row(1), out(1), 0.001, c)  # the bound was reset
+    assert log.buffered == 1 and log.dropped["buffer_full"] == 10
