@@ -16,6 +16,7 @@ from typing import Protocol
 
 from serving.payload.lines import json_lines
 from serving.payload.record import MODEL, Logged, event_bodies, grouped, iso_time
+from serving.registry.layout import write_atomic
 
 SEGMENT_SUFFIX = ".jsonl.gz"
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
@@ -100,14 +101,7 @@ class DirectorySink(SegmentSink):
         self.root = Path(root)
 
     def store(self, name: str, data: bytes) -> None:
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # complete or absent
+        write_atomic(self.root / name, data, fsync=True)  # complete or absent
 
 
 class S3Sink(SegmentSink):

@@ -31,13 +31,18 @@ def is_version(text: str) -> bool:
     return _VERSION.fullmatch(text) is not None
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes, fsync: bool = False) -> None:
     """Replace `path` with `data` whole: readers see the old bytes or the new, never half (a
-    temp file unique to this process and thread, then a rename)."""
+    temp file unique to this process and thread, then a rename). `fsync`: the bytes reach the
+    disk before the rename (what a crash must not lose, e.g. payload log segments)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        tmp.write_bytes(data)
+        with tmp.open("wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
