@@ -309,7 +309,9 @@ def ordered_feeds(object tensors, tuple order, bint allow_nonfinite):
         for j in range(1, rank):
             if shape[j] != tail[j - 1]:
                 return None
-        if not (t.finite or allow_nonfinite):
+        data = t.data
+        if not (t.finite or allow_nonfinite) and data.dtype.kind == "f" \
+                and not np.isfinite(data).all():
             return None
-        feeds[name] = t.data.reshape(shape)
+        feeds[name] = data.reshape(shape)
     return (feeds, rows) if rows else None

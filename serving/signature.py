@@ -26,10 +26,11 @@ def ordered_feeds(
     tensors: Sequence[Tensor], order: Order, allow_nonfinite: bool
 ) -> tuple[dict[str, np.ndarray], int] | None:
     """The usual request of a batched model (every input in the model's order, of its
-    datatype and shape, with the same rows, from JSON or with NaN allowed): its feeds and rows,
-    with one comparison per property. None for anything else: the general pass accepts it or
-    words why not. The compiled twin (serving._kernels) is what the server runs; this is its
-    spec, and what SERVING_PUREPYTHON runs."""
+    datatype and shape, with the same rows, and finite: from JSON, scanned here for binary
+    tensors, or NaN allowed): its feeds and rows, with one comparison per property. None for
+    anything else: the general pass accepts it or words why not. The compiled twin
+    (serving._kernels) is what the server runs; this is its spec, and what SERVING_PUREPYTHON
+    runs."""
     if not tensors or len(tensors) != len(order):
         return None
     feeds: dict[str, np.ndarray] = {}
@@ -38,7 +39,7 @@ def ordered_feeds(
         shape = t.shape
         if (t.name != name or t.datatype != datatype or len(shape) != rank
                 or shape[0] != rows or shape[1:] != tail
-                or not (t.finite or allow_nonfinite)):
+                or not (t.finite or allow_nonfinite or _finite(t.data))):
             return None
         feeds[name] = t.data.reshape(shape)
     return (feeds, rows) if rows else None

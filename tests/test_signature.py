@@ -101,3 +101,15 @@ def test_the_usual_request_takes_the_in_order_pass(impl: object) -> None:
 def test_models_without_a_fixed_tail_have_no_in_order_pass(shape: tuple[int, ...]) -> None:
     sig = Signature((TensorSpec("x", "FP32", shape),), (TensorSpec("y", "FP32", (-1,)),))
     assert (sig._order is not None) == (shape == (-1, 4))
+
+
+@pytest.mark.parametrize("impl", impls(signature))
+def test_binary_tensors_take_the_in_order_pass_unless_they_hold_nan(impl: object) -> None:
+    # binary (and gRPC) tensors come unscanned (finite=False): the pass scans them itself
+    tensors = [_tensor(s, 2, finite=False) for s in SPECS]
+    assert _ordered(impl, tensors, False) is not None
+    tensors[1].data = np.array([0.0, np.nan], np.float32)
+    assert _ordered(impl, tensors, False) is None
+    assert _ordered(impl, tensors, True) is not None
+    with pytest.raises(BadRequest, match="'income' contains NaN or Infinity"):
+        SIG.check_inputs(tensors)
