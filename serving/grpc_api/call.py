@@ -64,6 +64,10 @@ class Call:
         """Whether the client still waits for the answer."""
         return self.open and (self.deadline is None or monotonic() < self.deadline)
 
+    def gone(self) -> bool:
+        """Whether the client no longer waits (the data plane's disconnect probe)."""
+        return not self.is_active()
+
     def peer(self) -> str:
         """The client's address as grpc writes it ("ipv4:127.0.0.1:5000")."""
         return self.peer_address

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from time import perf_counter
 from typing import Any, Protocol
 
@@ -71,11 +71,6 @@ def _metadata(context: Call, key: str) -> str:
         if k == key:
             return v if isinstance(v, str) else v.decode("latin-1")
     return ""
-
-
-def _gone(context: Call) -> Callable[[], bool]:
-    """Whether the call has ended (cancelled by the client, or past its deadline)."""
-    return lambda: not context.is_active()
 
 
 def _version(v: str) -> str | None:
@@ -157,7 +152,7 @@ class InferenceService:
             if isinstance(answer, Refused):  # routed, then refused: counts for that version
                 served, route = answer.version, answer.route
                 raise answer.error
-            out, info = answer
+            out, _, info = answer
             served, route = info.version, info.route
         except asyncio.CancelledError:  # the client went away or its deadline passed
             self.record(model, served, route, "cancelled", perf_counter() - started, None, "grpc")
@@ -176,10 +171,11 @@ class InferenceService:
             raise Aborted(code, details)
         return out
 
-    async def _infer(
-        self, msg: Any, context: Call, started: float,
-        trace: RequestTrace | None,
-    ) -> tuple[Any, Served] | Refused:
+    def _infer(
+        self, msg: Any, context: Call, started: float, trace: RequestTrace | None,
+    ) -> Awaitable[tuple[Any, int | None, Served] | Refused]:
+        """Decode and route a call; the data plane's coroutine to await (a plain function, as
+        `DataPlane.infer_v2`: no coroutine frame of its own per call)."""
         version = _version(msg.model_version)
         first = self.dp.manager.get_version(msg.model_name, version)
         assert first.session is not None
@@ -187,14 +183,10 @@ class InferenceService:
         remaining = context.time_remaining()
         deadline_us = None if remaining is None else max(0, int(remaining * 1e6))
         key = _metadata(context, self.routing_header)[:256] or None
-        answer = await self.dp.infer(
-            first, version, req, started, codec.encode_response, _gone(context), key,
+        return self.dp.infer(
+            first, version, req, started, codec.encode_response, context.gone, key,
             deadline_us, trace,
         )
-        if isinstance(answer, Refused):
-            return answer
-        out, _, info = answer
-        return out, info
 
     # ---- health and metadata ---------------------------------------------------------------
 
