@@ -21,3 +21,11 @@ _.data_received  # serving/grpc_api/connection.py: asyncio calls a Protocol's da
 _.pause_writing  # serving/grpc_api/connection.py: asyncio calls it when the write buffer fills
 _.resume_writing  # serving/grpc_api/connection.py: asyncio calls it when the buffer drains
 _.header_table  # serving/grpc_api/headers.py: hpack's Decoder reads its table from it
+# serving/grpc_api/status.py: StatusCode(exc.grpc) finds these by the number serving/errors.py's
+# error classes carry (and their names travel in access logs and traces)
+_.DEADLINE_EXCEEDED
+_.NOT_FOUND
+_.ALREADY_EXISTS
+_.PERMISSION_DENIED
+_.UNAVAILABLE
+_.UNAUTHENTICATED

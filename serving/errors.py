@@ -1,4 +1,5 @@
-"""One error tree for the whole server: each error carries its HTTP status and a metric reason.
+"""One error tree for the whole server: each error carries its HTTP status, its gRPC status
+code (the number `grpc-status` carries) and a metric reason.
 
 No Starlette import here: `serving/http/errors.py` maps these to responses once.
 """
@@ -11,6 +12,7 @@ class ServingError(Exception):
 
     status = 500
     reason = "server_error"
+    grpc = 13  # INTERNAL
     headers: dict[str, str] = {}
 
 
@@ -19,6 +21,7 @@ class BadRequest(ServingError, ValueError):
 
     status = 400
     reason = "client_error"
+    grpc = 3  # INVALID_ARGUMENT
 
 
 class Unauthorized(ServingError):
@@ -26,6 +29,7 @@ class Unauthorized(ServingError):
 
     status = 401
     reason = "client_error"
+    grpc = 16  # UNAUTHENTICATED
     headers = {"WWW-Authenticate": "Bearer"}
 
 
@@ -34,6 +38,7 @@ class Forbidden(ServingError):
 
     status = 403
     reason = "client_error"
+    grpc = 7  # PERMISSION_DENIED
 
 
 class NotFound(ServingError, LookupError):
@@ -41,6 +46,7 @@ class NotFound(ServingError, LookupError):
 
     status = 404
     reason = "client_error"
+    grpc = 5  # NOT_FOUND
 
 
 class Conflict(ServingError):
@@ -48,16 +54,19 @@ class Conflict(ServingError):
 
     status = 409
     reason = "client_error"
+    grpc = 6  # ALREADY_EXISTS
 
 
 class MethodNotAllowed(ServingError):
     status = 405
     reason = "client_error"
+    grpc = 12  # UNIMPLEMENTED
 
 
 class PayloadTooLarge(ServingError):
     status = 413
     reason = "client_error"
+    grpc = 8  # RESOURCE_EXHAUSTED
 
 
 class Unavailable(ServingError):
@@ -65,12 +74,14 @@ class Unavailable(ServingError):
 
     status = 503
     reason = "unavailable"
+    grpc = 14  # UNAVAILABLE
 
 
 class Overloaded(Unavailable):
     """The queue is full: refused at once, never blocked."""
 
     reason = "queue_full"
+    grpc = 8  # RESOURCE_EXHAUSTED
     headers = {"Retry-After": "1"}
 
 
@@ -78,6 +89,7 @@ class DeadlineExceeded(Unavailable, TimeoutError):
     """The request's deadline passed (or could not be met) before it ran."""
 
     reason = "timeout"
+    grpc = 4  # DEADLINE_EXCEEDED
     headers = {"Retry-After": "1"}
 
 
@@ -85,6 +97,7 @@ class Cancelled(Unavailable):
     """The client went away before its request ran."""
 
     reason = "cancelled"
+    grpc = 1  # CANCELLED
 
 
 class ModelError(ServingError):
@@ -92,3 +105,4 @@ class ModelError(ServingError):
 
     status = 500
     reason = "model_error"
+    grpc = 13  # INTERNAL

@@ -9,6 +9,7 @@ import logging
 from struct import Struct
 from typing import Any
 
+from serving.errors import ServingError
 from serving.grpc_api import frames as f
 from serving.grpc_api.call import Call, Handler
 from serving.grpc_api.frames import HEADER, ConnectionFailure, StreamError
@@ -53,6 +54,10 @@ class Output:
         except Aborted as exc:
             if call.open:
                 self.refuse(call, exc.code, exc.details)
+            return
+        except ServingError as exc:  # answered on purpose: its own code and message
+            if call.open:
+                self.refuse(call, StatusCode(exc.grpc), str(exc))
             return
         except Exception as exc:
             log.error("unhandled error in %s", call.head.path, exc_info=exc)

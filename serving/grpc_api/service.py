@@ -13,7 +13,7 @@ from typing import Any, Protocol
 from google.protobuf import json_format
 
 from serving.dataplane import DataPlane, Refused, Served
-from serving.errors import BadRequest, Cancelled, DeadlineExceeded, Overloaded, ServingError
+from serving.errors import BadRequest, ServingError
 from serving.grpc_api import codec
 from serving.grpc_api.call import Call, Methods
 from serving.grpc_api.proto import grpc_service_pb2 as pb
@@ -28,11 +28,6 @@ from serving.tracing.semconv import grpc_server, serving_attributes
 SERVICE = "inference.GRPCInferenceService"
 log = logging.getLogger("serving.grpc")
 Code = StatusCode
-_BY_STATUS = {
-    400: Code.INVALID_ARGUMENT, 401: Code.UNAUTHENTICATED, 403: Code.PERMISSION_DENIED,
-    404: Code.NOT_FOUND, 405: Code.UNIMPLEMENTED, 413: Code.RESOURCE_EXHAUSTED,
-    503: Code.UNAVAILABLE,
-}
 
 
 class Repository(Protocol):
@@ -46,16 +41,8 @@ class Repository(Protocol):
 
 
 def status_code(exc: BaseException) -> StatusCode:
-    """The gRPC code for an error (the HTTP status's counterpart); unknown errors: INTERNAL."""
-    if isinstance(exc, Overloaded):
-        return Code.RESOURCE_EXHAUSTED
-    if isinstance(exc, DeadlineExceeded):
-        return Code.DEADLINE_EXCEEDED
-    if isinstance(exc, Cancelled):
-        return Code.CANCELLED
-    if isinstance(exc, ServingError):
-        return _BY_STATUS.get(exc.status, Code.INTERNAL)
-    return Code.INTERNAL
+    """The gRPC code of an error (each of the error tree carries its own); others: INTERNAL."""
+    return StatusCode(exc.grpc) if isinstance(exc, ServingError) else Code.INTERNAL
 
 
 def _details(exc: BaseException) -> str:
@@ -132,8 +119,7 @@ class InferenceService:
             "RepositoryModelUnload": (self.repository_unload, pb.RepositoryModelUnloadRequest),
         }
         return {
-            f"/{SERVICE}/{name}": (call if name == "ModelInfer" else _guarded(call),
-                                   request_type.FromString)
+            f"/{SERVICE}/{name}": (call, request_type.FromString)
             for name, (call, request_type) in calls.items()
         }
 
@@ -233,20 +219,3 @@ class InferenceService:
     async def repository_unload(self, msg: Any, context: Any) -> Any:
         await self.repository.unload(msg.model_name, _metadata(context, "authorization"))
         return pb.RepositoryModelUnloadResponse()
-
-
-def _guarded(
-    call: Callable[[Any, Any], Coroutine[Any, Any, Any]]
-) -> Callable[[Any, Any], Coroutine[Any, Any, Any]]:
-    """A handler whose errors become the status code and details (never a stack trace)."""
-
-    async def run(msg: Any, context: Call) -> Any:
-        try:
-            return await call(msg, context)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise Aborted(status_code(exc), _details(exc)) from None
-
-    return run
-

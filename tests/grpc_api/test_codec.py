@@ -9,6 +9,7 @@ import pytest
 from serving.errors import (
     BadRequest,
     Cancelled,
+    Conflict,
     DeadlineExceeded,
     Forbidden,
     ModelError,
@@ -103,6 +104,7 @@ def test_responses_carry_raw_output_contents() -> None:
     (Unauthorized("x"), grpc.StatusCode.UNAUTHENTICATED),
     (Forbidden("x"), grpc.StatusCode.PERMISSION_DENIED),
     (NotFound("x"), grpc.StatusCode.NOT_FOUND),
+    (Conflict("x"), grpc.StatusCode.ALREADY_EXISTS),
     (PayloadTooLarge("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
     (Unavailable("x"), grpc.StatusCode.UNAVAILABLE),
     (Overloaded("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),
