@@ -35,7 +35,7 @@ def find_logged(roots: list[str], model: str, ids: set[str]) -> dict[str, list[A
     for root in roots:
         for path in segment_files(root, model)[:MAX_SEGMENTS]:
             if not wanted:
-                return found
+                break
             try:
                 with gzip.open(path, "rb") as f:
                     lines = f.read().splitlines()
@@ -54,7 +54,10 @@ def find_logged(roots: list[str], model: str, ids: set[str]) -> dict[str, list[A
                         found.setdefault(rid, []).append(_answer(doc))
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     continue
-            wanted -= set(found)
+            # an id is done once its primary's answer is in (its shadows' are logged after it:
+            # in the same segment or a newer one, already read)
+            wanted -= {rid for rid, got in found.items()
+                       if any(a.route != "shadow" for a in got)}
     for entries in found.values():
         entries.sort(key=lambda c: c.route == "shadow")  # the primary's answer first
     return found

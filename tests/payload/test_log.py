@@ -126,3 +126,17 @@ def test_the_buffer_is_bounded_in_bytes_too(tmp_path: Path) -> None:
     assert ids == ["big"] and log.buffered == 0
     log.capture("next", "m", "1", "primary", row(1), out(1), 0.001, c)  # the bound was reset
     assert log.buffered == 1 and log.dropped["buffer_full"] == 10
+
+
+def test_a_late_lookup_finds_the_primary_behind_a_newer_shadow(tmp_path: Path) -> None:
+    log = PayloadLog()
+    c = cfg(sample=1.0, sink=str(tmp_path), segment_records=2)
+    log.capture("r1", "m", "1", "primary", row(1), out(1), 0.001, c)
+    log.capture("r2", "m", "1", "primary", row(2), out(2), 0.001, c)
+    log.drain()  # the older segment: r1's primary answer
+    log.capture("r1", "m", "2", "shadow", {"input": np.zeros((1, 2))}, out(2), 0.001, c)
+    log.capture("r3", "m", "1", "primary", row(3), out(3), 0.001, c)
+    log.drain(force=True)  # the newer one: r1's shadow answer
+    assert len(list((tmp_path / "m").glob("*.jsonl.gz"))) == 2
+    found = find_logged([str(tmp_path)], "m", {"r1"})
+    assert [(a.version, a.route) for a in found["r1"]] == [("1", "primary"), ("2", "shadow")]
