@@ -1,4 +1,5 @@
-"""The hot path in C: batch row gather/scatter and JSON tensor data parsing.
+"""The hot path in C: batch row gather/scatter, JSON tensor data parsing, and the payload
+log's capture copy.
 
 Each function has a pure-Python twin that is its spec (serving/batching/_reference.py,
 serving/protocol/_reference.py); the tests hold both to the same results and errors. Inputs the
@@ -26,6 +27,7 @@ from libc.string cimport memcpy, memmove
 import numpy as np
 
 from serving.batching import _reference as _rows_reference
+from serving.payload import _reference as _payload_reference
 from serving.protocol import _reference as _json_reference
 
 cdef type ndarray = np.ndarray
@@ -34,3 +36,4 @@ include "_rows.pxi"
 include "_floats.pxi"
 include "_jsondata.pxi"
 include "_listdata.pxi"
+include "_payload.pxi"

@@ -37,3 +37,10 @@ def ordered_feeds(
     allow_nonfinite: bool,
 ) -> tuple[dict[str, np.ndarray], int] | None:
     """Feeds and rows of a batched model's in-order request, or None: the general check."""
+
+def copy_record(
+    layout: tuple[tuple[str, bytes | None, int, tuple[int, ...] | None, Any], ...],
+    inputs: dict[str, np.ndarray] | None,
+    outputs: dict[str, np.ndarray],
+    rows: int,
+) -> int: ...

@@ -119,7 +119,7 @@ class DataPlane:
                 if log_id is not None:  # logged with the primary's id, to compare offline
                     shadow.add_done_callback(partial(
                         self.payload.capture_shadow, log_id, smv.name, smv.version_str, feeds,
-                        smv.config))
+                        rows, smv.config))
 
         # call_soon: behind the request's own wake-up, which the done-callback would precede
         primary.add_done_callback(lambda done: loop.call_soon(send, done))
@@ -154,12 +154,12 @@ class DataPlane:
         requested: list[RequestedOutput] | None = None,
         trace: RequestTrace | None = None,
         log_id: str | None = None,
-    ) -> tuple[Signature, dict[str, np.ndarray], float, asyncio.Future[Result]]:
+    ) -> tuple[Signature, dict[str, np.ndarray], int, float, asyncio.Future[Result]]:
         """What both protocols share once a request is decoded and routed: validate it for the
         chosen version, queue it and mirror it to the shadows. Returns the version's signature
         (taken now: a version retired while the request waits releases its session once its
         queue drains, while the request still has to encode), the inputs by name as the
-        request shaped them (what the payload log keeps), when it was queued
+        request shaped them and their rows (what the payload log keeps), when it was queued
         (perf_counter: the decode phase ends there) and the future to await. A plain function,
         not a coroutine: one frame less per request."""
         scheduler, session = mv.scheduler, mv.session
@@ -178,7 +178,7 @@ class DataPlane:
         queued = perf_counter()
         if shadows:
             self._mirror(mv.name, shadows, feeds, rows, future, log_id)
-        return sig, feeds, queued, future
+        return sig, feeds, rows, queued, future
 
     def infer_v2(
         self, model: str, version: str | None, body: bytes, header_length: int | None,
@@ -218,7 +218,7 @@ class DataPlane:
         mv, route, shadows = self._route(first.name, version, routing_key, req.id, first)
         log_id = self.payload.decide(mv.config, req.id, routing_key)
         try:
-            sig, feeds, queued, future = self._submit(
+            sig, feeds, rows, queued, future = self._submit(
                 mv, shadows, req.inputs, timeout, disconnected, requested, trace, log_id
             )
             outs, batch_size, queue_s, run_s = await future
@@ -254,7 +254,7 @@ class DataPlane:
         t3 = perf_counter()
         if log_id is not None:
             self.payload.capture(log_id, mv.name, mv.version_str, route, feeds, outs,
-                                 t3 - t0, mv.config)
+                                 t3 - t0, mv.config, rows)
         return out, header_length, Served(
             mv.version_str, route, batch_size, log_id or req.id, decode_s, queue_s, run_s,
             t3 - t2,

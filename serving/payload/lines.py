@@ -15,45 +15,32 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from contextlib import suppress
-from itertools import pairwise
-from operator import attrgetter, itemgetter
 
 import numpy as np
 import orjson
 
-from serving.payload.record import NUMPY, Logged, input_arrays, json_line, plain
+from serving.payload.block import Block, Column
+from serving.payload.record import NUMPY, json_line, plain
 
 Piece = bytes | list[bytes]  # constant text, or one piece per record
 
 
-def json_lines(records: Sequence[Logged]) -> bytes:
-    """The records' JSON Lines, each ending in a newline, in order."""
-    if not records:
-        return b""
-    ids, times, models, versions, routes, ins, outs, lats = list(zip(*records, strict=True))[:8]
-    inputs = [i if type(i) is dict else input_arrays(i) for i in ins]
-    names = list(zip(map(tuple, inputs), map(tuple, outs), strict=True))
-    n = len(records)
-    if names.count(names[0]) == n:  # the usual pass: one signature
-        bounds = [0, n]
-    else:  # runs of records with the same input and output names, in order
-        bounds = [0, *(i for i in range(1, n) if names[i] != names[i - 1]), n]
-    out: list[bytes] = []
-    for start, end in pairwise(bounds):
-        if end - start == 1:
-            out.append(json_line(records[start]) + b"\n")
-            continue
-        run = slice(start, end)
-        out.append(_interleave([
-            b'{"id":"', _strings(ids[run]), b'","time":"', *_times(times[run]),
-            b'Z","model":"', _strings(models[run]), b'","version":"', _strings(versions[run]),
-            b'","route":"', _strings(routes[run]), b'","latency_ms":', _latencies(lats[run]),
-            *_columns(b',"inputs":{', names[start][0], inputs[run]),
-            *_columns(b'},"outputs":{', names[start][1], outs[run]),
-            b"}}\n",
-        ], end - start))
-    return b"".join(out)
+def block_lines(b: Block) -> bytes:
+    """A block's records from its `start` as JSON Lines."""
+    s, n = b.start, len(b)
+    if n - s <= 1:
+        return b"".join(json_line(r) + b"\n" for r in b.records())
+    first = b.ends[s - 1] if s else 0
+    ends = b.ends[s:n]
+    counts = [e - p for p, e in zip([first, *ends[:-1]], ends, strict=True)]
+    return _interleave([
+        b'{"id":"', _strings(b.ids[s:n]), b'","time":"', *_times(b.times[s:n]),
+        b'Z","model":"', _strings([b.model]), b'","version":"', _strings([b.version]),
+        b'","route":"', _strings([b.route]), b'","latency_ms":', _latencies(b.latencies[s:n]),
+        *_columns(b',"inputs":{', b, b.inputs, first, counts),
+        *_columns(b'},"outputs":{', b, b.outputs, first, counts),
+        b"}}\n",
+    ], n - s)
 
 
 def _strings(values: Sequence[str]) -> Piece:
@@ -94,39 +81,34 @@ def _times(times: Sequence[float]) -> list[Piece]:
     return [list(map(day.__getitem__, seconds)), digits]
 
 
-def _columns(opening: bytes, names: tuple[str, ...],
-             records: Sequence[dict[str, np.ndarray]]) -> list[Piece]:
-    """`opening`, then each named array of the records as `"name":<json>`, comma-separated."""
+def _columns(opening: bytes, b: Block, cols: list[Column], first: int,
+             counts: list[int]) -> list[Piece]:
+    """`opening`, then each column of the block's records from its `start` as
+    `"name":<json>`, comma-separated."""
     pieces: list[Piece] = [opening]
-    for n, name in enumerate(names):
-        pieces.append(b"%s%s:" % (b"," if n else b"", orjson.dumps(name)))
-        pieces.extend(_column(list(map(itemgetter(name), records))))
+    for n, c in enumerate(cols):
+        pieces.append(b"%s%s:" % (b"," if n else b"", orjson.dumps(c.name)))
+        if c.raw:
+            pieces.extend(_split(c.rows(first, first + sum(counts)), counts))
+        else:
+            pieces.append([orjson.dumps(plain(a), option=NUMPY) for a in c.arrays[b.start:]])
     return pieces
 
 
-def _column(arrays: list[np.ndarray]) -> list[Piece]:
-    """Each array's JSON as `record.plain` writes it: arrays of one numeric dtype and row
-    shape (no empty dimension) by one orjson call split into rows, others one by one."""
-    first = arrays[0]
-    d = first.ndim
-    joined = None
-    if (d and first.dtype.kind in "biuf" and all(first.shape[1:])
-            and list(map(attrgetter("dtype"), arrays)).count(first.dtype) == len(arrays)):
-        with suppress(ValueError):  # rows of another shape
-            joined = np.concatenate(arrays)
-    if joined is not None:
-        text = orjson.dumps(joined, option=NUMPY)
-        sep = b"]" * (d - 1) + b"," + b"[" * (d - 1)
-        counts = list(map(len, arrays))
-        if counts.count(1) == len(counts):  # a row each: the usual request
-            return [b"[" * d, text[d:-d].split(sep), b"]" * d]
-        rows = text[d:-d].split(sep) if sum(counts) else []
-        at, each = 0, []
-        for c in counts:
-            each.append(b"[" * d + sep.join(rows[at:at + c]) + b"]" * d if c else b"[]")
-            at += c
-        return [each]
-    return [[orjson.dumps(plain(a), option=NUMPY) for a in arrays]]
+def _split(joined: np.ndarray, counts: list[int]) -> list[Piece]:
+    """Each record's rows of a raw column as `record.plain` writes them: one orjson call on
+    all the rows, split into rows (a number's JSON holds no bracket or comma) and regrouped."""
+    d = joined.ndim
+    text = orjson.dumps(joined, option=NUMPY)
+    sep = b"]" * (d - 1) + b"," + b"[" * (d - 1)
+    if counts.count(1) == len(counts):  # a row each: the usual request
+        return [b"[" * d, text[d:-d].split(sep), b"]" * d]
+    rows = text[d:-d].split(sep) if len(joined) else []
+    at, each = 0, []
+    for c in counts:
+        each.append(b"[" * d + sep.join(rows[at:at + c]) + b"]" * d if c else b"[]")
+        at += c
+    return [each]
 
 
 def _interleave(pieces: list[Piece], n: int) -> bytes:

@@ -2,12 +2,13 @@
 and the writer thread that renders and ships the records.
 
 On the request path (event loop thread) a logged request costs one `decide` call (a cached
-policy lookup and, when sampled, an id) and one `capture` call (a tuple of references appended
-to a deque, and to the model's store of recent predictions that feedback joins). Nothing is
-copied, serialised or sent there. The writer thread wakes every `tick_s`, takes what the
-buffer holds and hands it to the sinks; when a sink is slow the buffer fills, and an append
-past its bounds (records, and bytes of the tensors they hold) drops the oldest records
-(counted under `buffer_full`).
+policy lookup and, when sampled, an id) and one `capture` call, which copies its tensors into
+the open block of its model, version and route (serving/payload/block.py) and, for feedback,
+files the record's number under its id in the model's store of recent predictions. Nothing is
+serialised or sent there. The writer thread wakes every `tick_s`, seals the open blocks, takes
+them and hands them to the sinks; when a sink is slow the blocks wait, and a capture past the
+bounds (records, and bytes of their tensors) drops the oldest records (counted under
+`buffer_full`).
 """
 
 from __future__ import annotations
@@ -18,40 +19,20 @@ import logging
 import secrets
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from random import random
 from typing import Any
 
 import numpy as np
 
 from serving.model_config import ModelConfig
+from serving.payload.block import Block
 from serving.payload.feedback import FeedbackBook
-from serving.payload.record import (
-    OFF,
-    SINK,
-    Answer,
-    Inputs,
-    Logged,
-    Outputs,
-    Policy,
-    grouped,
-    prediction,
-)
+from serving.payload.record import OFF, Answer, Inputs, Outputs, Policy, input_arrays
 from serving.payload.sinks import Sink, open_sink
 
 log = logging.getLogger("serving.payload")
-Stored = tuple[float, str, str, str, "np.ndarray | None"]  # time, version, route, kind, values
 
-
-
-def held_bytes(*groups: Inputs | Outputs) -> int:
-    """About the memory a record's tensors hold: their bytes, and for strings (object
-    arrays) 64 bytes an element rather than the 8 of the pointer (a short str object)."""
-    n = 0
-    for tensors in groups:
-        for a in tensors.values() if isinstance(tensors, dict) else [t.data for t in tensors]:
-            n += a.nbytes if a.dtype.kind != "O" else a.size * 64
-    return n
 
 
 class PayloadLog:
@@ -68,20 +49,22 @@ class PayloadLog:
         # The records waiting for the writer, and the bytes of tensors each holds (the
         # request's arrays, which may be views of its body): bounded in both, the oldest
         # dropped first. The loop appends and drops, the writer takes all: under the lock.
-        self._buffer: deque[Logged] = deque()
-        self._sizes: deque[int] = deque()
-        self._held = 0
+        self._open: dict[tuple[str, str, str], Block] = {}  # model, version, route: block
+        self._ready: deque[Block] = deque()  # sealed blocks waiting for the writer
+        self._pending = 0  # records waiting for the writer (from each block's start)
+        self._held = 0  # their bytes
+        self._numbers = itertools.count()
+        self._sealed: dict[tuple[str, str, str], int] = {}  # records of blocks no longer open
         self._max_records, self._max_bytes = buffer, buffer_bytes
         self._lock = threading.Lock()
         self._policies: dict[int, tuple[ModelConfig, Policy]] = {}
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(6)  # ids unique across processes and restarts
-        # model -> id -> the answer (primary or canary), and the shadows' answers to the
-        # same ids while the primary's is kept: loop thread only. Plain tuples of strings,
-        # numbers and arrays, which the garbage collector stops tracking (see Answer).
-        self.recent: dict[str, OrderedDict[str, Stored]] = {}
-        self.shadowed: dict[str, dict[str, tuple[Stored, ...]]] = {}
-        self.logged: dict[tuple[str, str, str], int] = {}  # loop thread: captured records
+        # The store of recent predictions: each model's newest blocks, oldest first, holding
+        # at least its last `recent` answers that are not a shadow's (loop thread only).
+        # Nothing is filed per request: a lookup searches the blocks, newest first, each
+        # indexing its ids on the first search that reaches it.
+        self._kept: dict[str, deque[Block]] = {}
         self.dropped: dict[str, int] = {"buffer_full": 0, "sink_error": 0, "encode_error": 0}
         self.written = 0  # writer thread: records a sink accepted
         self._sinks: dict[str, Sink] = {}
@@ -119,81 +102,112 @@ class PayloadLog:
 
     def capture(
         self, request_id: str, model: str, version: str, route: str, inputs: Inputs,
-        outputs: Outputs, latency_s: float, cfg: ModelConfig,
+        outputs: Outputs, latency_s: float, cfg: ModelConfig, rows: int = -1,
     ) -> None:
-        """Hand one answered request to the log (references only)."""
+        """Copy one answered request into its block. `rows`: the request's (else the first
+        input's)."""
         policy = self.policy(cfg)
         now = time.time()
+        if type(inputs) is not dict:
+            inputs = input_arrays(inputs)
+        if rows < 0:
+            rows = next((len(a) for a in inputs.values() if a.ndim), 0)
         key = (model, version, route)
-        self.logged[key] = self.logged.get(key, 0) + 1
-        if policy.sink:
-            self._hold((request_id, now, model, version, route, inputs, outputs, latency_s,
-                        policy.sink, policy.segment_records, policy.segment_s),
-                       held_bytes(inputs, outputs))
-        if not policy.recent:
-            return
-        # the store of recent predictions, inline: this runs for every logged request
-        pred = prediction(outputs)
-        # a copy: a view would hold every output array of the request's batch for as long as
-        # the store holds the answer
-        kind, values = (pred[0], pred[1].copy()) if pred is not None else ("", None)
-        kept = (now, version, route, kind, values)  # an exact tuple: untracked
-        recent = self.recent.get(model)
-        if recent is None:
-            recent = self.recent[model] = OrderedDict()
-        if route == "shadow":
-            if request_id in recent:
-                shadowed = self.shadowed.setdefault(model, {})
-                shadowed[request_id] = (*shadowed.get(request_id, ()), kept)
-        elif recent.setdefault(request_id, kept) is not kept:  # a reused id: the newest counts
-            recent[request_id] = kept
-            recent.move_to_end(request_id)
-        elif len(recent) > policy.recent:
-            old, _ = recent.popitem(last=False)
-            if self.shadowed.get(model):
-                self.shadowed[model].pop(old, None)
-
-    def _hold(self, record: Logged, size: int) -> None:
-        """Buffer a record; past either bound drop the oldest (a record bigger than the byte
-        bound alone is kept, with nothing else)."""
         with self._lock:
-            self._buffer.append(record)
-            self._sizes.append(size)
-            self._held += size
-            if self._held > self._max_bytes or len(self._buffer) > self._max_records:
-                self._shed()
+            block = self._open.get(key)
+            if block is None or block.policy is not policy or (size := block.add(
+                    request_id, now, latency_s, inputs, outputs, rows)) < 0:
+                if block is not None:
+                    self._seal(key, block)
+                block = self._open[key] = Block(next(self._numbers), model, version, route,
+                                                policy, inputs, outputs, rows)
+                size = block.add(request_id, now, latency_s, inputs, outputs, rows)
+                if policy.recent:
+                    self._keep(block, policy.recent)
+            if policy.sink:
+                self._pending += 1
+                self._held += size
+                if self._pending > self._max_records or self._held > self._max_bytes:
+                    self._shed()
+
+    def _seal(self, key: tuple[str, str, str], block: Block) -> None:
+        """Close an open block (lock held): to the writer when it has a sink."""
+        del self._open[key]
+        self._sealed[key] = self._sealed.get(key, 0) + len(block)
+        if block.policy.sink:
+            self._ready.append(block)
+
+    def _keep(self, block: Block, limit: int) -> None:
+        """File a new block in its model's store of recent predictions, and let go of the
+        oldest blocks while the rest hold `limit` answers that are not a shadow's."""
+        kept = self._kept.get(block.model)
+        if kept is None:
+            kept = self._kept[block.model] = deque()
+        kept.append(block)
+        answers = sum(len(b) for b in kept if b.route != "shadow")
+        while len(kept) > 1:
+            first = kept[0]
+            n = len(first) if first.route != "shadow" else 0
+            if answers - n < limit:
+                break
+            answers -= n
+            kept.popleft()
+
+    @property
+    def logged(self) -> dict[tuple[str, str, str], int]:
+        """Records captured, by model, version and route."""
+        with self._lock:
+            counts = dict(self._sealed)
+            for key, block in self._open.items():
+                counts[key] = counts.get(key, 0) + len(block)
+        return counts
 
     def _shed(self) -> None:
-        """Drop the oldest records until the buffer is within its bounds (lock held)."""
-        buf, sizes = self._buffer, self._sizes
-        while len(buf) > 1 and (len(buf) > self._max_records or self._held > self._max_bytes):
-            buf.popleft()
-            self._held -= sizes.popleft()
-            self.dropped["buffer_full"] += 1
+        """Drop the oldest records waiting for the writer until they are within both bounds
+        (lock held); a record bigger than the byte bound alone is kept, with nothing else."""
+        blocks = [*self._ready, *(b for b in self._open.values() if b.policy.sink)]
+        for block in blocks:
+            while block.start < len(block) and self._pending > 1 and (
+                    self._pending > self._max_records or self._held > self._max_bytes):
+                self._held -= block.sizes[block.start]
+                block.start += 1
+                self._pending -= 1
+                self.dropped["buffer_full"] += 1
+            if block.start < len(block):
+                break
+            if self._ready and block is self._ready[0]:
+                self._ready.popleft()
+                block.release_inputs()
 
     def capture_shadow(
         self, request_id: str, model: str, version: str, feeds: dict[str, np.ndarray],
-        cfg: ModelConfig, fut: asyncio.Future[Any],
+        rows: int, cfg: ModelConfig, fut: asyncio.Future[Any],
     ) -> None:
         """A shadow's answer (its future's done-callback), under the primary's id."""
         if not fut.cancelled() and fut.exception() is None:
-            outs, _rows, queue_s, run_s = fut.result()
-            self.capture(request_id, model, version, "shadow", feeds, outs, queue_s + run_s, cfg)
+            outs, _batch, queue_s, run_s = fut.result()
+            self.capture(request_id, model, version, "shadow", feeds, outs, queue_s + run_s, cfg,
+                         rows)
 
     def answers(self, model: str, request_id: str) -> tuple[Answer, ...] | None:
-        """What was answered for a request id still in memory (its shadows' answers after the
-        primary's), or None."""
-        recent = self.recent.get(model)
-        kept = recent.get(request_id) if recent is not None else None
-        if kept is None:
+        """What was answered for a request id still in memory (the newest answer that is not
+        a shadow's, then the shadows' answers to it), or None."""
+        primary, shadows = None, []
+        for block in reversed(self._kept.get(model, ())):
+            i = block.find(request_id)
+            if i < 0:
+                continue
+            if block.route == "shadow":
+                shadows.append(block.answer(i, request_id))
+            elif primary is None:
+                primary = block.answer(i, request_id)
+        if primary is None:
             return None
-        shadows = self.shadowed.get(model, {}).get(request_id, ())
-        return tuple(Answer(request_id, t, model, v, r, k, values)
-                     for t, v, r, k, values in (kept, *shadows))
+        return (primary, *reversed(shadows))
 
     @property
     def buffered(self) -> int:
-        return len(self._buffer)
+        return self._pending
 
     # ---- the writer thread -----------------------------------------------------------------
 
@@ -223,34 +237,44 @@ class PayloadLog:
             log.exception("payload writer: a pass failed (its records are lost)")
 
     def drain(self, force: bool = False) -> None:
-        """One pass: move the buffered records into their sinks, close due segments."""
+        """One pass: seal the open blocks, move what waits into the sinks, close due
+        segments."""
         with self._lock:
-            records = list(self._buffer)
-            self._buffer.clear()
-            self._sizes.clear()
-            self._held = 0
+            for key, block in list(self._open.items()):
+                if block.policy.sink:
+                    self._seal(key, block)
+            blocks = list(self._ready)
+            self._ready.clear()
+            self._pending = self._held = 0
         now = time.time()
-        for url, group in (grouped(records, SINK) if records else {}).items():
+        by_sink: dict[str, list[Block]] = {}
+        for block in blocks:
+            if block.start < len(block):
+                by_sink.setdefault(block.policy.sink, []).append(block)
+        for url, group in by_sink.items():
             self._ship(url, group, now)
+        for block in blocks:
+            block.release_inputs()
         for url, sink in list(self._sinks.items()):
             self._count_lost(url, sink.flush(now, force))
 
-    def _ship(self, url: str, records: list[Logged], now: float) -> None:
+    def _ship(self, url: str, blocks: list[Block], now: float) -> None:
+        records = sum(len(b) - b.start for b in blocks)
         sink = self._sinks.get(url)
         if sink is None:
             try:
                 sink = self._sinks[url] = open_sink(url)
             except Exception as exc:
                 log.error("payload sink %s cannot be opened: %s", url, exc)
-                self.dropped["sink_error"] += len(records)
+                self.dropped["sink_error"] += records
                 return
         try:
-            lost = sink.add(records, now)
+            lost = sink.add(blocks, now)
         except (TypeError, ValueError) as exc:  # a record orjson cannot write
             log.error("payload records to %s could not be encoded: %s", url, exc)
-            self.dropped["encode_error"] += len(records)
+            self.dropped["encode_error"] += records
             return
-        self.written += len(records) - lost
+        self.written += records - lost
         self._count_lost(url, lost)
 
     def _count_lost(self, url: str, lost: int) -> None:

@@ -4,7 +4,6 @@ thread renders it as a JSON Lines record or as a pair of CloudEvents."""
 from __future__ import annotations
 
 import time
-from operator import itemgetter
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -43,20 +42,6 @@ Outputs = dict[str, np.ndarray]
 # strings, numbers and dicts of arrays, which the collector stops tracking at its first pass:
 # the hundreds waiting for the writer never reach the old generation.
 Logged = tuple[str, float, str, str, str, Inputs, Outputs, float, str, int, float]
-
-
-SINK, MODEL = 8, 2  # fields of a Logged
-
-
-def grouped(records: list[Logged], field: int) -> dict[str, list[Logged]]:
-    """Non-empty records by one of their fields, in order (the usual pass has one group)."""
-    keys = list(map(itemgetter(field), records))
-    if keys.count(keys[0]) == len(keys):
-        return {keys[0]: records}
-    groups: dict[str, list[Logged]] = {}
-    for key, r in zip(keys, records, strict=True):
-        groups.setdefault(key, []).append(r)
-    return groups
 
 
 class Capture(NamedTuple):

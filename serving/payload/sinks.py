@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
-from serving.payload.lines import json_lines
-from serving.payload.record import MODEL, Logged, event_bodies, grouped, iso_time
+from serving.payload.block import Block
+from serving.payload.lines import block_lines
+from serving.payload.record import Logged, event_bodies, iso_time
 from serving.registry.layout import write_atomic
 
 SEGMENT_SUFFIX = ".jsonl.gz"
@@ -25,9 +26,10 @@ _ENDPOINTS = {"primary": "default"}  # KServe's names: default or canary
 
 
 class Sink(Protocol):
-    """What the writer needs of a sink. `add` returns how many records it lost."""
+    """What the writer needs of a sink. `add` returns how many records it lost (of the
+    blocks' records from their `start`)."""
 
-    def add(self, records: list[Logged], now: float) -> int: ...
+    def add(self, blocks: list[Block], now: float) -> int: ...
 
     def flush(self, now: float, force: bool) -> int: ...
 
@@ -57,27 +59,27 @@ class SegmentSink:
     `store` writes a finished one (a directory or S3)."""
 
     def __init__(self) -> None:
-        self._open: dict[str, tuple[_Segment, Logged]] = {}  # model: segment, first record
+        self._open: dict[str, tuple[_Segment, Block]] = {}  # model: segment, first block
         self._seq = 0
 
     def store(self, name: str, data: bytes) -> None:
         raise NotImplementedError
 
-    def add(self, records: list[Logged], now: float) -> int:
+    def add(self, blocks: list[Block], now: float) -> int:
         lost = 0
-        for model, group in (grouped(records, MODEL) if records else {}).items():
-            seg = self._open.get(model)
+        for block in blocks:
+            seg = self._open.get(block.model)
             if seg is None:
-                seg = self._open[model] = (_Segment(now), group[0])
-            seg[0].add(json_lines(group), len(group))
-            if seg[0].records >= group[0][9]:  # the model's segment_records
-                lost += self._close(model)
+                seg = self._open[block.model] = (_Segment(now), block)
+            seg[0].add(block_lines(block), len(block) - block.start)
+            if seg[0].records >= block.policy.segment_records:
+                lost += self._close(block.model)
         return lost
 
     def flush(self, now: float, force: bool) -> int:
         lost = 0
         for model, (seg, first) in list(self._open.items()):
-            if force or now - seg.opened >= first[10]:  # the model's segment_s
+            if force or now - seg.opened >= first.policy.segment_s:
                 lost += self._close(model)
         return lost
 
@@ -164,10 +166,11 @@ class CloudEventSink:
         if r.status >= 300:
             raise OSError(f"CloudEvents receiver answered {r.status}")
 
-    def add(self, records: list[Logged], now: float) -> int:
+    def add(self, blocks: list[Block], now: float) -> int:
         """Send each record's two events; once the receiver fails (down, stalled past the
         timeout, or refusing), the rest of the batch is lost at once rather than waiting out
         a timeout per record."""
+        records = [r for b in blocks for r in b.records()]
         for n, r in enumerate(records):
             try:
                 for headers, body in self.events(r):

@@ -14,13 +14,35 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from serving.payload.lines import json_lines
-from serving.payload.record import Logged, json_line
+from serving.payload.block import Block
+from serving.payload.lines import block_lines
+from serving.payload.record import Logged, Policy, input_arrays, json_line
 from serving.types import Tensor
 
 NUMERIC = [np.float16, np.float32, np.float64, np.int8, np.int32, np.int64, np.uint8,
            np.uint64, np.bool_]
 NAMES = st.sampled_from(["input", "label", "probabilities", 'q"uote', "é", "a\\b", ""])
+
+
+def json_lines(records: list[Logged]) -> bytes:
+    """The records' JSON Lines, each ending in a newline, in order (through blocks, as the
+    request path keeps them: a run of records that fit one block renders at once)."""
+    out: list[bytes] = []
+    block: Block | None = None
+    for r in records:
+        rid, t, model, version, route, ins, outs, latency, sink, seg_records, seg_s = r
+        inputs = ins if type(ins) is dict else input_arrays(ins)
+        rows = next((len(a) for a in inputs.values() if a.ndim), 0)
+        if block is None or (block.model, block.version, block.route) != (model, version, route) \
+                or block.add(rid, t, latency, inputs, outs, rows) < 0:
+            if block is not None:
+                out.append(block_lines(block))
+            policy = Policy(1.0, frozenset(), sink or "-", seg_records, seg_s, 0)
+            block = Block(0, model, version, route, policy, inputs, outs, rows)
+            block.add(rid, t, latency, inputs, outs, rows)
+    if block is not None:
+        out.append(block_lines(block))
+    return b"".join(out)
 
 
 def spec(records: list[Logged]) -> bytes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import gzip
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import orjson
 from serving.logging_config import LoggingConfig
 from serving.model_config import ModelConfig
 from serving.payload.archive import find_logged
-from serving.payload.log import PayloadLog, held_bytes
+from serving.payload.block import CAPACITY
+from serving.payload.log import PayloadLog
 from serving.types import Tensor
 
 
@@ -79,17 +79,21 @@ def test_the_store_of_recent_predictions_is_bounded_and_keeps_shadows() -> None:
     for i in range(5):
         log.capture(f"r{i}", "m", "1", "primary", row(i), out(i), 0.001, c)
     log.capture("r4", "m", "2", "shadow", {"input": np.zeros((1, 2))}, out(1), 0.001, c)
-    log.capture("r0", "m", "2", "shadow", {"input": np.zeros((1, 2))}, out(1), 0.001, c)
-    recent = log.recent["m"]
-    assert list(recent) == ["r2", "r3", "r4"]
-    assert [x.route for x in log.answers("m", "r4") or ()] == ["primary", "shadow"]
-    assert log.answers("m", "r0") is None
-    gc.collect()
-    gc.collect()  # held for feedback without costing the collector: nothing in it is tracked
-    assert not any(gc.is_tracked(a) for a in recent.values())
-    assert not any(gc.is_tracked(a) for a in log.shadowed["m"].values())
-    assert log.logged == {("m", "1", "primary"): 5, ("m", "2", "shadow"): 2}
+    answers = log.answers("m", "r4") or ()
+    assert [(a.version, a.route, a.values.tolist()) for a in answers] == [  # type: ignore[union-attr]
+        ("1", "primary", [1]), ("2", "shadow", [1])]
+    assert log.answers("m", "nobody") is None
+    log.capture("r2", "m", "1", "primary", row(7), out(7), 0.001, c)  # a reused id: the newest
+    assert (log.answers("m", "r2") or ())[0].values.tolist() == [1]  # type: ignore[union-attr]
+    assert log.logged == {("m", "1", "primary"): 6, ("m", "2", "shadow"): 1}
     assert log.buffered == 0  # no sink: kept for feedback only
+    # bounded: the oldest blocks go as a block opens, while the newer ones hold `recent`
+    for i in range(3 * CAPACITY):
+        log.capture(f"s{i}", "m", "1", "primary", row(i), out(i), 0.001, c)
+    assert log.answers("m", "r0") is None and log.answers("m", "r4") is None
+    assert log.answers("m", f"s{3 * CAPACITY - 1}") is not None
+    kept = sum(len(b) for b in log._kept["m"])
+    assert 3 <= kept <= 3 + 2 * CAPACITY  # checked as each block opens
 
 
 def test_the_logging_table_is_validated() -> None:
@@ -115,8 +119,12 @@ def test_the_buffer_is_bounded_in_bytes_too(tmp_path: Path) -> None:
         log.capture(f"r{i}", "m", "1", "primary", {"input": np.full((32, 64), float(i))},
                     out(i), 0.001, c)
     assert log.buffered == 3 and log.dropped["buffer_full"] == 7  # 3 x 16,392 <= 50,000
-    # strings count 64 bytes an element, not the 8 of their pointers
-    assert held_bytes({"s": np.array(["a", "b"], dtype=object)}) == 128
+    # strings count 64 bytes an element, not the 8 of their pointers: 136 bytes a record
+    strings = PayloadLog(buffer=1000, buffer_bytes=300)
+    for i in range(4):
+        strings.capture(f"s{i}", "m", "1", "primary", {"s": np.array(["a", "b"], dtype=object)},
+                        out(i), 0.001, c)
+    assert strings.buffered == 2 and strings.dropped["buffer_full"] == 2
     big = {"input": np.zeros((100, 100))}  # alone over the bound: kept, and nothing else
     log.capture("big", "m", "1", "primary", big, out(0), 0.001, c)
     assert log.buffered == 1 and log.dropped["buffer_full"] == 10

@@ -1,0 +1,114 @@
+# The payload log's capture kernel; the spec is serving/payload/_reference.py.
+
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
+from cpython.dict cimport PyDict_Next
+from cpython.object cimport PyObject
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from cpython.unicode cimport PyUnicode_Compare
+from libc.string cimport strcmp
+
+cdef enum:
+    _STACK_COLUMNS = 32  # a record of more columns goes to the spec
+
+
+cdef bint _raw_fits(object value, tuple col, Py_ssize_t rows, Py_buffer* view):
+    """Acquire value's buffer if it is the raw column's: its format and item size, `rows` rows
+    of the column's row shape, C-contiguous. If not, False (none held)."""
+    cdef tuple shape = <tuple>PyTuple_GET_ITEM(col, 3)
+    cdef Py_ssize_t k, rank = PyTuple_GET_SIZE(shape)
+    try:
+        PyObject_GetBuffer(value, view, PyBUF_RECORDS_RO)
+    except (BufferError, ValueError, TypeError):
+        return False
+    if (view.ndim == rank + 1 and view.shape[0] == rows and view.format != NULL
+            and view.itemsize == <Py_ssize_t><object>PyTuple_GET_ITEM(col, 2)
+            and strcmp(view.format, <bytes><object>PyTuple_GET_ITEM(col, 1)) == 0
+            and PyBuffer_IsContiguous(view, b"C")):
+        for k in range(rank):
+            if view.shape[k + 1] != <Py_ssize_t><object>PyTuple_GET_ITEM(shape, k):
+                break
+        else:
+            return True
+    PyBuffer_Release(view)
+    return False
+
+
+cdef bint _fits_all(dict arrays, tuple layout, Py_ssize_t first, Py_ssize_t rows,
+                    Py_buffer* views, bint* acquired, list values) except -1:
+    """Whether the arrays are layout[first:first + len(arrays)]'s columns, acquiring each raw
+    column's buffer (marked in `acquired`, released by the caller either way)."""
+    cdef Py_ssize_t pos = 0, i = first
+    cdef PyObject* key
+    cdef PyObject* value
+    cdef tuple col
+    while PyDict_Next(arrays, &pos, &key, &value):
+        col = <tuple>PyTuple_GET_ITEM(layout, i)
+        name = <object>PyTuple_GET_ITEM(col, 0)
+        if <object>key is not name and (type(<object>key) is not str
+                                        or PyUnicode_Compare(<object>key, name) != 0):
+            return False
+        if type(<object>value) is not ndarray:
+            return False
+        values.append(<object>value)
+        if <object>PyTuple_GET_ITEM(col, 1) is not None:  # raw
+            if not _raw_fits(<object>value, col, rows, &views[i]):
+                return False
+            acquired[i] = True
+        i += 1
+    return True
+
+
+def copy_record(object layout, object inputs, object outputs, Py_ssize_t rows):
+    """Append a record's arrays (inputs unless None, then outputs) to a block's columns: the
+    bytes it holds, or -1 (nothing appended) when they are not the columns'."""
+    if (type(layout) is not tuple or type(outputs) is not dict
+            or (inputs is not None and type(inputs) is not dict)):
+        return _payload_reference.copy_record(layout, inputs, outputs, rows)
+    cdef Py_ssize_t n = PyTuple_GET_SIZE(<tuple>layout), held = 0, size, j
+    cdef Py_ssize_t n_in = len(<dict>inputs) if inputs is not None else 0
+    if n > _STACK_COLUMNS:
+        return _payload_reference.copy_record(layout, inputs, outputs, rows)
+    if n_in + len(<dict>outputs) != n:
+        return -1
+    cdef Py_buffer views[_STACK_COLUMNS]
+    cdef bint acquired[_STACK_COLUMNS]
+    cdef Py_ssize_t sizes[_STACK_COLUMNS]
+    cdef Py_ssize_t k
+    for j in range(n):
+        acquired[j] = False
+    cdef list values = []
+    try:
+        if n_in and not _fits_all(<dict>inputs, <tuple>layout, 0, rows, views, acquired,
+                                  values):
+            return -1
+        if not _fits_all(<dict>outputs, <tuple>layout, n_in, rows, views, acquired, values):
+            return -1
+        # Grow every raw column first, so a failure (a column's bytes still viewed by an
+        # array, no memory) leaves the block as it was: a column just grown is not viewed.
+        for j in range(n):
+            if acquired[j] and views[j].len:
+                data = <object>PyTuple_GET_ITEM(<tuple>PyTuple_GET_ITEM(<tuple>layout, j), 4)
+                sizes[j] = PyByteArray_GET_SIZE(data)
+                try:
+                    PyByteArray_Resize(data, sizes[j] + views[j].len)
+                except BaseException:
+                    for k in range(j):
+                        if acquired[k] and views[k].len:
+                            PyByteArray_Resize(<object>PyTuple_GET_ITEM(
+                                <tuple>PyTuple_GET_ITEM(<tuple>layout, k), 4), sizes[k])
+                    raise
+        for j in range(n):
+            data = <object>PyTuple_GET_ITEM(<tuple>PyTuple_GET_ITEM(<tuple>layout, j), 4)
+            if acquired[j]:
+                if views[j].len:
+                    memcpy(PyByteArray_AS_STRING(data) + sizes[j], views[j].buf, views[j].len)
+                    held += views[j].len
+            else:
+                a = values[j]
+                (<list>data).append(a)
+                held += a.nbytes if a.dtype.kind != "O" else a.size * 64
+        return held
+    finally:
+        for j in range(n):
+            if acquired[j]:
+                PyBuffer_Release(&views[j])

@@ -1,0 +1,60 @@
+"""The pure-Python twin of the payload capture kernel in `ext/_payload.pxi`: slow, obvious,
+and the spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+# A block's column as the kernel reads it: name, then for a raw column its buffer format, item
+# size, row shape and the bytearray of its rows; for any other column None, 0, None and the
+# list of each record's array.
+Spec = tuple[str, bytes | None, int, tuple[int, ...] | None, Any]
+
+
+def buffer_format(a: np.ndarray) -> bytes:
+    """The struct format of an array's buffer (what the kernel compares)."""
+    return memoryview(a).format.encode()  # type: ignore[arg-type]
+
+
+def _fits(spec: Spec, name: object, a: object, rows: int) -> bool:
+    cname, fmt, itemsize, shape, _data = spec
+    if type(name) is not str or name != cname or type(a) is not np.ndarray:
+        return False
+    return fmt is None or shape is None or (
+        a.ndim == len(shape) + 1 and len(a) == rows and a.shape[1:] == shape
+        and a.itemsize == itemsize and a.flags.c_contiguous and buffer_format(a) == fmt)
+
+
+def copy_record(layout: tuple[Spec, ...], inputs: dict[str, np.ndarray] | None,
+                outputs: dict[str, np.ndarray], rows: int) -> int:
+    """Append a record's arrays (inputs unless None, then outputs: by name, in the columns'
+    order) to a block's columns: the bytes it holds (strings count 64 an element), or -1
+    (nothing appended) when they are not the columns' (names, and for a raw column: its
+    format, item size and row shape, `rows` rows, C-contiguous)."""
+    items = [*(inputs.items() if inputs is not None else ()), *outputs.items()]
+    if len(items) != len(layout):
+        return -1
+    if not all(_fits(spec, name, a, rows) for (name, a), spec in zip(items, layout,
+                                                                    strict=True)):
+        return -1
+    grown: list[tuple[bytearray, int]] = []
+    try:  # every raw column first, so a failure leaves the block as it was
+        for (_name, a), (_cname, fmt, _size, _shape, data) in zip(items, layout, strict=True):
+            if fmt is not None and a.nbytes:
+                size = len(data)
+                data.extend(a.tobytes())
+                grown.append((data, size))
+    except BaseException:
+        for data, size in grown:
+            del data[size:]
+        raise
+    held = 0
+    for (_name, a), (_cname, fmt, _size, _shape, data) in zip(items, layout, strict=True):
+        if fmt is not None:
+            held += a.nbytes
+        else:
+            data.append(a)
+            held += a.nbytes if a.dtype.kind != "O" else a.size * 64
+    return held

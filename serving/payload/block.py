@@ -1,0 +1,146 @@
+"""Logged records as the request path keeps them: blocks of records of one model, version and
+route, their numeric tensors copied into one growing byte array per input and output.
+
+A block holds each column's rows back to back (`bytearray.extend` of the request's array: one
+copy, ~80 ns), and per record its id, time, latency and where its rows end. The request's own
+arrays and dicts are freed when it answers, as with logging off, instead of being held until the
+writer reaches them; the writer renders a block's column with one orjson call on a view of its
+bytes (`lines.block_lines`), and the store of recent predictions refers to a record by number
+(`ref`) instead of holding a copy of its prediction. Holding every logged request's objects for
+the writer's tick, and copying its prediction, cost the event loop 3-4 us a request
+(benchmarks/bench_payload_inproc.py).
+
+A column is raw when its arrays are numeric with a row shape free of empty dimensions and as
+many rows as the record; any other array (text, no batch dimension, rows of their own) is kept
+by reference in a list. A record whose arrays do not fit the block's columns (other names,
+dtypes or row shapes) starts a new block: `add` says so before copying anything.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from serving.payload._reference import Spec, buffer_format
+from serving.payload.record import Answer, Logged, Policy, prediction
+
+if os.environ.get("SERVING_PUREPYTHON"):  # msgpack's switch, as serving/batching/kernels.py
+    from serving.payload._reference import copy_record
+else:  # a broken build fails loudly
+    from serving._kernels import copy_record
+
+CAPACITY = 1024  # records a block holds at most; a record's ref is number * CAPACITY + index
+BLOCK_BYTES = 1 << 20  # a block is sealed once its columns hold this many bytes
+_RAW_KINDS = "biuf"  # what orjson writes straight from an array's bytes (record.plain)
+
+
+class Column:
+    """One input or output of a block's records."""
+
+    __slots__ = ("arrays", "data", "dtype", "name", "raw", "row_bytes", "shape", "spec")
+
+    def __init__(self, name: str, a: np.ndarray, rows: int) -> None:
+        self.name = name
+        self.dtype = a.dtype
+        self.shape: tuple[int, ...] = a.shape[1:]
+        self.raw = bool(a.ndim >= 1 and a.dtype.kind in _RAW_KINDS and all(self.shape)
+                        and len(a) == rows and a.flags.c_contiguous)
+        self.row_bytes = a.dtype.itemsize * int(np.prod(self.shape)) if self.raw else 0
+        self.data = bytearray()  # raw: the rows, back to back
+        self.arrays: list[np.ndarray] = []  # not raw: each record's array
+        self.spec: Spec = ((name, buffer_format(a), a.itemsize, self.shape, self.data)
+                           if self.raw else (name, None, 0, None, self.arrays))
+
+    def rows(self, start: int, end: int) -> np.ndarray:
+        """A raw column's rows [start, end) as an array (a view of its bytes)."""
+        b = self.row_bytes
+        flat = np.frombuffer(self.data, self.dtype, (end - start) * b // self.dtype.itemsize,
+                             start * b)
+        return flat.reshape(end - start, *self.shape)
+
+    def record(self, i: int, ends: list[int]) -> np.ndarray:
+        """Record i's array."""
+        if not self.raw:
+            return self.arrays[i]
+        return self.rows(ends[i - 1] if i else 0, ends[i])
+
+
+class Block:
+    """Records of one model, version and route, and the policy they were logged under."""
+
+    __slots__ = ("_index", "_indexed", "_layout", "ends", "ids", "inputs", "latencies", "model",
+                 "nbytes", "number", "outputs", "policy", "route", "sizes", "start", "times",
+                 "version")
+
+    def __init__(self, number: int, model: str, version: str, route: str, policy: Policy,
+                 inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                 rows: int) -> None:
+        self.number = number
+        self.model, self.version, self.route, self.policy = model, version, route, policy
+        # inputs are kept only for a sink: the store of recent predictions needs the outputs
+        self.inputs = [Column(k, a, rows) for k, a in inputs.items()] if policy.sink else []
+        self.outputs = [Column(k, a, rows) for k, a in outputs.items()]
+        self._layout = tuple(c.spec for c in (*self.inputs, *self.outputs))
+        self.ids: list[str] = []
+        self.times: list[float] = []
+        self.latencies: list[float] = []
+        self.ends: list[int] = []  # rows of the raw columns after each record
+        self.sizes: list[int] = []  # bytes each record holds
+        self.nbytes = 0
+        self.start = 0  # records before this were dropped from the writer's buffer
+        self._index: dict[str, int] = {}  # id: its newest record, built by find
+        self._indexed = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, rid: str, t: float, latency_s: float, inputs: dict[str, np.ndarray],
+            outputs: dict[str, np.ndarray], rows: int) -> int:
+        """Append a record: the bytes it holds, or -1 (nothing appended) when its arrays are
+        not this block's columns or the block is full."""
+        if len(self.ids) >= CAPACITY or self.nbytes >= BLOCK_BYTES:
+            return -1
+        n = copy_record(self._layout, inputs if self.inputs else None, outputs, rows)
+        if n < 0:
+            return -1
+        self.ids.append(rid)
+        self.times.append(t)
+        self.latencies.append(latency_s)
+        self.ends.append((self.ends[-1] if self.ends else 0) + rows)
+        self.sizes.append(n)
+        self.nbytes += n
+        return n
+
+    def find(self, rid: str) -> int:
+        """The index of the newest record with this id, or -1 (loop thread: the records
+        appended since the last search are indexed first)."""
+        index, ids = self._index, self.ids
+        for i in range(self._indexed, len(ids)):
+            index[ids[i]] = i
+        self._indexed = len(ids)
+        return index.get(rid, -1)
+
+    def release_inputs(self) -> None:
+        """Free the inputs once the writer is done with them (the store keeps the outputs)."""
+        for c in self.inputs:
+            c.data.clear()
+            c.arrays.clear()
+
+    def arrays(self, cols: list[Column], i: int) -> dict[str, np.ndarray]:
+        return {c.name: c.record(i, self.ends) for c in cols}
+
+    def answer(self, i: int, rid: str) -> Answer:
+        """Record i as feedback joins it."""
+        pred = prediction(self.arrays(self.outputs, i))
+        # a copy: a view of a column's bytes would stop the block growing
+        kind, values = (pred[0], pred[1].copy()) if pred is not None else ("", None)
+        return Answer(rid, self.times[i], self.model, self.version, self.route, kind, values)
+
+    def records(self) -> list[Logged]:
+        """The records from `start` as Logged tuples (for CloudEvents, and the spec)."""
+        p = self.policy
+        return [(self.ids[i], self.times[i], self.model, self.version, self.route,
+                 self.arrays(self.inputs, i), self.arrays(self.outputs, i), self.latencies[i],
+                 p.sink, p.segment_records, p.segment_s)
+                for i in range(self.start, len(self.ids))]
