@@ -3,10 +3,13 @@
     python benchmarks/bench_payload.py [--models iris,forest,digits] [--clients 64]
                                        [--duration 5] [--repeats 3]
 
-Three servers over the same example registry: `off` (no logging), `1pct` and `100pct`
-(`--payload-sample 0.01` / `1` into a local directory sink: gzip JSON Lines segments). All run
-pinned to core 0 and wrk to core 1, interleaved (off, 1pct, 100pct, off, ...), `--repeats` times
-per model; the medians and each server's throughput relative to `off` are printed, with the
+Three server configurations over the same example registry: `off` (no logging), `1pct` and
+`100pct` (`--payload-sample 0.01` / `1` into a local directory sink: gzip JSON Lines segments).
+Each runs pinned to core 0 and wrk to core 1, interleaved (off, 1pct, 100pct, off, ...),
+`--repeats` times, each time in a fresh server process that serves every model in turn: two
+identical servers kept running side by side differed by 5-6% over three interleaved runs each
+(where a process's memory lands moves its speed), more than the cost measured at 1%. The
+medians and each configuration's throughput relative to `off` are printed, with the
 server's CPU time per request (from /proc: on a machine other work shares this moves far less
 than throughput does) and wrk's own CPU use (near 100% it, not the server, would be the
 limit), then what each logging server wrote and dropped (a writer that fell behind would drop
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -147,48 +151,61 @@ def main() -> int:
     print(f"# server on core {SERVER_CPU}, wrk on core {LOAD_CPU}; {args.clients} clients, "
           f"{args.duration}s per run, median of {args.repeats}, interleaved")
     print("# load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    pids = {}
-    with contextlib.ExitStack() as stack:
-        for n, extra in SERVERS.items():
-            cmd = [sys.executable, "-m", "serving", "serve", "--registry", str(registry),
-                   "--port", str(ports[n]), "--grpc-port", "0", "--log-level", "warning",
-                   "--drain-grace", "0",
-                   *(["--payload-log", str(tmp / f"payload-{n}")] if extra else []), *extra]
-            if extra:
-                cmd += ["--admin-open"]  # the flood's feedback
-            pids[n] = stack.enter_context(start(
-                cmd, f"http://127.0.0.1:{ports[n]}/v2/health/ready", tmp / f"{n}.log")).pid
-        print(f"{'model':<8} {'server':<7} {'req/s':>8} {'vs off':>7} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'CPU us/req':>10} {'vs off':>7} {'wrk CPU':>7}  runs (req/s)")
-        for model in models:
-            body = v2_body(rows[model])
-            runs: dict[str, list[dict[str, float]]] = {n: [] for n in SERVERS}
-            for _ in range(args.repeats):
-                for n in SERVERS:
+    print(f"{'model':<8} {'server':<7} {'req/s':>8} {'vs off':>7} {'p50 ms':>7} "
+          f"{'p99 ms':>7} {'CPU us/req':>10} {'vs off':>7} {'wrk CPU':>7}  runs (req/s)")
+    bodies = {model: v2_body(rows[model]) for model in models}
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {
+        model: {n: [] for n in SERVERS} for model in models}
+    counts: dict[str, list[tuple[float, dict[str, float]]]] = {n: [] for n in SERVERS}
+    for _ in range(args.repeats):
+        for n, extra in SERVERS.items():  # a fresh server each time: see the docstring
+            with server(n, extra, registry, tmp, ports[n]) as pid:
+                for model in models:
                     url = f"http://127.0.0.1:{ports[n]}/v2/models/{model}/infer"
-                    runs[n].append(measured(pids[n], url, body, args, tmp))
-            base = statistics.median(r["rps"] for r in runs["off"])
-            base_cpu = statistics.median(r["cpu_us_per_req"] for r in runs["off"])
-            for n in SERVERS:
-                med = {k: statistics.median(r[k] for r in runs[n]) for k in runs[n][0]}
-                print(f"{model:<8} {n:<7} {med['rps']:>8.0f} {med['rps'] / base - 1:>+7.1%} "
-                      f"{med['p50_ms']:>7.2f} {med['p99_ms']:>7.2f} "
-                      f"{med['cpu_us_per_req']:>10.1f} "
-                      f"{med['cpu_us_per_req'] / base_cpu - 1:>+7.1%} "
-                      f"{med['gen_cpu_pct']:>6.0f}%  "
-                      + " ".join(f"{r['rps']:.0f}" for r in runs[n]))
-        for n in ("1pct", "100pct"):
-            url = f"http://127.0.0.1:{ports[n]}"
-            written = _metric(url, "serving_payload_written_total").get("", 0)
-            dropped = _metric(url, "serving_payload_dropped_total")
-            print(f"# {n}: {written:.0f} records written, dropped {dropped}")
-        print("# load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-        if args.flood:
-            flood(pids["100pct"], f"http://127.0.0.1:{ports['100pct']}",
+                    runs[model][n].append(measured(pid, url, bodies[model], args, tmp))
+                if extra:
+                    url = f"http://127.0.0.1:{ports[n]}"
+                    counts[n].append((_metric(url, "serving_payload_written_total").get("", 0),
+                                      _metric(url, "serving_payload_dropped_total")))
+    for model in models:
+        base = statistics.median(r["rps"] for r in runs[model]["off"])
+        base_cpu = statistics.median(r["cpu_us_per_req"] for r in runs[model]["off"])
+        for n in SERVERS:
+            rs = runs[model][n]
+            med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            print(f"{model:<8} {n:<7} {med['rps']:>8.0f} {med['rps'] / base - 1:>+7.1%} "
+                  f"{med['p50_ms']:>7.2f} {med['p99_ms']:>7.2f} "
+                  f"{med['cpu_us_per_req']:>10.1f} "
+                  f"{med['cpu_us_per_req'] / base_cpu - 1:>+7.1%} "
+                  f"{med['gen_cpu_pct']:>6.0f}%  "
+                  + " ".join(f"{r['rps']:.0f}" for r in rs))
+    for n in ("1pct", "100pct"):
+        written = sum(w for w, _ in counts[n])
+        dropped = {k: sum(d.get(k, 0) for _, d in counts[n]) for k in counts[n][0][1]}
+        print(f"# {n}: {written:.0f} records written, dropped {dropped}")
+    print("# load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    if args.flood:
+        with server("100pct", SERVERS["100pct"], registry, tmp, ports["100pct"]) as pid:
+            flood(pid, f"http://127.0.0.1:{ports['100pct']}",
                   *(v2_body(x) for x in sample_inputs(registry, ["iris", "digits"]).values()),
                   args, tmp)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
+
+
+@contextlib.contextmanager
+def server(name: str, extra: list[str], registry: Path, tmp: Path,
+           port: int) -> Iterator[int]:
+    """A server of one configuration, pinned to the server core: its pid."""
+    cmd = [sys.executable, "-m", "serving", "serve", "--registry", str(registry),
+           "--port", str(port), "--grpc-port", "0", "--log-level", "warning",
+           "--drain-grace", "0",
+           *(["--payload-log", str(tmp / f"payload-{name}")] if extra else []), *extra]
+    if extra:
+        cmd += ["--admin-open"]  # the flood's feedback
+    with start(cmd, f"http://127.0.0.1:{port}/v2/health/ready",
+               tmp / f"{name}.log") as proc:
+        yield proc.pid
 
 
 if __name__ == "__main__":

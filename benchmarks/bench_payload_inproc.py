@@ -30,7 +30,8 @@ from typing import Any
 
 from bench_e2e import ROOT, SERVER_CPU, pinned, sample_inputs, v2_body
 
-MODES = {"off": {}, "store": {"payload_sample": 1.0},
+MODES = {"off": {}, "1pct": {"payload_sample": 0.01, "payload_log": "SINK"},
+         "store": {"payload_sample": 1.0},
          "100pct": {"payload_sample": 1.0, "payload_log": "SINK"}}
 
 

@@ -69,9 +69,25 @@ class Column:
 class Block:
     """Records of one model, version and route, and the policy they were logged under."""
 
-    __slots__ = ("_index", "_indexed", "_layout", "ends", "ids", "inputs", "latencies", "model",
-                 "nbytes", "number", "outputs", "policy", "route", "sizes", "start", "times",
-                 "version")
+    __slots__ = (
+        "_layout",
+        "ends",
+        "ids",
+        "indexed",
+        "inputs",
+        "latencies",
+        "model",
+        "nbytes",
+        "number",
+        "outputs",
+        "policy",
+        "route",
+        "sealed",
+        "sizes",
+        "start",
+        "times",
+        "version",
+    )
 
     def __init__(self, number: int, model: str, version: str, route: str, policy: Policy,
                  inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
@@ -89,8 +105,8 @@ class Block:
         self.sizes: list[int] = []  # bytes each record holds
         self.nbytes = 0
         self.start = 0  # records before this were dropped from the writer's buffer
-        self._index: dict[str, int] = {}  # id: its newest record, built by find
-        self._indexed = 0
+        self.sealed = False  # no longer open: nothing more is appended
+        self.indexed = 0  # records the store of recent predictions has indexed
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -111,15 +127,6 @@ class Block:
         self.sizes.append(n)
         self.nbytes += n
         return n
-
-    def find(self, rid: str) -> int:
-        """The index of the newest record with this id, or -1 (loop thread: the records
-        appended since the last search are indexed first)."""
-        index, ids = self._index, self.ids
-        for i in range(self._indexed, len(ids)):
-            index[ids[i]] = i
-        self._indexed = len(ids)
-        return index.get(rid, -1)
 
     def release_inputs(self) -> None:
         """Free the inputs once the writer is done with them (the store keeps the outputs)."""

@@ -30,6 +30,7 @@ from serving.payload.block import Block
 from serving.payload.feedback import FeedbackBook
 from serving.payload.record import OFF, Answer, Inputs, Outputs, Policy, input_arrays
 from serving.payload.sinks import Sink, open_sink
+from serving.payload.store import Store
 
 log = logging.getLogger("serving.payload")
 
@@ -60,11 +61,7 @@ class PayloadLog:
         self._policies: dict[int, tuple[ModelConfig, Policy]] = {}
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(6)  # ids unique across processes and restarts
-        # The store of recent predictions: each model's newest blocks, oldest first, holding
-        # at least its last `recent` answers that are not a shadow's (loop thread only).
-        # Nothing is filed per request: a lookup searches the blocks, newest first, each
-        # indexing its ids on the first search that reaches it.
-        self._kept: dict[str, deque[Block]] = {}
+        self._stores: dict[str, Store] = {}  # model: its recent predictions (loop thread)
         self.dropped: dict[str, int] = {"buffer_full": 0, "sink_error": 0, "encode_error": 0}
         self.written = 0  # writer thread: records a sink accepted
         self._sinks: dict[str, Sink] = {}
@@ -123,7 +120,10 @@ class PayloadLog:
                                                 policy, inputs, outputs, rows)
                 size = block.add(request_id, now, latency_s, inputs, outputs, rows)
                 if policy.recent:
-                    self._keep(block, policy.recent)
+                    store = self._stores.get(model)
+                    if store is None:
+                        store = self._stores[model] = Store()
+                    store.keep(block, policy.recent)
             if policy.sink:
                 self._pending += 1
                 self._held += size
@@ -133,25 +133,10 @@ class PayloadLog:
     def _seal(self, key: tuple[str, str, str], block: Block) -> None:
         """Close an open block (lock held): to the writer when it has a sink."""
         del self._open[key]
+        block.sealed = True
         self._sealed[key] = self._sealed.get(key, 0) + len(block)
         if block.policy.sink:
             self._ready.append(block)
-
-    def _keep(self, block: Block, limit: int) -> None:
-        """File a new block in its model's store of recent predictions, and let go of the
-        oldest blocks while the rest hold `limit` answers that are not a shadow's."""
-        kept = self._kept.get(block.model)
-        if kept is None:
-            kept = self._kept[block.model] = deque()
-        kept.append(block)
-        answers = sum(len(b) for b in kept if b.route != "shadow")
-        while len(kept) > 1:
-            first = kept[0]
-            n = len(first) if first.route != "shadow" else 0
-            if answers - n < limit:
-                break
-            answers -= n
-            kept.popleft()
 
     @property
     def logged(self) -> dict[tuple[str, str, str], int]:
@@ -192,18 +177,8 @@ class PayloadLog:
     def answers(self, model: str, request_id: str) -> tuple[Answer, ...] | None:
         """What was answered for a request id still in memory (the newest answer that is not
         a shadow's, then the shadows' answers to it), or None."""
-        primary, shadows = None, []
-        for block in reversed(self._kept.get(model, ())):
-            i = block.find(request_id)
-            if i < 0:
-                continue
-            if block.route == "shadow":
-                shadows.append(block.answer(i, request_id))
-            elif primary is None:
-                primary = block.answer(i, request_id)
-        if primary is None:
-            return None
-        return (primary, *reversed(shadows))
+        store = self._stores.get(model)
+        return store.answers(request_id) if store is not None else None
 
     @property
     def buffered(self) -> int:

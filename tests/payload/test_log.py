@@ -92,7 +92,7 @@ def test_the_store_of_recent_predictions_is_bounded_and_keeps_shadows() -> None:
         log.capture(f"s{i}", "m", "1", "primary", row(i), out(i), 0.001, c)
     assert log.answers("m", "r0") is None and log.answers("m", "r4") is None
     assert log.answers("m", f"s{3 * CAPACITY - 1}") is not None
-    kept = sum(len(b) for b in log._kept["m"])
+    kept = len(log._stores["m"])
     assert 3 <= kept <= 3 + 2 * CAPACITY  # checked as each block opens
 
 
