@@ -58,3 +58,65 @@ def copy_record(layout: tuple[Spec, ...], inputs: dict[str, np.ndarray] | None,
             data.append(a)
             held += a.nbytes if a.dtype.kind != "O" else a.size * 64
     return held
+
+
+class Records:
+    """A block's records as the request path appends them: the ids, each record's time,
+    latency, rows up to its end and bytes held, and the columns' layout that copy_record
+    fills (the compiled twin keeps the numbers in C arrays)."""
+
+    def __init__(self, layout: tuple[Spec, ...], inputs: bool, capacity: int,
+                 max_bytes: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.ids: list[Any] = []
+        self._layout, self._inputs = layout, inputs
+        self._capacity, self._max_bytes = capacity, max_bytes
+        self._times: list[float] = []
+        self._latencies: list[float] = []
+        self._ends: list[int] = []
+        self._sizes: list[int] = []
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, rid: Any, t: float, latency_s: float, inputs: dict[str, np.ndarray],
+            outputs: dict[str, np.ndarray], rows: int) -> int:
+        """Append a record: the bytes it holds, or -1 (nothing appended) when the block is
+        full or its arrays are not the columns'."""
+        if len(self.ids) >= self._capacity or self.nbytes >= self._max_bytes:
+            return -1
+        held = copy_record(self._layout, inputs if self._inputs else None, outputs, rows)
+        if held < 0:
+            return -1
+        self.ids.append(rid)
+        self._times.append(float(t))
+        self._latencies.append(float(latency_s))
+        self._ends.append((self._ends[-1] if self._ends else 0) + rows)
+        self._sizes.append(held)
+        self.nbytes += held
+        return held
+
+    def times(self, start: int, end: int) -> list[float]:
+        return self._times[max(start, 0):max(end, 0)]
+
+    def latencies(self, start: int, end: int) -> list[float]:
+        return self._latencies[max(start, 0):max(end, 0)]
+
+    def ends(self, start: int, end: int) -> list[int]:
+        return self._ends[max(start, 0):max(end, 0)]
+
+    def time(self, i: int) -> float:
+        return self._times[self._index(i)]
+
+    def end(self, i: int) -> int:
+        return self._ends[self._index(i)]
+
+    def size(self, i: int) -> int:
+        return self._sizes[self._index(i)]
+
+    def _index(self, i: int) -> int:
+        if not 0 <= i < len(self.ids):
+            raise IndexError("record index out of range")
+        return i

@@ -26,9 +26,9 @@ from serving.payload._reference import Spec, buffer_format
 from serving.payload.record import Answer, Logged, Policy, prediction
 
 if os.environ.get("SERVING_PUREPYTHON"):  # msgpack's switch, as serving/batching/kernels.py
-    from serving.payload._reference import copy_record
+    from serving.payload._reference import Records
 else:  # a broken build fails loudly
-    from serving._kernels import copy_record
+    from serving._kernels import Records  # type: ignore[assignment]
 
 CAPACITY = 1024  # records a block holds at most; a record's ref is number * CAPACITY + index
 BLOCK_BYTES = 1 << 20  # a block is sealed once its columns hold this many bytes
@@ -59,35 +59,12 @@ class Column:
                              start * b)
         return flat.reshape(end - start, *self.shape)
 
-    def record(self, i: int, ends: list[int]) -> np.ndarray:
-        """Record i's array."""
-        if not self.raw:
-            return self.arrays[i]
-        return self.rows(ends[i - 1] if i else 0, ends[i])
-
 
 class Block:
     """Records of one model, version and route, and the policy they were logged under."""
 
-    __slots__ = (
-        "_layout",
-        "ends",
-        "ids",
-        "indexed",
-        "inputs",
-        "latencies",
-        "model",
-        "nbytes",
-        "number",
-        "outputs",
-        "policy",
-        "route",
-        "sealed",
-        "sizes",
-        "start",
-        "times",
-        "version",
-    )
+    __slots__ = ("add", "core", "ids", "indexed", "inputs", "model", "number", "outputs",
+                 "policy", "route", "sealed", "start", "version")
 
     def __init__(self, number: int, model: str, version: str, route: str, policy: Policy,
                  inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
@@ -97,36 +74,20 @@ class Block:
         # inputs are kept only for a sink: the store of recent predictions needs the outputs
         self.inputs = [Column(k, a, rows) for k, a in inputs.items()] if policy.sink else []
         self.outputs = [Column(k, a, rows) for k, a in outputs.items()]
-        self._layout = tuple(c.spec for c in (*self.inputs, *self.outputs))
-        self.ids: list[str] = []
-        self.times: list[float] = []
-        self.latencies: list[float] = []
-        self.ends: list[int] = []  # rows of the raw columns after each record
-        self.sizes: list[int] = []  # bytes each record holds
-        self.nbytes = 0
+        self.core = Records(tuple(c.spec for c in (*self.inputs, *self.outputs)),
+                            bool(self.inputs), CAPACITY, BLOCK_BYTES)
+        self.ids: list[str] = self.core.ids
+        # add(rid, t, latency_s, inputs, outputs, rows): append a record, copying its arrays
+        # into the columns; the bytes it holds, or -1 (nothing appended) when the block is
+        # full or the arrays are not its columns (the compiled Records' own method: no
+        # Python frame on the request path)
+        self.add = self.core.add
         self.start = 0  # records before this were dropped from the writer's buffer
         self.sealed = False  # no longer open: nothing more is appended
         self.indexed = 0  # records the store of recent predictions has indexed
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def add(self, rid: str, t: float, latency_s: float, inputs: dict[str, np.ndarray],
-            outputs: dict[str, np.ndarray], rows: int) -> int:
-        """Append a record: the bytes it holds, or -1 (nothing appended) when its arrays are
-        not this block's columns or the block is full."""
-        if len(self.ids) >= CAPACITY or self.nbytes >= BLOCK_BYTES:
-            return -1
-        n = copy_record(self._layout, inputs if self.inputs else None, outputs, rows)
-        if n < 0:
-            return -1
-        self.ids.append(rid)
-        self.times.append(t)
-        self.latencies.append(latency_s)
-        self.ends.append((self.ends[-1] if self.ends else 0) + rows)
-        self.sizes.append(n)
-        self.nbytes += n
-        return n
 
     def release_inputs(self) -> None:
         """Free the inputs once the writer is done with them (the store keeps the outputs)."""
@@ -135,19 +96,23 @@ class Block:
             c.arrays.clear()
 
     def arrays(self, cols: list[Column], i: int) -> dict[str, np.ndarray]:
-        return {c.name: c.record(i, self.ends) for c in cols}
+        start, end = self.core.end(i - 1) if i else 0, self.core.end(i)
+        return {c.name: c.rows(start, end) if c.raw else c.arrays[i] for c in cols}
 
     def answer(self, i: int, rid: str) -> Answer:
         """Record i as feedback joins it."""
         pred = prediction(self.arrays(self.outputs, i))
         # a copy: a view of a column's bytes would stop the block growing
         kind, values = (pred[0], pred[1].copy()) if pred is not None else ("", None)
-        return Answer(rid, self.times[i], self.model, self.version, self.route, kind, values)
+        return Answer(rid, self.core.time(i), self.model, self.version, self.route, kind,
+                      values)
 
     def records(self) -> list[Logged]:
         """The records from `start` as Logged tuples (for CloudEvents, and the spec)."""
         p = self.policy
-        return [(self.ids[i], self.times[i], self.model, self.version, self.route,
-                 self.arrays(self.inputs, i), self.arrays(self.outputs, i), self.latencies[i],
+        core = self.core
+        return [(self.ids[i], core.time(i), self.model, self.version, self.route,
+                 self.arrays(self.inputs, i), self.arrays(self.outputs, i),
+                 core.latencies(i, i + 1)[0],
                  p.sink, p.segment_records, p.segment_s)
                 for i in range(self.start, len(self.ids))]

@@ -30,13 +30,15 @@ def block_lines(b: Block) -> bytes:
     s, n = b.start, len(b)
     if n - s <= 1:
         return b"".join(json_line(r) + b"\n" for r in b.records())
-    first = b.ends[s - 1] if s else 0
-    ends = b.ends[s:n]
+    core = b.core
+    first = core.end(s - 1) if s else 0
+    ends = core.ends(s, n)
     counts = [e - p for p, e in zip([first, *ends[:-1]], ends, strict=True)]
     return _interleave([
-        b'{"id":"', _strings(b.ids[s:n]), b'","time":"', *_times(b.times[s:n]),
+        b'{"id":"', _strings(b.ids[s:n]), b'","time":"', *_times(core.times(s, n)),
         b'Z","model":"', _strings([b.model]), b'","version":"', _strings([b.version]),
-        b'","route":"', _strings([b.route]), b'","latency_ms":', _latencies(b.latencies[s:n]),
+        b'","route":"', _strings([b.route]), b'","latency_ms":',
+        _latencies(core.latencies(s, n)),
         *_columns(b',"inputs":{', b, b.inputs, first, counts),
         *_columns(b'},"outputs":{', b, b.outputs, first, counts),
         b"}}\n",

@@ -154,7 +154,7 @@ class PayloadLog:
         for block in blocks:
             while block.start < len(block) and self._pending > 1 and (
                     self._pending > self._max_records or self._held > self._max_bytes):
-                self._held -= block.sizes[block.start]
+                self._held -= block.core.size(block.start)
                 block.start += 1
                 self._pending -= 1
                 self.dropped["buffer_full"] += 1

@@ -81,7 +81,7 @@ class Store:
                     old = self._primary.get(rid)
                     # a reused id: the newest answer counts (blocks open side by side, a
                     # primary's and a canary's, are indexed one after the other)
-                    if old is None or self._time(old) <= block.times[i]:
+                    if old is None or self._time(old) <= block.core.time(i):
                         self._primary[rid] = base + i
             block.indexed = end
             if not block.sealed:
@@ -89,7 +89,7 @@ class Store:
         self._pending = still
 
     def _time(self, ref: int) -> float:
-        return self._by_number[ref // CAPACITY].times[ref % CAPACITY]
+        return self._by_number[ref // CAPACITY].core.time(ref % CAPACITY)
 
     def answers(self, request_id: str) -> tuple[Answer, ...] | None:
         """The newest answer to an id that is not a shadow's, then the shadows' answers to

@@ -112,3 +112,30 @@ def test_a_column_still_viewed_leaves_the_block_as_it_was(impl: ModuleType) -> N
     del view
     assert impl.copy_record(layout, x, outs, 1) == 36
     assert [len(c.data) for c in (*block.inputs, *block.outputs)] == [32, 16, 24]
+
+
+def run_records(impl: ModuleType, case: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Records (the block's per-record fields) over the same pair, then past its capacity."""
+    ins, outs, ins2, outs2, rows, rows2 = case
+    block = Block(0, "m", "1", "primary", SINK, ins, outs, rows)
+    records = impl.Records(tuple(c.spec for c in (*block.inputs, *block.outputs)), True, 2,
+                           1 << 20)
+    added = [records.add("a", 1.5, 0.25, ins, outs, rows),
+             records.add("b", 2, 1, ins2, outs2, rows2),
+             records.add("c", 3.0, 0.5, ins, outs, rows),
+             records.add("d", 4.0, 0.5, ins, outs, rows)]  # past its capacity of 2: -1
+    n = len(records)
+    fields = (records.ids, records.times(0, n), records.latencies(-1, 9), records.ends(0, n),
+              [records.size(i) for i in range(n)], records.nbytes, records.time(n - 1))
+    with pytest.raises(IndexError):
+        records.size(n)
+    return added, fields, columns(block)
+
+
+@needs_compiled
+@settings(max_examples=200, deadline=None)
+@given(records())
+def test_compiled_records_match_the_twin(case: tuple[Any, ...]) -> None:
+    fast = run_records(compiled, case)  # type: ignore[arg-type]
+    assert fast == run_records(_reference, case)
+    assert fast[0][-1] == -1
