@@ -63,8 +63,8 @@ class Column:
 class Block:
     """Records of one model, version and route, and the policy they were logged under."""
 
-    __slots__ = ("add", "core", "ids", "indexed", "inputs", "model", "number", "outputs",
-                 "policy", "route", "sealed", "start", "version")
+    __slots__ = ("_predicted", "add", "core", "ids", "indexed", "inputs", "model", "number",
+                 "outputs", "policy", "route", "sealed", "start", "version")
 
     def __init__(self, number: int, model: str, version: str, route: str, policy: Policy,
                  inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
@@ -85,6 +85,8 @@ class Block:
         self.start = 0  # records before this were dropped from the writer's buffer
         self.sealed = False  # no longer open: nothing more is appended
         self.indexed = 0  # records the store of recent predictions has indexed
+        # a sealed block's prediction for every row, made when feedback first asks
+        self._predicted: tuple[str, np.ndarray | None] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -101,9 +103,16 @@ class Block:
 
     def answer(self, i: int, rid: str) -> Answer:
         """Record i as feedback joins it."""
-        pred = prediction(self.arrays(self.outputs, i))
-        # a copy: a view of a column's bytes would stop the block growing
-        kind, values = (pred[0], pred[1].copy()) if pred is not None else ("", None)
+        start, end = self.core.end(i - 1) if i else 0, self.core.end(i)
+        if self.sealed and all(c.raw for c in self.outputs):
+            if self._predicted is None:  # once per block: a flood of feedback asks often
+                self._predicted = _copied(prediction({c.name: c.rows(0, self.core.end(
+                    len(self) - 1)) for c in self.outputs}))
+            kind, every = self._predicted
+            values = every[start:end].copy() if every is not None else None
+        else:
+            # a copy: a view of a column's bytes would stop the block growing
+            kind, values = _copied(prediction(self.arrays(self.outputs, i)))
         return Answer(rid, self.core.time(i), self.model, self.version, self.route, kind,
                       values)
 
@@ -116,3 +125,7 @@ class Block:
                  core.latencies(i, i + 1)[0],
                  p.sink, p.segment_records, p.segment_s)
                 for i in range(self.start, len(self.ids))]
+
+
+def _copied(pred: tuple[str, np.ndarray] | None) -> tuple[str, np.ndarray | None]:
+    return (pred[0], pred[1].copy()) if pred is not None else ("", None)

@@ -148,3 +148,23 @@ def test_a_late_lookup_finds_the_primary_behind_a_newer_shadow(tmp_path: Path) -
     assert len(list((tmp_path / "m").glob("*.jsonl.gz"))) == 2
     found = find_logged([str(tmp_path)], "m", {"r1"})
     assert [(a.version, a.route) for a in found["r1"]] == [("1", "primary"), ("2", "shadow")]
+
+
+def test_answers_from_open_and_sealed_blocks_agree(tmp_path: Path) -> None:
+    log = PayloadLog()
+    c = cfg(sample=1.0, sink=str(tmp_path), recent=100)
+    for i in range(6):
+        rows = 1 + i % 2  # one or two rows a request
+        log.capture(f"r{i}", "m", "1", "primary", {"input": np.full((rows, 2), float(i))},
+                    {"label": np.arange(i, i + rows), "p": np.full((rows, 3), 0.5, np.float32)},
+                    0.001, c)
+        log.capture(f"r{i}", "reg", "1", "primary", {"input": np.full((rows, 2), float(i))},
+                    {"value": np.full((rows, 1), i / 2, np.float32)}, 0.001, c)
+    def got() -> list[tuple[str, list[float]]]:
+        return [(a.kind, a.values.tolist()) for m in ("m", "reg") for i in range(6)  # type: ignore[union-attr]
+                for a in log.answers(m, f"r{i}") or ()]
+    open_blocks = got()
+    log.drain()  # sealed now: answered from each block's prediction of every row
+    assert got() == open_blocks
+    assert open_blocks[:3] == [("class", [0]), ("class", [1, 2]), ("class", [2])]
+    assert open_blocks[7] == ("value", [0.5, 0.5])
