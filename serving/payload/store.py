@@ -18,12 +18,18 @@ from serving.payload.record import Answer
 class Store:
     """One model's recent answers: at least its last `limit` that are not a shadow's."""
 
-    __slots__ = ("_blocks", "_by_number", "_pending", "_primary", "_shadows")
+    __slots__ = ("_answers", "_blocks", "_by_number", "_counted", "_growing", "_pending",
+                 "_primary", "_shadows")
 
     def __init__(self) -> None:
         self._blocks: deque[Block] = deque()  # oldest first
         self._by_number: dict[int, Block] = {}
         self._pending: list[Block] = []  # blocks with records not indexed yet
+        # answers that are not a shadow's in the blocks, as last counted: a block is counted
+        # again (its records since) while it may grow
+        self._answers = 0
+        self._counted: dict[int, int] = {}  # block number: its answers counted
+        self._growing: list[Block] = []
         # id -> its newest answer that is not a shadow's, and the shadows' answers to it, as
         # refs: block number * CAPACITY + the record's index there
         self._primary: dict[str, int] = {}
@@ -34,24 +40,37 @@ class Store:
 
     def keep(self, block: Block, limit: int) -> None:
         """File a block as it opens; let go of the oldest blocks that the newer ones make
-        unneeded (they hold `limit` answers that are not a shadow's)."""
+        unneeded (they hold `limit` answers that are not a shadow's). The count is kept as
+        blocks grow, not summed: at 1% sampling a block holds a tick's few records, and the
+        store thousands of blocks."""
         self._blocks.append(block)
         self._by_number[block.number] = block
         self._pending.append(block)
-        held, needed = 0, 0
-        for b in reversed(self._blocks):
-            needed += 1
+        self._counted[block.number] = 0
+        self._growing.append(block)
+        growing = []
+        for b in self._growing:
             if b.route != "shadow":
-                held += len(b)
-                if held >= limit:
-                    break
-        while len(self._blocks) > needed:
+                n = len(b)
+                self._answers += n - self._counted[b.number]
+                self._counted[b.number] = n
+            if not b.sealed:
+                growing.append(b)
+        self._growing = growing
+        while len(self._blocks) > 1:
+            first = self._blocks[0]
+            if self._answers - self._counted[first.number] < limit:
+                break
             self._forget(self._blocks.popleft())
 
     def _forget(self, block: Block) -> None:
         del self._by_number[block.number]
-        if block in self._pending:
-            self._pending.remove(block)
+        self._answers -= self._counted.pop(block.number)
+        for waiting in (self._pending, self._growing):
+            if waiting and waiting[0] is block:  # the oldest, as a rule
+                del waiting[0]
+            elif block in waiting:
+                waiting.remove(block)
         base = block.number * CAPACITY
         shadow = block.route == "shadow"
         for i, rid in enumerate(block.ids[:block.indexed]):

@@ -168,3 +168,16 @@ def test_answers_from_open_and_sealed_blocks_agree(tmp_path: Path) -> None:
     assert got() == open_blocks
     assert open_blocks[:3] == [("class", [0]), ("class", [1, 2]), ("class", [2])]
     assert open_blocks[7] == ("value", [0.5, 0.5])
+
+
+def test_a_store_of_one_record_blocks_stays_bounded(tmp_path: Path) -> None:
+    # at a low sampling rate each writer pass seals a block of a few records
+    log = PayloadLog()
+    c = cfg(sample=1.0, sink=str(tmp_path), recent=5)
+    for i in range(40):
+        log.capture(f"r{i}", "m", "1", "primary", row(i), out(i), 0.001, c)
+        log.capture(f"r{i}", "m", "2", "shadow", row(i), out(i + 1), 0.001, c)
+        log.drain()
+    assert 5 <= sum(len(b) for b in log._stores["m"]._blocks if b.route != "shadow") <= 6
+    assert [a.route for a in log.answers("m", "r39") or ()] == ["primary", "shadow"]
+    assert log.answers("m", "r30") is None
