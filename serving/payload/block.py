@@ -19,6 +19,7 @@ dtypes or row shapes) starts a new block: `add` says so before copying anything.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 
@@ -64,12 +65,13 @@ class Block:
     """Records of one model, version and route, and the policy they were logged under."""
 
     __slots__ = ("_predicted", "add", "core", "ids", "indexed", "inputs", "model", "number",
-                 "outputs", "policy", "route", "sealed", "start", "version")
+                 "opened", "outputs", "policy", "route", "sealed", "start", "version")
 
     def __init__(self, number: int, model: str, version: str, route: str, policy: Policy,
                  inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
                  rows: int) -> None:
         self.number = number
+        self.opened = time.monotonic()
         self.model, self.version, self.route, self.policy = model, version, route, policy
         # inputs are kept only for a sink: the store of recent predictions needs the outputs
         self.inputs = [Column(k, a, rows) for k, a in inputs.items()] if policy.sink else []

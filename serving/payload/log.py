@@ -33,6 +33,7 @@ from serving.payload.sinks import Sink, open_sink
 from serving.payload.store import Store
 
 log = logging.getLogger("serving.payload")
+SEAL_RECORDS = 64  # an open block this big is sealed and written at the writer's next pass
 
 
 
@@ -42,11 +43,12 @@ class PayloadLog:
 
     def __init__(
         self, sink: str = "", sample: float = -1.0, buffer: int = 10_000, tick_s: float = 0.05,
-        buffer_bytes: int = 256 << 20,
+        buffer_bytes: int = 256 << 20, seal_s: float = 1.0,
     ) -> None:
         self.sink_override = sink
         self.sample_override = sample
         self.tick_s = tick_s
+        self.seal_s = seal_s  # a block under SEAL_RECORDS records is written this late
         # The records waiting for the writer, and the bytes of tensors each holds (the
         # request's arrays, which may be views of its body): bounded in both, the oldest
         # dropped first. The loop appends and drops, the writer takes all: under the lock.
@@ -215,12 +217,19 @@ class PayloadLog:
         """One pass: seal the open blocks, move what waits into the sinks, close due
         segments."""
         with self._lock:
+            opened = time.monotonic() - self.seal_s
             for key, block in list(self._open.items()):
-                if block.policy.sink:
+                # a block of a few records waits (up to seal_s): at 1% sampling each pass
+                # sealed a block of a handful, and every block costs its own rendering,
+                # compression and index
+                if block.policy.sink and (force or len(block) >= SEAL_RECORDS
+                                          or block.opened <= opened):
                     self._seal(key, block)
             blocks = list(self._ready)
             self._ready.clear()
-            self._pending = self._held = 0
+            waiting = [b for b in self._open.values() if b.policy.sink]
+            self._pending = sum(len(b) - b.start for b in waiting)
+            self._held = sum(b.core.size(i) for b in waiting for i in range(b.start, len(b)))
         now = time.time()
         by_sink: dict[str, list[Block]] = {}
         for block in blocks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ def test_a_full_buffer_drops_the_oldest_and_counts_them(tmp_path: Path) -> None:
 
 
 def test_segments_rotate_by_records_and_are_read_back(tmp_path: Path) -> None:
-    log = PayloadLog()
+    log = PayloadLog(seal_s=0.0)  # each pass seals what is open
     c = cfg(sample=1.0, sink=str(tmp_path), segment_records=4)
     for i in range(10):
         log.capture(f"r{i}", "m", "1", "primary", row(i), out(i), 0.001, c)
@@ -137,7 +138,7 @@ def test_the_buffer_is_bounded_in_bytes_too(tmp_path: Path) -> None:
 
 
 def test_a_late_lookup_finds_the_primary_behind_a_newer_shadow(tmp_path: Path) -> None:
-    log = PayloadLog()
+    log = PayloadLog(seal_s=0.0)  # each pass seals what is open
     c = cfg(sample=1.0, sink=str(tmp_path), segment_records=2)
     log.capture("r1", "m", "1", "primary", row(1), out(1), 0.001, c)
     log.capture("r2", "m", "1", "primary", row(2), out(2), 0.001, c)
@@ -151,7 +152,7 @@ def test_a_late_lookup_finds_the_primary_behind_a_newer_shadow(tmp_path: Path) -
 
 
 def test_answers_from_open_and_sealed_blocks_agree(tmp_path: Path) -> None:
-    log = PayloadLog()
+    log = PayloadLog(seal_s=0.0)  # each pass seals what is open
     c = cfg(sample=1.0, sink=str(tmp_path), recent=100)
     for i in range(6):
         rows = 1 + i % 2  # one or two rows a request
@@ -172,7 +173,7 @@ def test_answers_from_open_and_sealed_blocks_agree(tmp_path: Path) -> None:
 
 def test_a_store_of_one_record_blocks_stays_bounded(tmp_path: Path) -> None:
     # at a low sampling rate each writer pass seals a block of a few records
-    log = PayloadLog()
+    log = PayloadLog(seal_s=0.0)  # each pass seals what is open
     c = cfg(sample=1.0, sink=str(tmp_path), recent=5)
     for i in range(40):
         log.capture(f"r{i}", "m", "1", "primary", row(i), out(i), 0.001, c)
@@ -181,3 +182,19 @@ def test_a_store_of_one_record_blocks_stays_bounded(tmp_path: Path) -> None:
     assert 5 <= sum(len(b) for b in log._stores["m"]._blocks if b.route != "shadow") <= 6
     assert [a.route for a in log.answers("m", "r39") or ()] == ["primary", "shadow"]
     assert log.answers("m", "r30") is None
+
+
+def test_a_small_block_waits_for_more_records_or_its_age(tmp_path: Path) -> None:
+    log = PayloadLog(seal_s=0.2)
+    c = cfg(sample=1.0, sink=str(tmp_path), segment_records=1)
+    log.capture("r0", "m", "1", "primary", row(0), out(0), 0.001, c)
+    log.drain()
+    assert log.written == 0 and log.buffered == 1  # one record: it waits
+    for i in range(1, 64):
+        log.capture(f"r{i}", "m", "1", "primary", row(i), out(i), 0.001, c)
+    log.drain()
+    assert log.written == 64 and log.buffered == 0  # 64 records: written at once
+    log.capture("late", "m", "1", "primary", row(0), out(0), 0.001, c)
+    time.sleep(0.25)
+    log.drain()
+    assert log.written == 65  # old enough
