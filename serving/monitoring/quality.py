@@ -28,7 +28,8 @@ def payload_families(log: PayloadLog) -> Iterator[Metric]:
     written.add_metric([], log.written)
     dropped = CounterMetricFamily(
         "serving_payload_dropped", "Logged records lost: buffer_full (the oldest, while the "
-        "writer lagged), sink_error (a segment or event the sink refused), encode_error",
+        "writer lagged), sink_error (a segment or event the sink refused), encode_error, "
+        "capture_error (a request the log could not copy)",
         labels=["reason"])
     for reason, n in list(log.dropped.items()):
         dropped.add_metric([reason], n)

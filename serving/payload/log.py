@@ -64,7 +64,8 @@ class PayloadLog:
         self._ids = itertools.count(1)
         self._prefix = secrets.token_hex(6)  # ids unique across processes and restarts
         self._stores: dict[str, Store] = {}  # model: its recent predictions (loop thread)
-        self.dropped: dict[str, int] = {"buffer_full": 0, "sink_error": 0, "encode_error": 0}
+        self.dropped: dict[str, int] = {"buffer_full": 0, "sink_error": 0, "encode_error": 0,
+                                        "capture_error": 0}
         self.written = 0  # writer thread: records a sink accepted
         self._sinks: dict[str, Sink] = {}
         self.feedback = FeedbackBook()  # loop thread: joined feedback and live quality
@@ -104,33 +105,41 @@ class PayloadLog:
         outputs: Outputs, latency_s: float, cfg: ModelConfig, rows: int = -1,
     ) -> None:
         """Copy one answered request into its block. `rows`: the request's (else the first
-        input's)."""
-        policy = self.policy(cfg)
-        now = time.time()
-        if type(inputs) is not dict:
-            inputs = input_arrays(inputs)
-        if rows < 0:
-            rows = next((len(a) for a in inputs.values() if a.ndim), 0)
-        key = (model, version, route)
-        with self._lock:
-            block = self._open.get(key)
-            if block is None or block.policy is not policy or (size := block.add(
-                    request_id, now, latency_s, inputs, outputs, rows)) < 0:
-                if block is not None:
-                    self._seal(key, block)
-                block = self._open[key] = Block(next(self._numbers), model, version, route,
-                                                policy, inputs, outputs, rows)
-                size = block.add(request_id, now, latency_s, inputs, outputs, rows)
-                if policy.recent:
-                    store = self._stores.get(model)
-                    if store is None:
-                        store = self._stores[model] = Store()
-                    store.keep(block, policy.recent)
-            if policy.sink:
-                self._pending += 1
-                self._held += size
-                if self._pending > self._max_records or self._held > self._max_bytes:
-                    self._shed()
+        input's). Never raises: a request the log cannot take is counted (capture_error),
+        and its answer goes out all the same."""
+        try:
+            policy = self.policy(cfg)
+            now = time.time()
+            if type(inputs) is not dict:
+                inputs = input_arrays(inputs)
+            if rows < 0:
+                rows = next((len(a) for a in inputs.values() if a.ndim), 0)
+            key = (model, version, route)
+            with self._lock:
+                block = self._open.get(key)
+                if block is None or block.policy is not policy or (size := block.add(
+                        request_id, now, latency_s, inputs, outputs, rows)) < 0:
+                    if block is not None:
+                        self._seal(key, block)
+                    block = self._open[key] = Block(next(self._numbers), model, version, route,
+                                                    policy, inputs, outputs, rows)
+                    size = block.add(request_id, now, latency_s, inputs, outputs, rows)
+                    if size < 0:  # not even a block of its own takes it: not arrays
+                        raise TypeError("a logged request's tensors are not numpy arrays")
+                    if policy.recent:
+                        store = self._stores.get(model)
+                        if store is None:
+                            store = self._stores[model] = Store()
+                        store.keep(block, policy.recent)
+                if policy.sink:
+                    self._pending += 1
+                    self._held += size
+                    if self._pending > self._max_records or self._held > self._max_bytes:
+                        self._shed()
+        except Exception:  # the request was answered: logging must not fail it
+            self.dropped["capture_error"] += 1
+            if self.dropped["capture_error"] == 1:
+                log.exception("payload log: a request could not be captured (counted from now)")
 
     def _seal(self, key: tuple[str, str, str], block: Block) -> None:
         """Close an open block (lock held): to the writer when it has a sink."""

@@ -198,3 +198,12 @@ def test_a_small_block_waits_for_more_records_or_its_age(tmp_path: Path) -> None
     time.sleep(0.25)
     log.drain()
     assert log.written == 65  # old enough
+
+
+def test_a_request_the_log_cannot_copy_is_counted_not_raised(tmp_path: Path) -> None:
+    log = PayloadLog()
+    c = cfg(sample=1.0, sink=str(tmp_path))
+    log.capture("bad", "m", "1", "primary", row(0), {"label": [1]}, 0.001, c)  # type: ignore[dict-item]
+    assert log.dropped["capture_error"] == 1 and log.buffered == 0
+    log.capture("good", "m", "1", "primary", row(1), out(1), 0.001, c)
+    assert log.buffered == 1 and log.answers("m", "good") is not None
