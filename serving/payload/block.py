@@ -1,19 +1,20 @@
 """Logged records as the request path keeps them: blocks of records of one model, version and
 route, their numeric tensors copied into one growing byte array per input and output.
 
-A block holds each column's rows back to back (`bytearray.extend` of the request's array: one
-copy, ~80 ns), and per record its id, time, latency and where its rows end. The request's own
-arrays and dicts are freed when it answers, as with logging off, instead of being held until the
-writer reaches them; the writer renders a block's column with one orjson call on a view of its
-bytes (`lines.block_lines`), and the store of recent predictions refers to a record by number
-(`ref`) instead of holding a copy of its prediction. Holding every logged request's objects for
-the writer's tick, and copying its prediction, cost the event loop 3-4 us a request
-(benchmarks/bench_payload_inproc.py).
+A block holds each column's rows back to back (the compiled `copy_record`, ext/_payload.pxi: a
+buffer check and a memcpy per tensor), and in a compiled `Records` each record's id, time,
+latency, row end and size. The request's own arrays and dicts are freed when it answers, as
+with logging off, instead of being held until the writer reaches them; the writer renders a
+block's column with one orjson call on a view of its bytes (`lines.block_lines`), and the
+store of recent predictions (`store.py`) is the blocks themselves. Holding every logged
+request's objects for the writer's tick, and filing a copy of its prediction, cost the event
+loop 3-4 us a request (benchmarks/bench_payload_inproc.py).
 
-A column is raw when its arrays are numeric with a row shape free of empty dimensions and as
-many rows as the record; any other array (text, no batch dimension, rows of their own) is kept
-by reference in a list. A record whose arrays do not fit the block's columns (other names,
-dtypes or row shapes) starts a new block: `add` says so before copying anything.
+A column is raw when its arrays are numeric, C-contiguous, with a row shape free of empty
+dimensions and as many rows as the record; any other array (text, no batch dimension, rows of
+their own) is kept by reference in a list. A record whose arrays do not fit the block's
+columns (other names, dtypes or row shapes) starts a new block: `add` says so before copying
+anything.
 """
 
 from __future__ import annotations
