@@ -10,7 +10,7 @@ from datetime import datetime
 import numpy as np
 import orjson
 
-from serving.payload.record import OFF, Answer, Capture, answer
+from serving.payload.record import Answer, answer
 from serving.payload.sinks import segment_files
 
 MAX_SEGMENTS = 50  # newest segments searched per lookup: bounds the cost of unknown ids
@@ -21,10 +21,8 @@ def _answer(doc: dict[str, object]) -> Answer:
     outputs = doc.get("outputs")
     assert isinstance(outputs, dict)
     when = datetime.fromisoformat(str(doc["time"]).replace("Z", "+00:00")).timestamp()
-    return answer(Capture(
-        str(doc["id"]), when, str(doc["model"]), str(doc["version"]), str(doc["route"]), {},
-        {str(k): np.asarray(v) for k, v in outputs.items()}, 0.0, OFF,
-    ))
+    return answer(str(doc["id"]), when, str(doc["model"]), str(doc["version"]),
+                  str(doc["route"]), {str(k): np.asarray(v) for k, v in outputs.items()})
 
 
 def find_logged(roots: list[str], model: str, ids: set[str]) -> dict[str, list[Answer]]:

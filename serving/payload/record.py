@@ -36,34 +36,17 @@ OFF = Policy(0.0, frozenset(), "", 1, 1.0, 0)  # not logged
 Inputs = list[Tensor] | dict[str, np.ndarray]  # the request's decoded inputs, or by name
 Outputs = dict[str, np.ndarray]
 
-# A logged request as the request path hands it to the buffer, by reference (nothing is copied
-# or serialised there): id, time (unix seconds), model, version, route, inputs, outputs,
-# latency (seconds), then its sink and segment limits (records, seconds). An exact tuple of
-# strings, numbers and dicts of arrays, which the collector stops tracking at its first pass:
-# the hundreds waiting for the writer never reach the old generation.
+# One logged record as a tuple, as a block gives its records back (`Block.records`: for the
+# CloudEvents sink, and for `json_line`, the spec of the JSON Lines renderer): id, time (unix
+# seconds), model, version, route, inputs, outputs, latency (seconds), then its sink and
+# segment limits (records, seconds).
 Logged = tuple[str, float, str, str, str, Inputs, Outputs, float, str, int, float]
-
-
-class Capture(NamedTuple):
-    """A logged request's fields, as feedback reads them (from a segment, or in tests)."""
-
-    id: str
-    time: float  # unix seconds
-    model: str
-    version: str
-    route: str  # primary, canary or shadow (a shadow's answer carries the primary's id)
-    inputs: Inputs
-    outputs: Outputs
-    latency_s: float
-    policy: Policy
 
 
 class Answer(NamedTuple):
     """What feedback joins: one logged answer reduced to its prediction (the label or value
-    per row). The log keeps these fields as an exact tuple of strings, numbers and arrays,
-    which the garbage collector stops tracking at its first collection, so the tens of
-    thousands held for feedback never reach the old generation (a store of Captures, with
-    their dicts and lists, made full collections frequent and cost ~25 us a request)."""
+    per row), made when feedback asks (from a block of the store of recent predictions, or
+    from a segment)."""
 
     id: str
     time: float
@@ -86,11 +69,12 @@ def prediction(outputs: dict[str, np.ndarray]) -> tuple[str, np.ndarray] | None:
     return None
 
 
-def answer(c: Capture) -> Answer:
-    """A Capture reduced to what feedback needs."""
-    pred = prediction(c.outputs)
+def answer(rid: str, t: float, model: str, version: str, route: str,
+           outputs: Outputs) -> Answer:
+    """A logged answer reduced to what feedback needs."""
+    pred = prediction(outputs)
     kind, values = pred if pred is not None else ("", None)
-    return Answer(c.id, c.time, c.model, c.version, c.route, kind, values)
+    return Answer(rid, t, model, version, route, kind, values)
 
 
 _second: list[Any] = [-1, ""]  # the last whole second formatted (writer thread only)

@@ -7,12 +7,12 @@ import pytest
 
 from serving.errors import BadRequest
 from serving.payload.feedback import FeedbackBook, Item, Quality, parse
-from serving.payload.record import OFF, Answer, Capture, answer, prediction
+from serving.payload.record import Answer, answer, prediction
 
 
 def capture(outputs: dict[str, np.ndarray], rid: str = "r1", version: str = "1",
             route: str = "primary", t: float = 100.0) -> Answer:
-    return answer(Capture(rid, t, "m", version, route, {}, outputs, 0.001, OFF))
+    return answer(rid, t, "m", version, route, outputs)
 
 
 def test_single_and_batch_forms() -> None:
