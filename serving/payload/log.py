@@ -3,12 +3,12 @@ and the writer thread that renders and ships the records.
 
 On the request path (event loop thread) a logged request costs one `decide` call (a cached
 policy lookup and, when sampled, an id) and one `capture` call, which copies its tensors into
-the open block of its model, version and route (serving/payload/block.py) and, for feedback,
-files the record's number under its id in the model's store of recent predictions. Nothing is
-serialised or sent there. The writer thread wakes every `tick_s`, seals the open blocks, takes
-them and hands them to the sinks; when a sink is slow the blocks wait, and a capture past the
-bounds (records, and bytes of their tensors) drops the oldest records (counted under
-`buffer_full`).
+the open block of its model, version and route (serving/payload/block.py); that block is also
+in the model's store of recent predictions (serving/payload/store.py), so nothing else is filed
+for feedback. Nothing is serialised or sent there. The writer thread wakes every `tick_s`, seals
+the open blocks that are big or old enough, takes the sealed ones and hands them to the sinks;
+when a sink is slow the blocks wait, and a capture past the bounds (records, and bytes of their
+tensors) drops the oldest records (counted under `buffer_full`).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ class PayloadLog:
         self.sample_override = sample
         self.tick_s = tick_s
         self.seal_s = seal_s  # a block under SEAL_RECORDS records is written this late
-        # The records waiting for the writer, and the bytes of tensors each holds (the
-        # request's arrays, which may be views of its body): bounded in both, the oldest
-        # dropped first. The loop appends and drops, the writer takes all: under the lock.
+        # The records waiting for the writer, in the open blocks and the sealed ones, and the
+        # bytes of their tensors: bounded in both, the oldest dropped first. The loop appends
+        # and drops, the writer seals and takes: under the lock.
         self._open: dict[tuple[str, str, str], Block] = {}  # model, version, route: block
         self._ready: deque[Block] = deque()  # sealed blocks waiting for the writer
         self._pending = 0  # records waiting for the writer (from each block's start)
@@ -160,20 +160,22 @@ class PayloadLog:
 
     def _shed(self) -> None:
         """Drop the oldest records waiting for the writer until they are within both bounds
-        (lock held); a record bigger than the byte bound alone is kept, with nothing else."""
-        blocks = [*self._ready, *(b for b in self._open.values() if b.policy.sink)]
-        for block in blocks:
-            while block.start < len(block) and self._pending > 1 and (
-                    self._pending > self._max_records or self._held > self._max_bytes):
-                self._held -= block.core.size(block.start)
-                block.start += 1
-                self._pending -= 1
-                self.dropped["buffer_full"] += 1
-            if block.start < len(block):
-                break
-            if self._ready and block is self._ready[0]:
-                self._ready.popleft()
-                block.release_inputs()
+        (lock held); a record bigger than the byte bound alone is kept, with nothing else.
+        While a sink stalls this runs for every capture, so it walks no more blocks than it
+        drops from."""
+        ready = self._ready
+        while self._pending > 1 and (
+                self._pending > self._max_records or self._held > self._max_bytes):
+            while ready and ready[0].start == len(ready[0]):  # emptied: let it go
+                ready.popleft().release_inputs()
+            block = ready[0] if ready else next(
+                b for b in self._open.values() if b.policy.sink and b.start < len(b))
+            self._held -= block.core.size(block.start)
+            block.start += 1
+            self._pending -= 1
+            self.dropped["buffer_full"] += 1
+        while ready and ready[0].start == len(ready[0]):
+            ready.popleft().release_inputs()
 
     def capture_shadow(
         self, request_id: str, model: str, version: str, feeds: dict[str, np.ndarray],
