@@ -35,8 +35,8 @@ def block_lines(b: Block) -> bytes:
     counts = [e - p for p, e in zip([first, *ends[:-1]], ends, strict=True)]
     return _interleave([
         b'{"id":"', _strings(b.ids[s:n]), b'","time":"', *_times(core.times(s, n)),
-        b'Z","model":"', _strings([b.model]), b'","version":"', _strings([b.version]),
-        b'","route":"', _strings([b.route]), b'","latency_ms":',
+        b'Z","model":"', _quoted(b.model), b'","version":"', _quoted(b.version),
+        b'","route":"', _quoted(b.route), b'","latency_ms":',
         _latencies(core.latencies(s, n)),
         *_columns(b',"inputs":{', b, b.inputs, first, counts),
         *_columns(b'},"outputs":{', b, b.outputs, first, counts),
@@ -44,11 +44,16 @@ def block_lines(b: Block) -> bytes:
     ], n - s)
 
 
+def _quoted(value: str) -> bytes:
+    """A string's JSON between its quotes."""
+    return orjson.dumps(value)[1:-1]
+
+
 def _strings(values: Sequence[str]) -> Piece:
     """Each string's JSON between its quotes (a quote inside one is escaped, so '","' only
-    ever separates two); one piece when they are all the same (a model, version, route)."""
+    ever separates two); one piece when they are all the same."""
     if values.count(values[0]) == len(values):
-        return orjson.dumps(values[0])[1:-1]
+        return _quoted(values[0])
     return orjson.dumps(values)[2:-2].split(b'","')
 
 
