@@ -34,9 +34,10 @@ cdef bint _raw_fits(object value, tuple col, Py_ssize_t rows, Py_buffer* view):
 
 
 cdef bint _fits_all(dict arrays, tuple layout, Py_ssize_t first, Py_ssize_t rows,
-                    Py_buffer* views, bint* acquired, list values) except -1:
+                    Py_buffer* views, bint* acquired, PyObject** values) except -1:
     """Whether the arrays are layout[first:first + len(arrays)]'s columns, acquiring each raw
-    column's buffer (marked in `acquired`, released by the caller either way)."""
+    column's buffer (marked in `acquired`, released by the caller either way) and noting each
+    array in `values` (borrowed: the caller's dicts hold them)."""
     cdef Py_ssize_t pos = 0, i = first
     cdef PyObject* key
     cdef PyObject* value
@@ -49,7 +50,7 @@ cdef bint _fits_all(dict arrays, tuple layout, Py_ssize_t first, Py_ssize_t rows
             return False
         if type(<object>value) is not ndarray:
             return False
-        values.append(<object>value)
+        values[i] = value
         if <object>PyTuple_GET_ITEM(col, 1) is not None:  # raw
             if not _raw_fits(<object>value, col, rows, &views[i]):
                 return False
@@ -73,7 +74,7 @@ cdef Py_ssize_t _copy_record(tuple layout, object inputs, dict outputs,
     cdef Py_ssize_t k
     for j in range(n):
         acquired[j] = False
-    cdef list values = []
+    cdef PyObject* values[_STACK_COLUMNS]
     try:
         if n_in and not _fits_all(<dict>inputs, <tuple>layout, 0, rows, views, acquired,
                                   values):
@@ -101,7 +102,7 @@ cdef Py_ssize_t _copy_record(tuple layout, object inputs, dict outputs,
                     memcpy(PyByteArray_AS_STRING(data) + sizes[j], views[j].buf, views[j].len)
                     held += views[j].len
             else:
-                a = values[j]
+                a = <object>values[j]
                 (<list>data).append(a)
                 held += a.nbytes if a.dtype.kind != "O" else a.size * 64
         return held
