@@ -6,16 +6,63 @@ from cpython.object cimport PyObject
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_Compare
 from libc.string cimport strcmp
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 cdef enum:
     _STACK_COLUMNS = 32  # a record of more columns goes to the spec
+    _C_CONTIGUOUS = 0x0001  # NPY_ARRAY_C_CONTIGUOUS
+
+cdef extern from *:
+    """
+    /* The leading fields of numpy's ndarray (PyArrayObject_fields in numpy/ndarraytypes.h),
+       a layout numpy keeps for binary compatibility in 1.x and 2.x alike: read only for an
+       object whose type is exactly numpy.ndarray. */
+    typedef struct {
+        PyObject_HEAD
+        char *data;
+        int nd;
+        Py_ssize_t *dimensions;
+        Py_ssize_t *strides;
+        PyObject *base;
+        PyObject *descr;
+        int flags;
+    } serving_ndarray;
+
+    /* A view of an array's bytes that holds no object: PyBuffer_Release does nothing. */
+    static void _borrow(Py_buffer *view, char *buf, Py_ssize_t len) {
+        view->buf = buf;
+        view->len = len;
+        view->obj = NULL;
+    }
+    """
+    ctypedef struct serving_ndarray:
+        char* data
+        int nd
+        Py_ssize_t* dimensions
+        PyObject* descr
+        int flags
+    void _borrow(Py_buffer* view, char* buf, Py_ssize_t len)
 
 
 cdef bint _raw_fits(object value, tuple col, Py_ssize_t rows, Py_buffer* view):
-    """Acquire value's buffer if it is the raw column's: its format and item size, `rows` rows
-    of the column's row shape, C-contiguous. If not, False (none held)."""
+    """Acquire value's buffer (an ndarray's) if it is the raw column's: its format and item
+    size, `rows` rows of the column's row shape, C-contiguous. If not, False (none held).
+    An array of the column's own dtype object (numpy's builtin dtypes are singletons: nearly
+    always) is read from its fields, without the buffer protocol, whose export builds a format
+    string and an info struct for every new array: `view` then holds no object."""
     cdef tuple shape = <tuple>PyTuple_GET_ITEM(col, 3)
-    cdef Py_ssize_t k, rank = PyTuple_GET_SIZE(shape)
+    cdef Py_ssize_t k, n, rank = PyTuple_GET_SIZE(shape)
+    cdef serving_ndarray* a = <serving_ndarray*><PyObject*>value
+    if a.descr == PyTuple_GET_ITEM(col, 5) and a.flags & _C_CONTIGUOUS:
+        if a.nd != rank + 1 or a.dimensions[0] != rows:
+            return False
+        n = rows * <Py_ssize_t><object>PyTuple_GET_ITEM(col, 2)
+        for k in range(rank):
+            if a.dimensions[k + 1] != <Py_ssize_t><object>PyTuple_GET_ITEM(shape, k):
+                return False
+            n *= a.dimensions[k + 1]
+        _borrow(view, a.data, n)
+        return True
     try:
         PyObject_GetBuffer(value, view, PyBUF_RECORDS_RO)
     except (BufferError, ValueError, TypeError):
@@ -132,6 +179,8 @@ cdef class Records:
     serving.payload._reference.Records."""
 
     cdef readonly list ids
+    cdef public object policy  # the block's (Block sets it): Tap checks it is the model's
+    cdef public bint sink  # the policy has a sink: its records count in the writer's bounds
     cdef tuple _layout
     cdef bint _inputs
     cdef Py_ssize_t _n, _rows, _capacity, _max_bytes, _nbytes
@@ -171,6 +220,10 @@ cdef class Records:
             Py_ssize_t rows):
         """Append a record: the bytes it holds, or -1 (nothing appended) when the block is
         full or its arrays are not the columns'."""
+        return self._add(rid, t, latency_s, inputs, outputs, rows)
+
+    cdef Py_ssize_t _add(self, object rid, double t, double latency_s, object inputs,
+                         object outputs, Py_ssize_t rows) except -2:
         cdef Py_ssize_t held, i = self._n
         if i >= self._capacity or self._nbytes >= self._max_bytes:
             return -1
@@ -216,3 +269,93 @@ cdef class Records:
 
     def size(self, Py_ssize_t i):
         return self._sizes[self._index(i)]
+
+
+cdef inline double _now():
+    """time.time(): the same clock, without a float object."""
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+cdef class Tap:
+    """The payload log's request path (serving/payload/log.py): `decide` and `capture` when
+    the model's policy is built and its open block takes the record, which is nearly every
+    logged request. Anything else (a policy to build, a block to open or seal, a record of
+    other arrays, an error) goes to the log's own `_decide` and `_capture`, which are the
+    spec: serving.payload._reference.Tap sends everything there. One compiled call instead of
+    two Python frames, a dozen attribute lookups and a float: the loop's side of logging."""
+
+    cdef object _log, _off, _acquire, _release, _random
+    cdef str _prefix
+    cdef dict _policies
+    cdef readonly dict cores  # (model, version, route): the Records of its open block
+    cdef public Py_ssize_t pending, held  # records waiting for the writer, and their bytes
+    cdef Py_ssize_t _max_records, _max_bytes
+    cdef long long _ids
+
+    def __cinit__(self, log, dict policies, off, lock, str prefix, Py_ssize_t max_records,
+                  Py_ssize_t max_bytes, random):
+        self._log, self._policies, self._off, self._prefix = log, policies, off, prefix
+        self._acquire, self._release = lock.acquire, lock.release
+        self._max_records, self._max_bytes = max_records, max_bytes
+        self._random = random
+        self.cores = {}
+
+    def new_id(self):
+        """An id for a request that came without one: unique in this process."""
+        self._ids += 1
+        return f"{self._prefix}-{self._ids}"
+
+    cdef object _policy(self, object cfg):
+        """The policy built for this config object, or None."""
+        hit = self._policies.get(id(cfg))
+        if hit is None or (<tuple>hit)[0] is not cfg:
+            return None
+        return (<tuple>hit)[1]
+
+    def decide(self, cfg, request_id, key):
+        """PayloadLog._decide for a policy already built."""
+        policy = self._policy(cfg)
+        if policy is None:
+            return self._log._decide(cfg, request_id, key)
+        if policy is self._off:
+            return None
+        cdef double sample = <double>(<tuple>policy)[0]
+        if not (sample >= 1.0 or (key or request_id) in (<tuple>policy)[1]
+                or self._random() < sample):
+            return None
+        return request_id or self.new_id()
+
+    def capture(self, request_id, model, version, route, inputs, outputs, latency_s, cfg,
+                Py_ssize_t rows=-1):
+        """PayloadLog._capture when the open block of the model, version and route takes the
+        record (and the writer does not hold the lock). Never raises."""
+        cdef Py_ssize_t size
+        cdef bint taken = False
+        try:
+            policy = self._policy(cfg)
+            if policy is None or type(inputs) is not dict or rows < 0:
+                return self._log._capture(request_id, model, version, route, inputs, outputs,
+                                          latency_s, cfg, rows)
+            if self._acquire(False):  # else the writer holds it: _capture waits
+                try:
+                    core = self.cores.get((model, version, route))
+                    if core is not None and (<Records>core).policy is policy:
+                        size = (<Records>core)._add(request_id, _now(), latency_s, inputs,
+                                                    outputs, rows)
+                        if size >= 0:
+                            taken = True
+                            if (<Records>core).sink:
+                                self.pending += 1
+                                self.held += size
+                                if (self.pending > self._max_records
+                                        or self.held > self._max_bytes):
+                                    self._log._shed()
+                finally:
+                    self._release()
+            if not taken:
+                self._log._capture(request_id, model, version, route, inputs, outputs,
+                                   latency_s, cfg, rows)
+        except Exception:
+            self._log._capture_failed()

@@ -39,7 +39,7 @@ def ordered_feeds(
     """Feeds and rows of a batched model's in-order request, or None: the general check."""
 
 def copy_record(
-    layout: tuple[tuple[str, bytes | None, int, tuple[int, ...] | None, Any], ...],
+    layout: tuple[tuple[str, bytes | None, int, tuple[int, ...] | None, Any, Any], ...],
     inputs: dict[str, np.ndarray] | None,
     outputs: dict[str, np.ndarray],
     rows: int,
@@ -48,8 +48,10 @@ def copy_record(
 class Records:
     ids: list[Any]
     nbytes: int
+    policy: Any
+    sink: bool
     def __init__(
-        self, layout: tuple[tuple[str, bytes | None, int, tuple[int, ...] | None, Any], ...],
+        self, layout: tuple[tuple[str, bytes | None, int, tuple[int, ...] | None, Any, Any], ...],
         inputs: bool, capacity: int, max_bytes: int,
     ) -> None: ...
     def __len__(self) -> int: ...
@@ -61,3 +63,14 @@ class Records:
     def time(self, i: int) -> float: ...
     def end(self, i: int) -> int: ...
     def size(self, i: int) -> int: ...
+
+class Tap:
+    cores: dict[tuple[str, str, str], Records]
+    pending: int
+    held: int
+    def __init__(self, log: Any, policies: dict[int, Any], off: Any, lock: Any, prefix: str,
+                 max_records: int, max_bytes: int, random: Any) -> None: ...
+    def new_id(self) -> str: ...
+    def decide(self, cfg: Any, request_id: str | None, key: str | None) -> str | None: ...
+    def capture(self, request_id: str, model: str, version: str, route: str, inputs: Any,
+                outputs: Any, latency_s: float, cfg: Any, rows: int = -1) -> None: ...

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 
 # A block's column as the kernel reads it: name, then for a raw column its buffer format, item
-# size, row shape and the bytearray of its rows; for any other column None, 0, None and the
-# list of each record's array.
-Spec = tuple[str, bytes | None, int, tuple[int, ...] | None, Any]
+# size, row shape, the bytearray of its rows and its dtype (an array of this very dtype object
+# the kernel reads without the buffer protocol); for any other column None, 0, None, the list
+# of each record's array and None.
+Spec = tuple[str, bytes | None, int, tuple[int, ...] | None, Any, Any]
 
 
 def buffer_format(a: np.ndarray) -> bytes:
@@ -19,7 +20,7 @@ def buffer_format(a: np.ndarray) -> bytes:
 
 
 def _fits(spec: Spec, name: object, a: object, rows: int) -> bool:
-    cname, fmt, itemsize, shape, _data = spec
+    cname, fmt, itemsize, shape, _data, _dtype = spec
     if type(name) is not str or name != cname or type(a) is not np.ndarray:
         return False
     return fmt is None or shape is None or (
@@ -41,7 +42,7 @@ def copy_record(layout: tuple[Spec, ...], inputs: dict[str, np.ndarray] | None,
         return -1
     grown: list[tuple[bytearray, int]] = []
     try:  # every raw column first, so a failure leaves the block as it was
-        for (_name, a), (_cname, fmt, _size, _shape, data) in zip(items, layout, strict=True):
+        for (_name, a), (_cname, fmt, *_, data, _dtype) in zip(items, layout, strict=True):
             if fmt is not None and a.nbytes:
                 size = len(data)
                 data.extend(a.tobytes())
@@ -51,13 +52,41 @@ def copy_record(layout: tuple[Spec, ...], inputs: dict[str, np.ndarray] | None,
             del data[size:]
         raise
     held = 0
-    for (_name, a), (_cname, fmt, _size, _shape, data) in zip(items, layout, strict=True):
+    for (_name, a), (_cname, fmt, *_, data, _dtype) in zip(items, layout, strict=True):
         if fmt is not None:
             held += a.nbytes
         else:
             data.append(a)
             held += a.nbytes if a.dtype.kind != "O" else a.size * 64
     return held
+
+
+class Tap:
+    """The request path's front of the payload log (serving/payload/log.py): `decide` and
+    `capture` are the log's own `_decide` and `_capture`, the spec the compiled twin's fast
+    path keeps to; this one holds the state they share with it."""
+
+    def __init__(self, log: Any, _policies: dict[int, Any], _off: Any, _lock: Any, prefix: str,
+                 _max_records: int, _max_bytes: int, _random: Any) -> None:
+        """The compiled twin's arguments; this one needs only the log and the prefix."""
+        self._log, self._prefix = log, prefix
+        self.cores: dict[tuple[str, str, str], Records] = {}
+        self.pending = 0  # records waiting for the writer
+        self.held = 0  # their bytes
+        self._ids = 0
+
+    def new_id(self) -> str:
+        """An id for a request that came without one: unique in this process."""
+        self._ids += 1
+        return f"{self._prefix}-{self._ids}"
+
+    def decide(self, cfg: Any, request_id: str | None, key: str | None) -> str | None:
+        return self._log._decide(cfg, request_id, key)  # type: ignore[no-any-return]
+
+    def capture(self, request_id: str, model: str, version: str, route: str, inputs: Any,
+                outputs: Any, latency_s: float, cfg: Any, rows: int = -1) -> None:
+        self._log._capture(request_id, model, version, route, inputs, outputs, latency_s, cfg,
+                           rows)
 
 
 class Records:
@@ -70,6 +99,8 @@ class Records:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.ids: list[Any] = []
+        self.policy: Any = None  # the block's (Block sets it)
+        self.sink = False  # the policy has a sink
         self._layout, self._inputs = layout, inputs
         self._capacity, self._max_bytes = capacity, max_bytes
         self._times: list[float] = []

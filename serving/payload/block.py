@@ -51,8 +51,8 @@ class Column:
         self.row_bytes = a.dtype.itemsize * int(np.prod(self.shape)) if self.raw else 0
         self.data = bytearray()  # raw: the rows, back to back
         self.arrays: list[np.ndarray] = []  # not raw: each record's array
-        self.spec: Spec = ((name, buffer_format(a), a.itemsize, self.shape, self.data)
-                           if self.raw else (name, None, 0, None, self.arrays))
+        self.spec: Spec = ((name, buffer_format(a), a.itemsize, self.shape, self.data, a.dtype)
+                           if self.raw else (name, None, 0, None, self.arrays, None))
 
     def rows(self, start: int, end: int) -> np.ndarray:
         """A raw column's rows [start, end) as an array (a view of its bytes)."""
@@ -79,6 +79,7 @@ class Block:
         self.outputs = [Column(k, a, rows) for k, a in outputs.items()]
         self.core = Records(tuple(c.spec for c in (*self.inputs, *self.outputs)),
                             bool(self.inputs), CAPACITY, BLOCK_BYTES)
+        self.core.policy, self.core.sink = policy, bool(policy.sink)
         self.ids: list[str] = self.core.ids
         # add(rid, t, latency_s, inputs, outputs, rows): append a record, copying its arrays
         # into the columns; the bytes it holds, or -1 (nothing appended) when the block is

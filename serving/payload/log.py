@@ -5,10 +5,12 @@ On the request path (event loop thread) a logged request costs one `decide` call
 policy lookup and, when sampled, an id) and one `capture` call, which copies its tensors into
 the open block of its model, version and route (serving/payload/block.py); that block is also
 in the model's store of recent predictions (serving/payload/store.py), so nothing else is filed
-for feedback. Nothing is serialised or sent there. The writer thread wakes every `tick_s`, seals
-the open blocks that are big or old enough, takes the sealed ones and hands them to the sinks;
-when a sink is slow the blocks wait, and a capture past the bounds (records, and bytes of their
-tensors) drops the oldest records (counted under `buffer_full`).
+for feedback. Both are the compiled Tap's (ext/_payload.pxi): one C call each for the common
+case, the rest handed to `_decide` and `_capture` here, the spec. Nothing is serialised or sent
+there. The writer thread wakes every `tick_s`, seals the open blocks that are big or old
+enough, takes the sealed ones and hands them to the sinks; when a sink is slow the blocks wait,
+and a capture past the bounds (records, and bytes of their tensors) drops the oldest records
+(counted under `buffer_full`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import secrets
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from random import random
 from typing import Any
 
@@ -32,6 +36,11 @@ from serving.payload.record import OFF, Answer, Inputs, Outputs, Policy, input_a
 from serving.payload.sinks import Sink, open_sink
 from serving.payload.store import Store
 
+if os.environ.get("SERVING_PUREPYTHON"):  # as serving/payload/block.py
+    from serving.payload._reference import Tap
+else:
+    from serving._kernels import Tap  # type: ignore[assignment]
+
 log = logging.getLogger("serving.payload")
 SEAL_RECORDS = 64  # an open block this big is sealed and written at the writer's next pass
 
@@ -40,6 +49,11 @@ SEAL_RECORDS = 64  # an open block this big is sealed and written at the writer'
 class PayloadLog:
     """The server's payload logging: per-model policies (model.toml's `[logging]`, with the
     server's overrides), the buffer, the writer thread, and the recent predictions by id."""
+
+    # the request path: the compiled Tap's methods (ext/_payload.pxi), which take the common
+    # case and send the rest to _decide and _capture
+    decide: Callable[[ModelConfig, str | None, str | None], str | None]
+    capture: Callable[..., None]
 
     def __init__(
         self, sink: str = "", sample: float = -1.0, buffer: int = 10_000, tick_s: float = 0.05,
@@ -54,15 +68,17 @@ class PayloadLog:
         # and drops, the writer seals and takes: under the lock.
         self._open: dict[tuple[str, str, str], Block] = {}  # model, version, route: block
         self._ready: deque[Block] = deque()  # sealed blocks waiting for the writer
-        self._pending = 0  # records waiting for the writer (from each block's start)
-        self._held = 0  # their bytes
         self._numbers = itertools.count()
         self._sealed: dict[tuple[str, str, str], int] = {}  # records of blocks no longer open
         self._max_records, self._max_bytes = buffer, buffer_bytes
         self._lock = threading.Lock()
         self._policies: dict[int, tuple[ModelConfig, Policy]] = {}
-        self._ids = itertools.count(1)
-        self._prefix = secrets.token_hex(6)  # ids unique across processes and restarts
+        # ids unique across processes and restarts; the records waiting for the writer (from
+        # each block's start) and their bytes are the Tap's pending and held
+        self._tap = Tap(self, self._policies, OFF, self._lock, secrets.token_hex(6), buffer,
+                        buffer_bytes, random)
+        self.decide = self._tap.decide
+        self.capture = self._tap.capture
         self._stores: dict[str, Store] = {}  # model: its recent predictions (loop thread)
         self.dropped: dict[str, int] = {"buffer_full": 0, "sink_error": 0, "encode_error": 0,
                                         "capture_error": 0}
@@ -90,23 +106,24 @@ class PayloadLog:
         self._policies[id(cfg)] = (cfg, p)
         return p
 
-    def decide(self, cfg: ModelConfig, request_id: str | None, key: str | None) -> str | None:
-        """The id to log a request under, or None when it is not logged. A request without a
-        V2 `id` gets one here (returned to the client in the `x-request-id` header)."""
+    def _decide(self, cfg: ModelConfig, request_id: str | None, key: str | None) -> str | None:
+        """`decide`: the id to log a request under, or None when it is not logged. A request
+        without a V2 `id` gets one here (returned to the client in the `x-request-id`
+        header)."""
         p = self.policy(cfg)
         if p is OFF:
             return None
         if not (p.sample >= 1.0 or (key or request_id) in p.keys or random() < p.sample):
             return None
-        return request_id or f"{self._prefix}-{next(self._ids)}"
+        return request_id or self._tap.new_id()
 
-    def capture(
+    def _capture(
         self, request_id: str, model: str, version: str, route: str, inputs: Inputs,
         outputs: Outputs, latency_s: float, cfg: ModelConfig, rows: int = -1,
     ) -> None:
-        """Copy one answered request into its block. `rows`: the request's (else the first
-        input's). Never raises: a request the log cannot take is counted (capture_error),
-        and its answer goes out all the same."""
+        """`capture`: copy one answered request into its block. `rows`: the request's (else
+        the first input's). Never raises: a request the log cannot take is counted
+        (capture_error), and its answer goes out all the same."""
         try:
             policy = self.policy(cfg)
             now = time.time()
@@ -123,6 +140,7 @@ class PayloadLog:
                         self._seal(key, block)
                     block = self._open[key] = Block(next(self._numbers), model, version, route,
                                                     policy, inputs, outputs, rows)
+                    self._tap.cores[key] = block.core
                     size = block.add(request_id, now, latency_s, inputs, outputs, rows)
                     if size < 0:  # not even a block of its own takes it: not arrays
                         raise TypeError("a logged request's tensors are not numpy arrays")
@@ -132,18 +150,23 @@ class PayloadLog:
                             store = self._stores[model] = Store()
                         store.keep(block, policy.recent)
                 if policy.sink:
-                    self._pending += 1
-                    self._held += size
-                    if self._pending > self._max_records or self._held > self._max_bytes:
+                    tap = self._tap
+                    tap.pending += 1
+                    tap.held += size
+                    if tap.pending > self._max_records or tap.held > self._max_bytes:
                         self._shed()
         except Exception:  # the request was answered: logging must not fail it
-            self.dropped["capture_error"] += 1
-            if self.dropped["capture_error"] == 1:
-                log.exception("payload log: a request could not be captured (counted from now)")
+            self._capture_failed()
+
+    def _capture_failed(self) -> None:
+        self.dropped["capture_error"] += 1
+        if self.dropped["capture_error"] == 1:
+            log.exception("payload log: a request could not be captured (counted from now)")
 
     def _seal(self, key: tuple[str, str, str], block: Block) -> None:
         """Close an open block (lock held): to the writer when it has a sink."""
         del self._open[key]
+        self._tap.cores.pop(key, None)
         block.sealed = True
         self._sealed[key] = self._sealed.get(key, 0) + len(block)
         if block.policy.sink:
@@ -163,16 +186,16 @@ class PayloadLog:
         (lock held); a record bigger than the byte bound alone is kept, with nothing else.
         While a sink stalls this runs for every capture, so it walks no more blocks than it
         drops from."""
-        ready = self._ready
-        while self._pending > 1 and (
-                self._pending > self._max_records or self._held > self._max_bytes):
+        ready, tap = self._ready, self._tap
+        while tap.pending > 1 and (
+                tap.pending > self._max_records or tap.held > self._max_bytes):
             while ready and ready[0].start == len(ready[0]):  # emptied: let it go
                 ready.popleft().release_inputs()
             block = ready[0] if ready else next(
                 b for b in self._open.values() if b.policy.sink and b.start < len(b))
-            self._held -= block.core.size(block.start)
+            tap.held -= block.core.size(block.start)
             block.start += 1
-            self._pending -= 1
+            tap.pending -= 1
             self.dropped["buffer_full"] += 1
         while ready and ready[0].start == len(ready[0]):
             ready.popleft().release_inputs()
@@ -195,7 +218,7 @@ class PayloadLog:
 
     @property
     def buffered(self) -> int:
-        return self._pending
+        return self._tap.pending
 
     # ---- the writer thread -----------------------------------------------------------------
 
@@ -239,8 +262,8 @@ class PayloadLog:
             blocks = list(self._ready)
             self._ready.clear()
             waiting = [b for b in self._open.values() if b.policy.sink]
-            self._pending = sum(len(b) - b.start for b in waiting)
-            self._held = sum(b.core.size(i) for b in waiting for i in range(b.start, len(b)))
+            self._tap.pending = sum(len(b) - b.start for b in waiting)
+            self._tap.held = sum(b.core.size(i) for b in waiting for i in range(b.start, len(b)))
         now = time.time()
         by_sink: dict[str, list[Block]] = {}
         for block in blocks:

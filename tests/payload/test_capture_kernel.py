@@ -1,8 +1,14 @@
-"""The payload capture kernel, compiled == its Python twin (the spec) on generated records: the
-same answer (bytes held, or -1 with nothing appended) and the same columns after."""
+"""The payload capture kernels, compiled == their Python twins (the spec): copy_record and
+Records on generated records (the same answer, bytes held or -1 with nothing appended, and the
+same columns after), and the Tap on generated sequences of decisions, captures and writer
+passes (the same ids, blocks, counts and answers)."""
 
 from __future__ import annotations
 
+import re
+import tempfile
+from pathlib import Path
+from random import Random
 from types import ModuleType
 from typing import Any
 
@@ -12,9 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from serving.logging_config import LoggingConfig
+from serving.model_config import ModelConfig
 from serving.payload import _reference
+from serving.payload import log as payload_log
 from serving.payload.block import Block
+from serving.payload.log import PayloadLog
 from serving.payload.record import Policy
+from serving.types import Tensor
 from tests.compiled import compiled, impls, needs_compiled
 
 SINK = Policy(1.0, frozenset(), "sink", 10, 1.0, 0)
@@ -134,3 +145,78 @@ def test_compiled_matches_the_twin(case: tuple[Any, ...]) -> None:
     fast_records = run_records(compiled, case)  # type: ignore[arg-type]
     assert fast_records == run_records(_reference, case)
     assert fast_records[0][-1] == -1
+
+
+_CFGS = [  # a sink, the store only, sampled with routing keys, off
+    dict(sample=1.0, sink="SINK", segment_records=1000), dict(sample=1.0, recent=50),
+    dict(sample=0.5, routing_keys=("vip",)), {},
+]
+_X = np.arange(8, dtype=np.float32).reshape(2, 4)
+
+
+def _record(kind: str, i: int) -> tuple[Any, dict[str, Any]]:
+    """A logged request's inputs and outputs: as a model answers (the usual), of another
+    dtype (a new block), the inputs as decoded tensors, or outputs no block can take."""
+    x = _X[i % 2:i % 2 + 1] + i
+    outs: dict[str, Any] = {"label": np.array([i % 3], np.int64), "p": x[:, :3] / 10}
+    if kind == "dtype":
+        return {"input": x.astype(np.float64)}, outs
+    if kind == "tensors":
+        return [Tensor("input", "FP32", x.shape, x)], outs
+    if kind == "broken":
+        return {"input": x}, {"label": [i]}
+    return {"input": x}, outs
+
+
+_OPS = st.lists(st.one_of(
+    st.tuples(st.just("decide"), st.integers(0, 3), st.sampled_from([None, "", "r1", "vip"]),
+              st.sampled_from([None, "", "vip", "k"])),
+    st.tuples(st.just("capture"), st.integers(0, 3), st.sampled_from(["m", "n"]),
+              st.sampled_from(["primary", "canary", "shadow"]),
+              st.sampled_from(["usual"] * 6 + ["dtype", "tensors", "broken"]),
+              st.sampled_from([-1, 1])),
+    st.tuples(st.just("drain"), st.booleans()),
+), max_size=60)
+
+
+def _run_log(tap: Any, ops: list[tuple[Any, ...]], sink: Path) -> list[Any]:
+    """The ops through a PayloadLog whose request path is `tap`: what each returned, and the
+    log's state after each."""
+    seen: list[Any] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(payload_log, "Tap", tap)
+        mp.setattr(payload_log, "random", Random(7).random)  # the same draws on both sides
+        log = PayloadLog(buffer=5, seal_s=0.0)
+        cfgs = [ModelConfig(logging=LoggingConfig(**{  # type: ignore[arg-type]
+            k: (str(sink) if v == "SINK" else v) for k, v in c.items()})) for c in _CFGS]
+        for n, op in enumerate(ops):
+            if op[0] == "decide":
+                rid = log.decide(cfgs[op[1]], op[2], op[3])
+                seen.append(re.sub(r"^[0-9a-f]{12}-", "generated-", rid) if rid else rid)
+            elif op[0] == "capture":
+                _, c, model, route, kind, rows = op
+                ins, outs = _record(kind, n)
+                seen.append(log.capture(f"id{n}", model, "1", route, ins, outs, 0.5, cfgs[c],
+                                        rows))
+            else:
+                log.drain(force=op[1])
+            blocks = [*log._open.values(), *log._ready]
+            seen.append((log.logged, log.buffered, dict(log.dropped), sorted(
+                (b.model, b.route, b.start, b.ids, columns(b), b.core.ends(0, len(b)))
+                for b in blocks)))
+            seen.append([(a.version, a.route, a.kind, a.values.tolist())
+                         for m in ("m", "n") for a in log.answers(m, f"id{n - 1}") or ()])
+        log.stop()
+    return seen
+
+
+@needs_compiled
+@settings(max_examples=150, deadline=None)
+@given(_OPS)
+def test_the_compiled_tap_keeps_to_the_logs_own_methods(ops: list[tuple[Any, ...]]) -> None:
+    """PayloadLog's request path through the compiled Tap (its fast path, and the log's own
+    _decide and _capture for the rest) == through the twin, which calls only those: the same
+    ids, blocks, counts, drops and answers after every step."""
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        fast = _run_log(compiled.Tap, ops, Path(a))  # type: ignore[union-attr]
+        assert fast == _run_log(_reference.Tap, ops, Path(b))
