@@ -151,3 +151,32 @@ class Records:
         if not 0 <= i < len(self.ids):
             raise IndexError("record index out of range")
         return i
+
+
+def interleave(pieces: list[bytes | list[bytes] | tuple[bytes, bytes]], n: int) -> bytes:
+    """A block's `n` lines: for each record, every piece in order. A piece is bytes (the same
+    in every record), a list of n bytes (each record's own), or (text, sep): the records' own
+    in one text, separated by sep."""
+    if n <= 0:
+        return b""
+    columns: list[list[bytes]] = []
+    for p in pieces:
+        if type(p) is tuple:
+            text, sep = p
+            if type(text) is not bytes or type(sep) is not bytes or not sep:
+                raise TypeError("a piece is bytes, a list of bytes or (text, separator)")
+            parts = text.split(sep)
+            if len(parts) != n:
+                raise ValueError("a split piece does not hold one text a record")
+            columns.append(parts)
+        elif type(p) is list:
+            if len(p) != n:
+                raise ValueError("a list piece does not hold one bytes a record")
+            if not all(type(b) is bytes for b in p):
+                raise TypeError("a record's piece is not bytes")
+            columns.append(p)
+        elif type(p) is bytes:
+            columns.append([p] * n)
+        else:
+            raise TypeError("a piece is bytes, a list of bytes or (text, separator)")
+    return b"".join(b"".join(col[i] for col in columns) for i in range(n))

@@ -220,3 +220,42 @@ def test_the_compiled_tap_keeps_to_the_logs_own_methods(ops: list[tuple[Any, ...
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         fast = _run_log(compiled.Tap, ops, Path(a))  # type: ignore[union-attr]
         assert fast == _run_log(_reference.Tap, ops, Path(b))
+
+
+_PART = st.sampled_from([b"", b"a", b"1.5", b"\x00", b"xyz", "é".encode()])
+
+
+@st.composite
+def pieces(draw: st.DrawFn) -> tuple[list[Any], int]:
+    """Pieces of a block's lines for n records, now and then one that does not fit."""
+    n = draw(st.integers(0, 5))
+    out: list[Any] = []
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.sampled_from(["constant", "each", "split", "split", "bad"]))
+        if kind == "constant":
+            out.append(draw(_PART))
+        elif kind == "each":
+            out.append(draw(st.lists(_PART, min_size=n, max_size=n)))
+        elif kind == "split":
+            sep = draw(st.sampled_from([b",", b'","', b"],[", b"]],[["]))
+            out.append((sep.join(draw(st.lists(_PART, min_size=n, max_size=n))), sep))
+        else:  # a record short or over, an empty separator, text, not a piece
+            out.append(draw(st.sampled_from([[b"x"] * (n + 1), [b"x"] * max(n - 1, 0),
+                                             (b"a,b,c,d,e,f,g", b","), (b"a", b""), ("a", b","),
+                                             ["a"] * n, (b"a",), 3])))
+    return out, n
+
+
+def _lines(impl: Any, case: tuple[list[Any], int]) -> Any:
+    try:
+        return impl.interleave(*case)
+    except (TypeError, ValueError):
+        return "refused"
+
+
+@needs_compiled
+@settings(max_examples=500, deadline=None)
+@given(pieces())
+def test_interleave_matches_the_twin(case: tuple[list[Any], int]) -> None:
+    """The lines of a block from its pieces: the same bytes, or both refuse."""
+    assert _lines(compiled, case) == _lines(_reference, case)
