@@ -9,7 +9,8 @@ Each runs pinned to core 0 and wrk to core 1, interleaved (off, 1pct, 100pct, of
 `--repeats` times, each time in a fresh server process that serves every model in turn: two
 identical servers kept running side by side differed by 5-6% over three interleaved runs each
 (where a process's memory lands moves its speed), more than the cost measured at 1%. The
-medians and each configuration's throughput relative to `off` are printed, with the
+medians and each configuration's throughput relative to `off` are printed, then each repeat's
+ratio to the off run of the same repeat (paired: a slow patch of the machine moves both), with the
 server's CPU time per request (from /proc: on a machine other work shares this moves far less
 than throughput does) and wrk's own CPU use (near 100% it, not the server, would be the
 limit), then what each logging server wrote and dropped (a writer that fell behind would drop
@@ -179,6 +180,14 @@ def main() -> int:
                   f"{med['cpu_us_per_req'] / base_cpu - 1:>+7.1%} "
                   f"{med['gen_cpu_pct']:>6.0f}%  "
                   + " ".join(f"{r['rps']:.0f}" for r in rs))
+    print("# paired: each repeat's throughput against the off server's of the same repeat, run "
+          "just before it (median, lowest, highest)")
+    for model in models:
+        for n in ("1pct", "100pct"):
+            ratios = sorted(r["rps"] / o["rps"] - 1
+                            for r, o in zip(runs[model][n], runs[model]["off"], strict=True))
+            print(f"{model:<8} {n:<7} {statistics.median(ratios):>+7.1%}  "
+                  f"({ratios[0]:+.1%} .. {ratios[-1]:+.1%})")
     for n in ("1pct", "100pct"):
         written = sum(w for w, _ in counts[n])
         dropped = {k: sum(d.get(k, 0) for _, d in counts[n]) for k in counts[n][0][1]}
