@@ -328,14 +328,14 @@ cdef class Tap:
         return request_id or self.new_id()
 
     def capture(self, request_id, model, version, route, inputs, outputs, latency_s, cfg,
-                Py_ssize_t rows=-1):
+                rows=-1):
         """PayloadLog._capture when the open block of the model, version and route takes the
         record (and the writer does not hold the lock). Never raises."""
         cdef Py_ssize_t size
         cdef bint taken = False
         try:
             policy = self._policy(cfg)
-            if policy is None or type(inputs) is not dict or rows < 0:
+            if policy is None or type(inputs) is not dict or type(rows) is not int or rows < 0:
                 return self._log._capture(request_id, model, version, route, inputs, outputs,
                                           latency_s, cfg, rows)
             if self._acquire(False):  # else the writer holds it: _capture waits

@@ -174,7 +174,7 @@ _OPS = st.lists(st.one_of(
     st.tuples(st.just("capture"), st.integers(0, 3), st.sampled_from(["m", "n"]),
               st.sampled_from(["primary", "canary", "shadow"]),
               st.sampled_from(["usual"] * 6 + ["dtype", "tensors", "broken"]),
-              st.sampled_from([-1, 1])),
+              st.sampled_from([-1, 1, 1, None])),
     st.tuples(st.just("drain"), st.booleans()),
 ), max_size=60)
 
