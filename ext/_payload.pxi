@@ -386,6 +386,8 @@ def interleave(list pieces, Py_ssize_t n):
     cdef void* hit
     if n <= 0:
         return b""
+    # per piece: its kind, and its bytes and length (a split piece: its text, and its index
+    # among the split pieces in `lens`); + 1: no pieces is not a failed allocation
     cdef int* kinds = <int*>PyMem_Malloc(k * sizeof(int) + 1)
     cdef char** bufs = <char**>PyMem_Malloc(k * sizeof(char*) + 1)
     cdef Py_ssize_t* lens = <Py_ssize_t*>PyMem_Malloc(k * sizeof(Py_ssize_t) + 1)
