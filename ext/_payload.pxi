@@ -159,13 +159,19 @@ cdef Py_ssize_t _copy_record(tuple layout, object inputs, dict outputs,
                 PyBuffer_Release(&views[j])
 
 
-def copy_record(object layout, object inputs, object outputs, Py_ssize_t rows):
-    """Append a record's arrays (inputs unless None, then outputs) to a block's columns: the
-    bytes it holds, or -1 (nothing appended) when they are not the columns'."""
+cdef Py_ssize_t _copy_any(object layout, object inputs, object outputs,
+                          Py_ssize_t rows) except -2:
+    """copy_record: the compiled copy for a tuple layout and dicts, else the spec's."""
     if (type(layout) is not tuple or type(outputs) is not dict
             or (inputs is not None and type(inputs) is not dict)):
         return _payload_reference.copy_record(layout, inputs, outputs, rows)
     return _copy_record(<tuple>layout, inputs, <dict>outputs, rows)
+
+
+def copy_record(object layout, object inputs, object outputs, Py_ssize_t rows):
+    """Append a record's arrays (inputs unless None, then outputs) to a block's columns: the
+    bytes it holds, or -1 (nothing appended) when they are not the columns'."""
+    return _copy_any(layout, inputs, outputs, rows)
 
 
 cdef inline Py_ssize_t _clamp(Py_ssize_t i, Py_ssize_t n):
@@ -227,11 +233,7 @@ cdef class Records:
         cdef Py_ssize_t held, i = self._n
         if i >= self._capacity or self._nbytes >= self._max_bytes:
             return -1
-        ins = inputs if self._inputs else None
-        if type(outputs) is dict and (ins is None or type(ins) is dict):
-            held = _copy_record(self._layout, ins, <dict>outputs, rows)
-        else:
-            held = _payload_reference.copy_record(self._layout, ins, outputs, rows)
+        held = _copy_any(self._layout, inputs if self._inputs else None, outputs, rows)
         if held < 0:
             return -1
         self.ids.append(rid)

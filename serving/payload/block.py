@@ -83,8 +83,8 @@ class Block:
         self.ids: list[str] = self.core.ids
         # add(rid, t, latency_s, inputs, outputs, rows): append a record, copying its arrays
         # into the columns; the bytes it holds, or -1 (nothing appended) when the block is
-        # full or the arrays are not its columns (the compiled Records' own method: no
-        # Python frame on the request path)
+        # full or the arrays are not its columns. PayloadLog._capture's; the request path's
+        # common case is the compiled Tap, which appends through the Records directly.
         self.add = self.core.add
         self.start = 0  # records before this were dropped from the writer's buffer
         self.sealed = False  # no longer open: nothing more is appended
