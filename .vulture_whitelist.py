@@ -14,6 +14,7 @@ _.NUMERIC_DATATYPES  # serving/protocol/_reference.py: the compiled twin (ext/_j
 _.inter_op_num_threads  # serving/runtime/session.py: onnxruntime.SessionOptions, read by ORT
 _.execution_mode  # serving/runtime/session.py: onnxruntime.SessionOptions, read by ORT
 _.log_severity_level  # serving/runtime/session.py: onnxruntime.SessionOptions, read by ORT
+_._later  # serving/payload/log.py: the compiled Tap (ext/_payload.pxi) calls it to schedule its flush
 _.shed  # serving/monitoring/counters.py ShadowStats: metrics.py exports it by name (getattr) as serving_shadow_shed
 _.dim_param  # serving/packaging/batchdim.py: an ONNX shape dimension (protobuf), read by onnx/ORT
 _.feature_types  # serving/packaging/convert.py: xgboost's Booster property, read by the converter

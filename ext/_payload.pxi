@@ -11,6 +11,7 @@ from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 cdef enum:
     _STACK_COLUMNS = 32  # a record of more columns goes to the spec
     _C_CONTIGUOUS = 0x0001  # NPY_ARRAY_C_CONTIGUOUS
+    _MAX_QUEUED = 4096  # captures a Tap queues at most before taking them itself
 
 cdef extern from *:
     """
@@ -281,12 +282,17 @@ cdef inline double _now():
 
 
 cdef class Tap:
-    """The payload log's request path (serving/payload/log.py): `decide` and `capture` when
-    the model's policy is built and its open block takes the record, which is nearly every
-    logged request. Anything else (a policy to build, a block to open or seal, a record of
-    other arrays, an error) goes to the log's own `_decide` and `_capture`, which are the
-    spec: serving.payload._reference.Tap sends everything there. One compiled call instead of
-    two Python frames, a dozen attribute lookups and a float: the loop's side of logging."""
+    """The payload log's request path (serving/payload/log.py): `decide`, `capture`, which
+    queues the record, and `flush`, which the loop's next pass runs, when the model's policy
+    is built and its open block takes the record, which is nearly every logged request.
+    Anything else (a policy to build, a block to open or seal, a record of other arrays, an
+    error) goes to the log's own `_decide` and `_capture`, which are the spec:
+    serving.payload._reference.Tap sends everything there. Compiled calls instead of Python
+    frames, a dozen attribute lookups and a float: the loop's side of logging. A pass's
+    records are taken together, after its responses are written, with one hold of the lock:
+    taken one at a time, between a response's encoding and its write, each capture found the
+    lines it touches (the Tap, the policies, the lock, the block's layout and columns) evicted
+    by the kernel's work since the last, and cost several times what it costs in a loop."""
 
     cdef object _log, _off, _acquire, _release, _random
     cdef str _prefix
@@ -295,6 +301,7 @@ cdef class Tap:
     cdef public Py_ssize_t pending, held  # records waiting for the writer, and their bytes
     cdef Py_ssize_t _max_records, _max_bytes
     cdef long long _ids
+    cdef list _queue  # (capture's arguments) for flush
 
     def __cinit__(self, log, dict policies, off, lock, str prefix, Py_ssize_t max_records,
                   Py_ssize_t max_bytes, random):
@@ -303,6 +310,7 @@ cdef class Tap:
         self._max_records, self._max_bytes = max_records, max_bytes
         self._random = random
         self.cores = {}
+        self._queue = []
 
     def new_id(self):
         """An id for a request that came without one: unique in this process."""
@@ -331,36 +339,76 @@ cdef class Tap:
 
     def capture(self, request_id, model, version, route, inputs, outputs, latency_s, cfg,
                 rows=-1):
-        """PayloadLog._capture when the open block of the model, version and route takes the
-        record (and the writer does not hold the lock). Never raises."""
-        cdef Py_ssize_t size
-        cdef bint taken = False
+        """PayloadLog._capture, a little later: the record is queued, and the event loop's next
+        pass takes every record queued in this one at once (`flush`, which the log's `_later`
+        schedules), after this pass's responses are written. Without a running loop (another
+        thread, a test) it is taken at once. Never raises."""
+        cdef list queue = self._queue
         try:
-            policy = self._policy(cfg)
-            if policy is None or type(inputs) is not dict or type(rows) is not int or rows < 0:
-                return self._log._capture(request_id, model, version, route, inputs, outputs,
-                                          latency_s, cfg, rows)
-            if self._acquire(False):  # else the writer holds it: _capture waits
+            queue.append((request_id, model, version, route, inputs, outputs, latency_s, cfg,
+                          rows))
+            if PyList_GET_SIZE(queue) == 1:
                 try:
-                    core = self.cores.get((model, version, route))
-                    if core is not None and (<Records>core).policy is policy:
-                        size = (<Records>core)._add(request_id, _now(), latency_s, inputs,
-                                                    outputs, rows)
-                        if size >= 0:
-                            taken = True
-                            if (<Records>core).sink:
-                                self.pending += 1
-                                self.held += size
-                                if (self.pending > self._max_records
-                                        or self.held > self._max_bytes):
-                                    self._log._shed()
-                finally:
-                    self._release()
-            if not taken:
-                self._log._capture(request_id, model, version, route, inputs, outputs,
-                                   latency_s, cfg, rows)
+                    self._log._later(self.flush)
+                except Exception:  # no running loop
+                    self.flush()
+            elif PyList_GET_SIZE(queue) >= _MAX_QUEUED:  # a pass that never came
+                self.flush()
         except Exception:
             self._log._capture_failed()
+
+    def flush(self):
+        """Take the queued records, in order: into the open block of their model, version and
+        route when it takes them (one hold of the lock for all of those), else through the
+        log's _capture, one by one. Never raises."""
+        cdef list queue = self._queue
+        cdef Py_ssize_t i, n = PyList_GET_SIZE(queue), size
+        cdef bint locked = False
+        cdef double now
+        cdef Records core
+        cdef object seen_model = None, seen_version = None, seen_route = None
+        if n == 0:
+            return
+        self._queue = []
+        now = _now()
+        core = None
+        try:
+            for i in range(n):
+                item = <object>PyList_GET_ITEM(queue, i)
+                (request_id, model, version, route, inputs, outputs, latency_s, cfg,
+                 rows) = <tuple>item
+                try:
+                    policy = self._policy(cfg)
+                    if (policy is not None and type(inputs) is dict and type(rows) is int
+                            and rows >= 0):
+                        if not locked:  # else the writer holds it for a moment
+                            self._acquire()
+                            locked = True
+                        if (model is not seen_model or version is not seen_version
+                                or route is not seen_route):
+                            core = self.cores.get((model, version, route))
+                            seen_model, seen_version, seen_route = model, version, route
+                        if core is not None and core.policy is policy:
+                            size = core._add(request_id, now, latency_s, inputs, outputs, rows)
+                            if size >= 0:
+                                if core.sink:
+                                    self.pending += 1
+                                    self.held += size
+                                    if (self.pending > self._max_records
+                                            or self.held > self._max_bytes):
+                                        self._log._shed()
+                                continue
+                    if locked:
+                        self._release()
+                        locked = False
+                    seen_model = core = None  # _capture opens and seals blocks
+                    self._log._capture(request_id, model, version, route, inputs, outputs,
+                                       latency_s, cfg, rows)
+                except Exception:
+                    self._log._capture_failed()
+        finally:
+            if locked:
+                self._release()
 
 
 cdef extern from "string.h":

@@ -251,6 +251,7 @@ class ServingApp:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.leadership.release)
             await self.manager.shutdown()
+            self.payload.flush()  # the captures queued by the last pass, on this loop
             await asyncio.to_thread(self.payload.stop)  # the last records, open segments
 
     async def _start_grpc(self) -> Any:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+MAX_QUEUED = 4096  # captures a Tap queues at most before taking them itself (the kernel's too)
+
 # A block's column as the kernel reads it: name, then for a raw column its buffer format, item
 # size, row shape, the bytearray of its rows and its dtype (an array of this very dtype object
 # the kernel reads without the buffer protocol); for any other column None, 0, None, the list
@@ -62,9 +64,10 @@ def copy_record(layout: tuple[Spec, ...], inputs: dict[str, np.ndarray] | None,
 
 
 class Tap:
-    """The request path's front of the payload log (serving/payload/log.py): `decide` and
-    `capture` are the log's own `_decide` and `_capture`, the spec the compiled twin's fast
-    path keeps to; this one holds the state they share with it."""
+    """The request path's front of the payload log (serving/payload/log.py): `decide` is the
+    log's own `_decide`, and `capture` queues the record for `flush`, which hands it to the
+    log's own `_capture`: the spec the compiled twin's fast path keeps to. This one holds the
+    state they share with it."""
 
     def __init__(self, log: Any, _policies: dict[int, Any], _off: Any, _lock: Any, prefix: str,
                  _max_records: int, _max_bytes: int, _random: Any) -> None:
@@ -72,6 +75,7 @@ class Tap:
         self._log, self._prefix = log, prefix
         self.cores: dict[tuple[str, str, str], Records] = {}
         self.pending = 0  # records waiting for the writer
+        self._queue: list[tuple[Any, ...]] = []  # capture's arguments, for flush
         self.held = 0  # their bytes
         self._ids = 0
 
@@ -85,8 +89,22 @@ class Tap:
 
     def capture(self, request_id: str, model: str, version: str, route: str, inputs: Any,
                 outputs: Any, latency_s: float, cfg: Any, rows: int = -1) -> None:
-        self._log._capture(request_id, model, version, route, inputs, outputs, latency_s, cfg,
-                           rows)
+        """Queue the record for `flush`, at the loop's next pass (`_later`), or at once."""
+        self._queue.append((request_id, model, version, route, inputs, outputs, latency_s,
+                            cfg, rows))
+        if len(self._queue) == 1:
+            try:
+                self._log._later(self.flush)
+            except Exception:  # no running loop
+                self.flush()
+        elif len(self._queue) >= MAX_QUEUED:
+            self.flush()
+
+    def flush(self) -> None:
+        """The queued records through the log's _capture, in order."""
+        queue, self._queue = self._queue, []
+        for args in queue:
+            self._log._capture(*args)
 
 
 class Records:

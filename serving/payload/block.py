@@ -3,10 +3,11 @@ route, their numeric tensors copied into one growing byte array per input and ou
 
 A block holds each column's rows back to back (the compiled `copy_record`, ext/_payload.pxi: a
 buffer check and a memcpy per tensor), and in a compiled `Records` each record's id, time,
-latency, row end and size. The request's own arrays and dicts are freed when it answers, as
-with logging off, instead of being held until the writer reaches them; the writer renders a
-block's column with one orjson call on a view of its bytes (`lines.block_lines`), and the
-store of recent predictions (`store.py`) is the blocks themselves. Holding every logged
+latency, row end and size. The request's own arrays and dicts are freed once the loop's next
+pass has copied them (PayloadLog.flush), instead of being held until the writer reaches
+them; the writer renders a block's column with one orjson call on a view of its bytes
+(`lines.block_lines`), and the store of recent predictions (`store.py`) is the blocks
+themselves. Holding every logged
 request's objects for the writer's tick, and filing a copy of its prediction, cost the event
 loop 3-4 us a request (benchmarks/bench_payload_inproc.py).
 

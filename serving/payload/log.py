@@ -2,15 +2,21 @@
 and the writer thread that renders and ships the records.
 
 On the request path (event loop thread) a logged request costs one `decide` call (a cached
-policy lookup and, when sampled, an id) and one `capture` call, which copies its tensors into
-the open block of its model, version and route (serving/payload/block.py); that block is also
-in the model's store of recent predictions (serving/payload/store.py), so nothing else is filed
-for feedback. Both are the compiled Tap's (ext/_payload.pxi): one C call each for the common
-case, the rest handed to `_decide` and `_capture` here, the spec. Nothing is serialised or sent
-there. The writer thread wakes every `tick_s`, seals the open blocks that are big or old
-enough, takes the sealed ones and hands them to the sinks; when a sink is slow the blocks wait,
-and a capture past the bounds (records, and bytes of their tensors) drops the oldest records
-(counted under `buffer_full`).
+policy lookup and, when sampled, an id) and one `capture` call, which queues it; the loop's
+next pass takes the records its previous pass queued (`flush`, scheduled by `_later`) and
+copies their tensors into the open block of their model, version and route
+(serving/payload/block.py); that block is also in the model's store of recent predictions
+(serving/payload/store.py), so nothing else is filed for feedback. All three are the compiled
+Tap's (ext/_payload.pxi): C calls for the common case, the rest handed to `_decide` and
+`_capture` here, the spec. Nothing is serialised or sent there. Taking a pass's records
+together, after its responses are written, is cheaper than one at a time between them: over
+sockets each capture ran between a response's encoding and its write, with the lines the
+capture touches evicted by the kernel's work in between.
+
+The writer thread wakes every `tick_s`, seals the open blocks that are big or old enough, takes
+the sealed ones and hands them to the sinks; when a sink is slow the blocks wait, and a capture
+past the bounds (records, and bytes of their tensors) drops the oldest records (counted under
+`buffer_full`).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ class PayloadLog:
     # case and send the rest to _decide and _capture
     decide: Callable[[ModelConfig, str | None, str | None], str | None]
     capture: Callable[..., None]
+    flush: Callable[[], None]  # take the queued captures now (the loop thread's)
 
     def __init__(
         self, sink: str = "", sample: float = -1.0, buffer: int = 10_000, tick_s: float = 0.05,
@@ -79,6 +86,7 @@ class PayloadLog:
                         buffer_bytes, random)
         self.decide = self._tap.decide
         self.capture = self._tap.capture
+        self.flush = self._tap.flush
         self._stores: dict[str, Store] = {}  # model: its recent predictions (loop thread)
         self.dropped: dict[str, int] = {"buffer_full": 0, "sink_error": 0, "encode_error": 0,
                                         "capture_error": 0}
@@ -158,6 +166,11 @@ class PayloadLog:
         except Exception:  # the request was answered: logging must not fail it
             self._capture_failed()
 
+    def _later(self, flush: Callable[[], None]) -> None:
+        """Run the Tap's flush at the running loop's next pass (RuntimeError: no loop runs in
+        this thread, and the Tap takes the record at once)."""
+        asyncio.get_running_loop().call_soon(flush)
+
     def _capture_failed(self) -> None:
         self.dropped["capture_error"] += 1
         if self.dropped["capture_error"] == 1:
@@ -230,7 +243,9 @@ class PayloadLog:
             self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """Write what is buffered, close every open segment, and end the thread."""
+        """Write what is buffered, close every open segment, and end the thread. A server
+        flushes the queued captures on its loop first."""
+        self.flush()
         if self._thread is not None:
             self._stop.set()
             self._thread.join(timeout_s)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -179,14 +179,27 @@ _OPS = st.lists(st.one_of(
 ), max_size=60)
 
 
-def _run_log(tap: Any, ops: list[tuple[Any, ...]], sink: Path) -> list[Any]:
+def _state(log: PayloadLog, n: int, seen: list[Any]) -> None:
+    """The log's counts, blocks and answers for the latest capture's id."""
+    blocks = [*log._open.values(), *log._ready]
+    seen.append((log.logged, log.buffered, dict(log.dropped), sorted(
+        (b.model, b.route, b.start, b.ids, columns(b), b.core.ends(0, len(b)))
+        for b in blocks)))
+    seen.append([(a.version, a.route, a.kind, a.values.tolist())
+                 for m in ("m", "n") for a in log.answers(m, f"id{n - 1}") or ()])
+
+
+def _run_log(tap: Any, ops: list[tuple[Any, ...]], sink: Path, queued: bool = False) -> list[Any]:
     """The ops through a PayloadLog whose request path is `tap`: what each returned, and the
-    log's state after each."""
+    log's state after each (`queued`: captures wait for the flush before each writer pass, and
+    the state is compared only after those)."""
     seen: list[Any] = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(payload_log, "Tap", tap)
         mp.setattr(payload_log, "random", Random(7).random)  # the same draws on both sides
         log = PayloadLog(buffer=5, seal_s=0.0)
+        if queued:  # no pass to schedule: the captures wait for log.flush()
+            log._later = lambda flush: None  # type: ignore[method-assign]
         cfgs = [ModelConfig(logging=LoggingConfig(**{  # type: ignore[arg-type]
             k: (str(sink) if v == "SINK" else v) for k, v in c.items()})) for c in _CFGS]
         for n, op in enumerate(ops):
@@ -199,27 +212,31 @@ def _run_log(tap: Any, ops: list[tuple[Any, ...]], sink: Path) -> list[Any]:
                 seen.append(log.capture(f"id{n}", model, "1", route, ins, outs, 0.5, cfgs[c],
                                         rows))
             else:
+                log.flush()
                 log.drain(force=op[1])
-            blocks = [*log._open.values(), *log._ready]
-            seen.append((log.logged, log.buffered, dict(log.dropped), sorted(
-                (b.model, b.route, b.start, b.ids, columns(b), b.core.ends(0, len(b)))
-                for b in blocks)))
-            seen.append([(a.version, a.route, a.kind, a.values.tolist())
-                         for m in ("m", "n") for a in log.answers(m, f"id{n - 1}") or ()])
+            if not queued or op[0] == "drain":
+                _state(log, n, seen)
+        log.flush()
+        _state(log, len(ops), seen)
         log.stop()
     return seen
 
 
 @needs_compiled
 @settings(max_examples=150, deadline=None)
-@given(_OPS)
-def test_the_compiled_tap_keeps_to_the_logs_own_methods(ops: list[tuple[Any, ...]]) -> None:
+@given(_OPS, st.booleans())
+@example(ops=[("capture", 0, "m", "primary", kind, 1)  # a new block opened within one flush
+              for kind in ("usual", "dtype", "usual", "tensors", "usual")], queued=True)
+@example(ops=[("capture", 0, "m", "primary", "usual", 1)] * 8, queued=True)  # past buffer=5
+def test_the_compiled_tap_keeps_to_the_logs_own_methods(ops: list[tuple[Any, ...]],
+                                                        queued: bool) -> None:
     """PayloadLog's request path through the compiled Tap (its fast path, and the log's own
     _decide and _capture for the rest) == through the twin, which calls only those: the same
-    ids, blocks, counts, drops and answers after every step."""
+    ids, blocks, counts, drops and answers after every step. `queued`: the compiled Tap's
+    captures wait, as for the loop's next pass, until a flush before each writer pass."""
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
-        fast = _run_log(compiled.Tap, ops, Path(a))  # type: ignore[union-attr]
-        assert fast == _run_log(_reference.Tap, ops, Path(b))
+        fast = _run_log(compiled.Tap, ops, Path(a), queued)  # type: ignore[union-attr]
+        assert fast == _run_log(_reference.Tap, ops, Path(b), queued)
 
 
 _PART = st.sampled_from([b"", b"a", b"1.5", b"\x00", b"xyz", "é".encode()])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import time
 from pathlib import Path
@@ -207,3 +208,35 @@ def test_a_request_the_log_cannot_copy_is_counted_not_raised(tmp_path: Path) -> 
     assert log.dropped["capture_error"] == 1 and log.buffered == 0
     log.capture("good", "m", "1", "primary", row(1), out(1), 0.001, c)
     assert log.buffered == 1 and log.answers("m", "good") is not None
+
+
+def test_on_a_loop_a_pass_captures_are_taken_at_the_next_pass(tmp_path: Path) -> None:
+    """On a running loop a capture is queued, and the loop's next pass takes every record the
+    pass before queued, in order, copying their tensors (the caller's own again after it).
+    What a loop left queued when it stopped, stop() takes."""
+    c = cfg(sample=1.0, sink=str(tmp_path), segment_records=1000)
+    log = PayloadLog(tick_s=60)  # no pass of the writer's but stop()'s
+    log.start()
+
+    async def one_pass() -> tuple[int, int]:
+        x = np.array([[1.0, 2.0]], np.float32)
+        for i in range(3):
+            log.capture(f"r{i}", "m", "1", "primary", {"input": x}, out(i), 0.001, c, 1)
+        queued = sum(log.logged.values())
+        await asyncio.sleep(0)  # the next pass
+        x[:] = -1
+        return queued, sum(log.logged.values())
+
+    assert asyncio.run(one_pass()) == (0, 3)
+
+    async def left_queued() -> None:
+        log.capture("r3", "m", "1", "primary", row(3), out(3), 0.001, c)
+
+    asyncio.run(left_queued())  # the loop ends with the capture's pass still to come
+    log.stop()
+    [segment] = (tmp_path / "m").glob("part-*.jsonl.gz")
+    records = [orjson.loads(line) for line in gzip.decompress(segment.read_bytes()).splitlines()]
+    assert [r["id"] for r in records] == ["r0", "r1", "r2", "r3"]
+    assert records[0]["inputs"] == {"input": [[1.0, 2.0]]}
+    assert log.dropped == {"buffer_full": 0, "sink_error": 0, "encode_error": 0,
+                           "capture_error": 0}
