@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import orjson
 
 MAX_QUEUED = 4096  # captures a Tap queues at most before taking them itself (the kernel's too)
 
@@ -198,3 +199,17 @@ def interleave(pieces: list[bytes | list[bytes] | tuple[bytes, bytes]], n: int) 
         else:
             raise TypeError("a piece is bytes, a list of bytes or (text, separator)")
     return b"".join(b"".join(col[i] for col in columns) for i in range(n))
+
+
+def whole_numbers_json(a: Any) -> bytes | None:
+    """orjson.dumps(a, option=OPT_SERIALIZE_NUMPY) when `a` is a non-empty C-contiguous
+    float32 or float64 ndarray of whole numbers under 2**24 (float32) or 10**15 (float64) in
+    magnitude, else None: the compiled twin writes these itself."""
+    if (type(a) is not np.ndarray or a.dtype not in (np.dtype(np.float32), np.dtype(np.float64))
+            or not a.flags.c_contiguous or a.ndim < 1 or a.ndim > 32 or a.size == 0):
+        return None
+    limit = 2**24 if a.dtype == np.float32 else 10**15
+    with np.errstate(invalid="ignore"):
+        if not (np.all(np.abs(a) < limit) and np.all(np.trunc(a) == a)):
+            return None
+    return orjson.dumps(a, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -25,9 +25,9 @@ from serving.payload.block import Block, Column
 from serving.payload.record import NUMPY, json_line, plain
 
 if os.environ.get("SERVING_PUREPYTHON"):  # as serving/payload/block.py
-    from serving.payload._reference import interleave
+    from serving.payload._reference import interleave, whole_numbers_json
 else:
-    from serving._kernels import interleave
+    from serving._kernels import interleave, whole_numbers_json
 
 # constant text, one piece per record, or (text, separator): the records' pieces in one text
 Piece = bytes | list[bytes] | tuple[bytes, bytes]
@@ -112,9 +112,11 @@ def _columns(opening: bytes, b: Block, cols: list[Column], first: int,
 
 def _split(joined: np.ndarray, counts: list[int]) -> list[Piece]:
     """Each record's rows of a raw column as `record.plain` writes them: one orjson call on
-    all the rows, split into rows (a number's JSON holds no bracket or comma) and regrouped."""
+    all the rows (or the compiled writer of whole numbers, for floats that are all whole:
+    counts, codes, pixels, one-hot columns), split into rows (a number's JSON holds no bracket
+    or comma) and regrouped."""
     d = joined.ndim
-    text = orjson.dumps(joined, option=NUMPY)
+    text = whole_numbers_json(joined) or orjson.dumps(joined, option=NUMPY)
     sep = b"]" * (d - 1) + b"," + b"[" * (d - 1)
     if counts.count(1) == len(counts):  # a row each: the usual request
         return [b"[" * d, (text[d:-d], sep), b"]" * d]
