@@ -584,6 +584,9 @@ def whole_numbers_json(object a):
     cdef float* p32 = <float*>arr.data
     cdef double* p64 = <double*>arr.data
     cdef double v, limit = 16777216.0 if f32 else 1e15
+    v = p32[0] if f32 else p64[0]
+    if not (-limit < v < limit) or v != <double><int64_t>v:  # the usual answer for other data
+        return None
     cdef char* buf = <char*>PyMem_Malloc(most)
     cdef char* w = buf
     if buf == NULL:
