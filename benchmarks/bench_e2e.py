@@ -61,10 +61,12 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def start(cmd: list[str], ready_url: str, log: Path, cpus: str = SERVER_CPU
-          ) -> Iterator[subprocess.Popen[bytes]]:
+def start(cmd: list[str], ready_url: str, log: Path, cpus: str = SERVER_CPU,
+          cwd: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """`cmd` pinned to `cpus`, once `ready_url` answers 200; `cwd`: where it runs (`python -m
+    serving` there runs that checkout's code)."""
     with log.open("wb") as f:
-        proc = subprocess.Popen(pinned(cpus, cmd), stdout=f, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(pinned(cpus, cmd), stdout=f, stderr=subprocess.STDOUT, cwd=cwd)
     try:
         wait_http(ready_url)
         yield proc

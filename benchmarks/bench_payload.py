@@ -19,6 +19,12 @@ average before and after (other work on the cores moves every figure).
 
 `--flood` then measures inference on the 100% server (digits) while one client floods it with
 iris feedback (batches of 1000 entries for 10000 logged ids), against the same without it.
+
+`--tree NAME=PATH` (repeatable) compares code instead: `off`, then for each tree a server
+logging every request run from that checkout (built in place: `python setup.py build_ext
+--inplace` there), interleaved the same way; `--tree before=../before --tree after=.` puts a
+change's cost before and after it side by side in one run, the only comparison this machine's
+hour-to-hour drift allows.
 """
 
 from __future__ import annotations
@@ -130,6 +136,19 @@ def flood(pid: int, url: str, iris: bytes, digits: bytes, args: argparse.Namespa
           f"({entries / (args.repeats * args.duration):.0f}/s; the rest answered 503)")
 
 
+def configurations(specs: list[str]) -> tuple[dict[str, list[str]], dict[str, Path]]:
+    """The servers to compare (name: extra arguments) and the checkouts they run from."""
+    if not specs:
+        return dict(SERVERS), {}
+    servers: dict[str, list[str]] = {"off": []}
+    trees = {}
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        trees[name] = Path(path).resolve()
+        servers[name] = SERVERS["100pct"]
+    return servers, trees
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="iris,forest,digits")
@@ -138,7 +157,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--registry", help="registry with the example models (default: build one)")
     ap.add_argument("--flood", action="store_true", help="also measure a feedback flood")
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
+                    help="compare checkouts: off, then each tree logging every request")
     args = ap.parse_args()
+    servers, trees = configurations(args.tree)
     tmp = Path(tempfile.mkdtemp(prefix="bench-payload-"))
     registry = Path(args.registry) if args.registry else tmp / "registry"
     if not args.registry:
@@ -148,7 +170,7 @@ def main() -> int:
         build_examples(registry, log=lambda _m: None)
     models = args.models.split(",")
     rows = sample_inputs(registry, models)
-    ports = {n: free_port() for n in SERVERS}
+    ports = {n: free_port() for n in servers}
     print(f"# server on core {SERVER_CPU}, wrk on core {LOAD_CPU}; {args.clients} clients, "
           f"{args.duration}s per run, median of {args.repeats}, interleaved")
     print("# load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
@@ -156,11 +178,11 @@ def main() -> int:
           f"{'p99 ms':>7} {'CPU us/req':>10} {'vs off':>7} {'wrk CPU':>7}  runs (req/s)")
     bodies = {model: v2_body(rows[model]) for model in models}
     runs: dict[str, dict[str, list[dict[str, float]]]] = {
-        model: {n: [] for n in SERVERS} for model in models}
-    counts: dict[str, list[tuple[float, dict[str, float]]]] = {n: [] for n in SERVERS}
+        model: {n: [] for n in servers} for model in models}
+    counts: dict[str, list[tuple[float, dict[str, float]]]] = {n: [] for n in servers}
     for _ in range(args.repeats):
-        for n, extra in SERVERS.items():  # a fresh server each time: see the docstring
-            with server(n, extra, registry, tmp, ports[n]) as pid:
+        for n, extra in servers.items():  # a fresh server each time: see the docstring
+            with server(n, extra, registry, tmp, ports[n], trees.get(n)) as pid:
                 for model in models:
                     url = f"http://127.0.0.1:{ports[n]}/v2/models/{model}/infer"
                     runs[model][n].append(measured(pid, url, bodies[model], args, tmp))
@@ -171,7 +193,7 @@ def main() -> int:
     for model in models:
         base = statistics.median(r["rps"] for r in runs[model]["off"])
         base_cpu = statistics.median(r["cpu_us_per_req"] for r in runs[model]["off"])
-        for n in SERVERS:
+        for n in servers:
             rs = runs[model][n]
             med = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
             print(f"{model:<8} {n:<7} {med['rps']:>8.0f} {med['rps'] / base - 1:>+7.1%} "
@@ -182,18 +204,19 @@ def main() -> int:
                   + " ".join(f"{r['rps']:.0f}" for r in rs))
     print("# paired: each repeat's throughput against the off server's of the same repeat, run "
           "just before it (median, lowest, highest)")
+    logging = [n for n in servers if n != "off"]
     for model in models:
-        for n in ("1pct", "100pct"):
+        for n in logging:
             ratios = sorted(r["rps"] / o["rps"] - 1
                             for r, o in zip(runs[model][n], runs[model]["off"], strict=True))
             print(f"{model:<8} {n:<7} {statistics.median(ratios):>+7.1%}  "
                   f"({ratios[0]:+.1%} .. {ratios[-1]:+.1%})")
-    for n in ("1pct", "100pct"):
+    for n in logging:
         written = sum(w for w, _ in counts[n])
         dropped = {k: sum(d.get(k, 0) for _, d in counts[n]) for k in counts[n][0][1]}
         print(f"# {n}: {written:.0f} records written, dropped {dropped}")
     print("# load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    if args.flood:
+    if args.flood and not trees:
         with server("100pct", SERVERS["100pct"], registry, tmp, ports["100pct"]) as pid:
             flood(pid, f"http://127.0.0.1:{ports['100pct']}",
                   *(v2_body(x) for x in sample_inputs(registry, ["iris", "digits"]).values()),
@@ -204,8 +227,9 @@ def main() -> int:
 
 @contextlib.contextmanager
 def server(name: str, extra: list[str], registry: Path, tmp: Path,
-           port: int) -> Iterator[int]:
-    """A server of one configuration, pinned to the server core: its pid."""
+           port: int, tree: Path | None = None) -> Iterator[int]:
+    """A server of one configuration, pinned to the server core (run from `tree`, a checkout,
+    when given): its pid."""
     cmd = [sys.executable, "-m", "serving", "serve", "--registry", str(registry),
            "--port", str(port), "--grpc-port", "0", "--log-level", "warning",
            "--drain-grace", "0",
@@ -213,7 +237,7 @@ def server(name: str, extra: list[str], registry: Path, tmp: Path,
     if extra:
         cmd += ["--admin-open"]  # the flood's feedback
     with start(cmd, f"http://127.0.0.1:{port}/v2/health/ready",
-               tmp / f"{name}.log") as proc:
+               tmp / f"{name}.log", cwd=tree) as proc:
         yield proc.pid
 
 
