@@ -516,7 +516,6 @@ cdef extern from "math.h":
     bint signbit(double x) nogil
 
 
-
 cdef const char* _PAIRS = (b"00010203040506070809101112131415161718192021222324252627282930313233"
                           b"34353637383940414243444546474849505152535455565758596061626364656667"
                           b"6869707172737475767778798081828384858687888990919293949596979899")
@@ -524,7 +523,8 @@ cdef const char* _PAIRS = (b"000102030405060708091011121314151617181920212223242
 
 cdef inline char* _whole(char* w, uint64_t u) noexcept nogil:
     """Write u's decimal digits at w; past them. Under 100 (most whole-number features) with
-    no branch on the width: the pair's second digit alone, or both."""
+    no branch on the width: the pair's second digit alone, or both (two bytes are written
+    either way: the caller's buffer has room, and the next write covers the second)."""
     cdef const char* pair
     cdef int two, n
     cdef uint64_t t
