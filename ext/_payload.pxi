@@ -11,7 +11,9 @@ from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 cdef enum:
     _STACK_COLUMNS = 32  # a record of more columns goes to the spec
     _C_CONTIGUOUS = 0x0001  # NPY_ARRAY_C_CONTIGUOUS
-    _MAX_QUEUED = 4096  # captures a Tap queues at most before taking them itself
+
+# captures a Tap queues at most before taking them itself: the twin's bound
+cdef Py_ssize_t _MAX_QUEUED = _payload_reference.MAX_QUEUED
 
 cdef extern from *:
     """

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-MAX_QUEUED = 4096  # captures a Tap queues at most before taking them itself (the kernel's too)
+MAX_QUEUED = 4096  # captures a Tap queues at most before taking them itself (both Taps)
 
 # A block's column as the kernel reads it: name, then for a raw column its buffer format, item
 # size, row shape, the bytearray of its rows and its dtype (an array of this very dtype object
@@ -76,9 +76,9 @@ class Tap:
         self._log, self._prefix = log, prefix
         self.cores: dict[tuple[str, str, str], Records] = {}
         self.pending = 0  # records waiting for the writer
-        self._queue: list[tuple[Any, ...]] = []  # capture's arguments, for flush
         self.held = 0  # their bytes
         self._ids = 0
+        self._queue: list[tuple[Any, ...]] = []  # capture's arguments, for flush
 
     def new_id(self) -> str:
         """An id for a request that came without one: unique in this process."""
