@@ -22,6 +22,7 @@ from hypothesis.extra import numpy as hnp
 from serving.logging_config import LoggingConfig
 from serving.model_config import ModelConfig
 from serving.payload import _reference
+from serving.payload import block as payload_block
 from serving.payload import log as payload_log
 from serving.payload.block import Block
 from serving.payload.log import PayloadLog
@@ -195,8 +196,10 @@ def _run_log(tap: Any, ops: list[tuple[Any, ...]], sink: Path, queued: bool = Fa
     log's state after each (`queued`: captures wait for the flush before each writer pass, and
     the state is compared only after those)."""
     seen: list[Any] = []
+    impl = compiled if tap is getattr(compiled, "Tap", None) else _reference
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(payload_log, "Tap", tap)
+        mp.setattr(payload_block, "Records", impl.Records)  # the Tap's own (SERVING_PUREPYTHON)
         mp.setattr(payload_log, "random", Random(7).random)  # the same draws on both sides
         log = PayloadLog(buffer=5, seal_s=0.0)
         if queued:  # no pass to schedule: the captures wait for log.flush()
@@ -233,8 +236,8 @@ def test_the_compiled_tap_keeps_to_the_logs_own_methods(ops: list[tuple[Any, ...
                                                         queued: bool) -> None:
     """PayloadLog's request path through the compiled Tap (its fast path, and the log's own
     _decide and _capture for the rest) == through the twin, which calls only those: the same
-    ids, blocks, counts, drops and answers after every step. `queued`: the compiled Tap's
-    captures wait, as for the loop's next pass, until a flush before each writer pass."""
+    ids, blocks, counts, drops and answers after every step. `queued`: both Taps' captures
+    wait, as for the loop's next pass, until a flush before each writer pass."""
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         fast = _run_log(compiled.Tap, ops, Path(a), queued)  # type: ignore[union-attr]
         assert fast == _run_log(_reference.Tap, ops, Path(b), queued)
