@@ -160,6 +160,8 @@ def main() -> int:
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=PATH",
                     help="compare checkouts: off, then each tree logging every request")
     args = ap.parse_args()
+    if args.flood and args.tree:
+        ap.error("--flood measures the 100pct server, which --tree replaces")
     servers, trees = configurations(args.tree)
     tmp = Path(tempfile.mkdtemp(prefix="bench-payload-"))
     registry = Path(args.registry) if args.registry else tmp / "registry"
@@ -216,7 +218,7 @@ def main() -> int:
         dropped = {k: sum(d.get(k, 0) for _, d in counts[n]) for k in counts[n][0][1]}
         print(f"# {n}: {written:.0f} records written, dropped {dropped}")
     print("# load average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    if args.flood and not trees:
+    if args.flood:
         with server("100pct", SERVERS["100pct"], registry, tmp, ports["100pct"]) as pid:
             flood(pid, f"http://127.0.0.1:{ports['100pct']}",
                   *(v2_body(x) for x in sample_inputs(registry, ["iris", "digits"]).values()),
