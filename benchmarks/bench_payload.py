@@ -149,7 +149,7 @@ def configurations(specs: list[str]) -> tuple[dict[str, list[str]], dict[str, Pa
     return servers, trees
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", default="iris,forest,digits")
     ap.add_argument("--clients", type=int, default=64)
@@ -162,6 +162,11 @@ def main() -> int:
     args = ap.parse_args()
     if args.flood and args.tree:
         ap.error("--flood measures the 100pct server, which --tree replaces")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     servers, trees = configurations(args.tree)
     tmp = Path(tempfile.mkdtemp(prefix="bench-payload-"))
     registry = Path(args.registry) if args.registry else tmp / "registry"
