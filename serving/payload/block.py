@@ -7,9 +7,8 @@ latency, row end and size. The request's own arrays and dicts are freed once the
 pass has copied them (PayloadLog.flush), instead of being held until the writer reaches
 them; the writer renders a block's column with one orjson call on a view of its bytes
 (`lines.block_lines`), and the store of recent predictions (`store.py`) is the blocks
-themselves. Holding every logged
-request's objects for the writer's tick, and filing a copy of its prediction, cost the event
-loop 3-4 us a request (benchmarks/bench_payload_inproc.py).
+themselves. Holding every logged request's objects for the writer's tick, and filing a copy
+of its prediction, cost the event loop 3-4 us a request (benchmarks/bench_payload_inproc.py).
 
 A column is raw when its arrays are numeric, C-contiguous, with a row shape free of empty
 dimensions and as many rows as the record; any other array (text, no batch dimension, rows of
